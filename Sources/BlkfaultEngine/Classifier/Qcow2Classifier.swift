@@ -1,0 +1,289 @@
+/// The events QEMU 7.2's qcow2 driver raises, inferred from the I/O it does
+/// (notes: qemu-blkdebug.md §3.2–3.5). Structural events come from what the
+/// I/O touches; procedural ones from where QEMU's algorithms stand:
+///
+/// - An allocation starts with `cluster_alloc` (unless QEMU extends a host run
+///   right after an allocated cluster), then `refblock_alloc` + `refblock_load`
+///   per refcount block updated; the refcount cache flush that follows writes
+///   the refblock (`refblock_update_part`).
+/// - A new L2 table is written to a cluster whose refcount already reached the
+///   disk; new guest data to one whose refcount has not.
+/// - In writethrough mode every write request ends with a full flush:
+///   `flush_to_os`, cache write-backs, then `flush_to_disk` from the second
+///   request of the process on.
+public struct Qcow2Classifier: EventClassifier, Sendable {
+    public private(set) var shadow: ShadowImage
+    public var modelName: String { "qemu-7.2" }
+
+    private var opened = false
+    /// `cluster_alloc` was raised for the allocation in progress.
+    private var clusterAllocRaised = false
+    /// The allocation in progress extends a host run (qcow2_alloc_clusters_at).
+    private var contiguousAllocation = false
+    /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
+    private var lastLoadedSliceHasBoundary = false
+    private var previousWasL2Load = false
+    /// New L2 tables whose first slice went out (their `l2_alloc_write`s are raised).
+    private var newL2Tables: Set<UInt64> = []
+    /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
+    private var zeroedClusters: Set<UInt64> = []
+    private var flush = FlushState.idle
+    /// Write requests that completed (the qcow2 node's write generation).
+    private var completedWrites = 0
+    /// Refcount table growth in progress.
+    private var growth = Growth.none
+    /// The request being decided carries guest data (write_aio was raised for it).
+    private var pendingGuestWrite = false
+
+    enum FlushState: Sendable { case idle, dataWritten, flushing(wroteBack: Bool) }
+    enum Growth: Sendable { case none, blockWritten, area }
+
+    public init(shadow: ShadowImage) { self.shadow = shadow }
+
+    public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        var events: [BlkdebugEvent] = []
+        if !opened { events.append(.none); opened = true }
+        let region = shadow.region(at: op.offset)
+        let isWriteBack = op.kind == .write && {
+            switch region { case .l2Table, .refcountBlock: return true; default: return false }
+        }()
+        endFlushUnless(continuing: isWriteBack || op.kind == .flush, into: &events)
+        defer { previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }() }
+
+        switch op.kind {
+        case .read:
+            events += readEvents(op, region)
+        case .write:
+            events += writeEvents(op, region, file: file)
+            pendingGuestWrite = events.contains(.writeAio)
+            events.append(.pwritev)
+        case .writeZeroes:
+            if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
+                events += allocationEvents(newClusters: clusters(of: op))
+                events.append(.clusterAllocSpace)
+                zeroedClusters.formUnion(clusters(of: op))
+            }
+            events.append(.pwritevZero)
+        case .flush:
+            events += flushEvents()
+        case .discard, .truncate, .allocate:
+            break
+        }
+        return events
+    }
+
+    public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if performed && succeeded {
+            switch op.kind {
+            case .write, .read:
+                if let bytes = op.bytes, isMetadata(op) {
+                    let data = bytes(0, Int(op.length))
+                    if op.kind == .read, case .l2Table = shadow.region(at: op.offset) {
+                        lastLoadedSliceHasBoundary = shadow.hasAllocationBoundary(data)
+                    }
+                    shadow.learn(offset: op.offset, data: data, file: file)
+                } else if op.kind == .write {
+                    shadow.learn(offset: op.offset, data: [], file: file)
+                }
+                if op.kind == .write, pendingGuestWrite { flush = .dataWritten }
+            case .truncate:
+                shadow.noteTruncate(to: op.offset)
+            default: break
+            }
+        }
+        return op.kind == .write || op.kind == .writeZeroes ? [.pwritevDone] : []
+    }
+
+    // MARK: Reads
+
+    private mutating func readEvents(_ op: Operation, _ region: Region) -> [BlkdebugEvent] {
+        switch region {
+        case .refcountTable where op.length >= shadow.header.refcountTableSize:
+            return [.reftableLoad]
+        case .l2Table:
+            return [.l2Load]
+        case .refcountBlock:
+            // A refcount cache miss: the free-cluster search of a new allocation,
+            // or the free check of an allocation that extends a host run.
+            if previousWasL2Load && lastLoadedSliceHasBoundary {
+                contiguousAllocation = true
+                return []
+            }
+            if !clusterAllocRaised {
+                clusterAllocRaised = true
+                return [.clusterAlloc]
+            }
+            return []
+        case .data:
+            return [.readAio]
+        default:
+            return []
+        }
+    }
+
+    // MARK: Writes
+
+    private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
+        switch region {
+        case .header:
+            if op.offset == 36 && op.length == 12 { return [.l1GrowActivateTable] }
+            if op.offset == 48 && op.length == 12 { growth = .none; return [.refblockAllocSwitchTable] }
+            return []
+        case .l1Table:
+            return [.l1Update]
+        case .refcountTable:
+            return op.length == 8 ? [.refblockAllocHookup] : []
+        case .l2Table:
+            return flushStart() + [.l2Update]
+        case .refcountBlock:
+            if case .idle = flush {
+                // The refcount cache flush of an allocation (l2_allocate, L1 growth).
+                var events: [BlkdebugEvent] = []
+                if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                events += [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+                clusterAllocRaised = false
+                contiguousAllocation = false
+                return events
+            }
+            return flushStart() + [.refblockUpdatePart]
+        case .data:
+            // Existing data; a write that runs on into new clusters extends the host run.
+            let fresh = clusters(of: op).filter { shadow.region(at: $0) == .unreferenced }
+            var events: [BlkdebugEvent] = []
+            if !fresh.isEmpty {
+                contiguousAllocation = true
+                events += allocationEvents(newClusters: fresh)
+            }
+            return events + [.writeAio]
+        case .unreferenced:
+            return unreferencedWriteEvents(op, file: file)
+        }
+    }
+
+    private mutating func unreferencedWriteEvents(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        let first = shadow.clusterStart(op.offset)
+        let head = op.bytes?(0, min(Int(op.length), 64)) ?? []
+        if !shadow.isCovered(clusterOffset: first) {
+            // Self-describing refcount structures: a new refblock, or the blocks
+            // and table of a grown refcount table.
+            if looksLikeTableCopy(head, of: shadow.reftable) { return [.refblockAllocWriteTable] }
+            let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
+            switch growth {
+            case .none:
+                if tableFull { growth = .blockWritten }
+                return [.refblockAllocWrite, .refblockUpdatePart]
+            case .blockWritten:
+                growth = .area
+                return [.reftableGrow, .refblockAllocWriteBlocks, .refblockUpdatePart]
+            case .area:
+                return [.refblockUpdatePart]
+            }
+        }
+        let refcount = shadow.refcountOnDisk(clusterOffset: first, file: file)
+        if refcount >= 1 && !zeroedClusters.contains(first) {
+            // Tables are written after their refcount reached the disk.
+            if op.length != shadow.l2SliceSize || looksLikeTableCopy(head, of: shadow.l1) {
+                return [.l1GrowWriteTable]
+            }
+            let table = first
+            if newL2Tables.insert(table).inserted {
+                let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
+                return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
+            }
+            return [.l2Update]
+        }
+        // New guest data: its refcount is still in QEMU's cache.
+        let fresh = clusters(of: op).filter { !zeroedClusters.contains($0) }
+        var events: [BlkdebugEvent] = []
+        if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
+        for c in clusters(of: op) { zeroedClusters.remove(c) }
+        return events + [.writeAio]
+    }
+
+    /// cluster_alloc (unless raised already or the run is extended), then one
+    /// refblock_alloc + refblock_load per refcount block the allocation updates.
+    private mutating func allocationEvents(newClusters: [UInt64]) -> [BlkdebugEvent] {
+        var events: [BlkdebugEvent] = []
+        if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+        var blocks: [UInt64] = []
+        for c in newClusters {
+            let b = shadow.reftableIndex(clusterOffset: c)
+            if !blocks.contains(b) { blocks.append(b); events += [.refblockAlloc, .refblockLoad] }
+        }
+        clusterAllocRaised = false
+        contiguousAllocation = false
+        return events
+    }
+
+    // MARK: Flushes
+
+    /// The start of a full flush of the qcow2 node after a write request.
+    private mutating func flushStart() -> [BlkdebugEvent] {
+        switch flush {
+        case .dataWritten:
+            flush = .flushing(wroteBack: true)
+            return [.flushToOS]
+        case .flushing:
+            flush = .flushing(wroteBack: true)
+            return []
+        case .idle:
+            return []
+        }
+    }
+
+    private mutating func flushEvents() -> [BlkdebugEvent] {
+        switch flush {
+        case .dataWritten:
+            // Nothing was dirty: the fdatasync is the flush to disk itself.
+            let events: [BlkdebugEvent] = completedWrites > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
+            flush = .idle
+            completedWrites += 1
+            return events
+        default:
+            return []
+        }
+    }
+
+    /// Any other I/O ends a flush whose write-backs are done.
+    private mutating func endFlushUnless(continuing: Bool, into events: inout [BlkdebugEvent]) {
+        guard !continuing else { return }
+        switch flush {
+        case .flushing:
+            if completedWrites > 0 { events.append(.flushToDisk) }
+            completedWrites += 1
+            flush = .idle
+        case .dataWritten:
+            // Another write of the same request (or a request without a flush).
+            break
+        case .idle:
+            break
+        }
+    }
+
+    // MARK: Helpers
+
+    private func clusters(of op: Operation) -> [UInt64] {
+        guard op.length > 0 else { return [] }
+        var result: [UInt64] = []
+        var c = shadow.clusterStart(op.offset)
+        while c < op.end && result.count < 1 << 16 { result.append(c); c += shadow.clusterSize }
+        return result
+    }
+
+    private func isMetadata(_ op: Operation) -> Bool {
+        switch shadow.region(at: op.offset) {
+        case .data: return false
+        case .unreferenced: return op.kind == .write
+        default: return true
+        }
+    }
+
+    /// A new table that starts with the current table's entries (L1 growth,
+    /// refcount table growth copy the old entries first).
+    private func looksLikeTableCopy(_ head: [UInt8], of table: [UInt64]) -> Bool {
+        let n = min(head.count / 8, table.count)
+        guard n > 0, table.prefix(n).contains(where: { $0 != 0 }) else { return false }
+        for i in 0..<n where head.be64(at: i * 8) != table[i] { return false }
+        return true
+    }
+}

@@ -1,0 +1,124 @@
+/// Which qcow2 implementation's procedural events the engine models.
+public enum ModelChoice: String, Sendable {
+    /// QEMU 7.2's allocator, caches and flush order (the default).
+    case qemu72 = "qemu-7.2"
+    /// Only events the I/O itself proves; no procedural inference.
+    case rawOnly = "raw"
+}
+
+/// What the engine did with one operation: the trace line's content.
+public struct Step: Sendable {
+    public var events: [BlkdebugEvent] = []
+    public var stateBefore: Int32 = 1
+    public var stateAfter: Int32 = 1
+    public var decision: Decision = .perform
+    /// The rule file line of the rule that failed the request.
+    public var ruleLine: Int?
+    /// Events raised after the request (pwritev_done).
+    public var eventsAfter: [BlkdebugEvent] = []
+}
+
+/// One blkdebug node's worth of state for one image: the rules, and the
+/// classifier that says which events each I/O carries. A pure state machine:
+/// `(operation) -> decision`, driven by the preload or by a test.
+public struct ImageEngine: Sendable {
+    public private(set) var rules: BlkdebugRules
+    private var model: Model
+    /// Why the image is followed in raw mode, if it is.
+    public private(set) var rawReason: String?
+
+    enum Model: Sendable {
+        case qcow2(Qcow2Classifier)
+        case raw(RawClassifier)
+        /// Not a qcow2 image yet (e.g. being created): retried when the header is read.
+        case pending(RawClassifier)
+    }
+
+    public init(rules: RuleSet, file: ImageReader, model choice: ModelChoice = .qemu72) {
+        self.rules = BlkdebugRules(rules)
+        if choice == .rawOnly {
+            model = .raw(RawClassifier())
+            rawReason = "raw model chosen"
+            return
+        }
+        do {
+            model = .qcow2(Qcow2Classifier(shadow: try ShadowImage(reading: file)))
+        } catch {
+            if file.size == 0 {
+                model = .pending(RawClassifier())
+            } else {
+                model = .raw(RawClassifier())
+            }
+            rawReason = error.description
+        }
+    }
+
+    public var modelName: String {
+        switch model {
+        case .qcow2(let c): return c.modelName
+        case .raw, .pending: return "raw"
+        }
+    }
+
+    public var shadow: ShadowImage? {
+        if case .qcow2(let c) = model { return c.shadow }
+        return nil
+    }
+
+    /// Decides an operation before it reaches the file.
+    public mutating func before(_ op: Operation, file: ImageReader) -> Step {
+        retryQcow2IfPending(op, file: file)
+        var step = Step()
+        step.stateBefore = rules.state
+        step.events = classifyBefore(op, file: file)
+        for e in step.events { _ = rules.raise(e) }
+        step.stateAfter = rules.state
+        if let iotype = op.kind.ioType,
+           let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {
+            step.ruleLine = hit.line
+            step.decision = hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
+        }
+        if step.decision != .perform {
+            // blkdebug failed the request: the block layer still finishes it.
+            step.eventsAfter = classifyAfter(op, performed: false, succeeded: false, file: file)
+            for e in step.eventsAfter { _ = rules.raise(e) }
+            step.stateAfter = rules.state
+        }
+        return step
+    }
+
+    /// Takes in the outcome of a performed operation (for reads, what was read).
+    public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
+        for e in events { _ = rules.raise(e) }
+        return events
+    }
+
+    private mutating func classifyBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        switch model {
+        case .qcow2(var c): let e = c.eventsBefore(op, file: file); model = .qcow2(c); return e
+        case .raw(var c): let e = c.eventsBefore(op, file: file); model = .raw(c); return e
+        case .pending(var c): let e = c.eventsBefore(op, file: file); model = .pending(c); return e
+        }
+    }
+
+    private mutating func classifyAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        switch model {
+        case .qcow2(var c):
+            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .qcow2(c); return e
+        case .raw(var c):
+            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .raw(c); return e
+        case .pending(var c):
+            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .pending(c); return e
+        }
+    }
+
+    /// An image created by the program becomes qcow2 once its header is on disk.
+    private mutating func retryQcow2IfPending(_ op: Operation, file: ImageReader) {
+        guard case .pending = model, op.kind == .read, op.offset == 0 else { return }
+        if let shadow = try? ShadowImage(reading: file) {
+            model = .qcow2(Qcow2Classifier(shadow: shadow))
+            rawReason = nil
+        }
+    }
+}

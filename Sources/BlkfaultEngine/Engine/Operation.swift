@@ -1,0 +1,69 @@
+/// What a program did to an image file, as the shim saw it (values match `enum blkfault_op`).
+public enum OperationKind: Int32, Sendable {
+    case read = 0, write, writeZeroes, discard, flush, truncate, allocate
+
+    public var name: String {
+        switch self {
+        case .read: return "read"
+        case .write: return "write"
+        case .writeZeroes: return "write-zeroes"
+        case .discard: return "discard"
+        case .flush: return "flush"
+        case .truncate: return "truncate"
+        case .allocate: return "allocate"
+        }
+    }
+
+    /// The blkdebug iotype a request of this kind is checked as; nil = blkdebug never checks it.
+    public var ioType: IOType? {
+        switch self {
+        case .read: return .read
+        case .write: return .write
+        case .writeZeroes: return .writeZeroes
+        case .discard: return .discard
+        case .flush: return .flush
+        case .truncate, .allocate: return nil
+        }
+    }
+}
+
+/// One operation on an image file. `bytes` gathers part of the written (or, after a
+/// read, the read) data; the engine calls it only for metadata, never for guest data.
+public struct Operation {
+    public var kind: OperationKind
+    public var offset: UInt64
+    public var length: UInt64
+    public var bytes: ((_ from: Int, _ count: Int) -> [UInt8])?
+
+    public init(_ kind: OperationKind, offset: UInt64 = 0, length: UInt64 = 0,
+                bytes: ((_ from: Int, _ count: Int) -> [UInt8])? = nil) {
+        self.kind = kind; self.offset = offset; self.length = length; self.bytes = bytes
+    }
+
+    /// Convenience for tests and replays: the data is a plain array.
+    public init(_ kind: OperationKind, offset: UInt64, data: [UInt8]) {
+        self.init(kind, offset: offset, length: UInt64(data.count)) { from, count in
+            Array(data[from..<min(data.count, from + count)])
+        }
+    }
+
+    var end: UInt64 { offset &+ length }
+}
+
+/// What the shim must do with an operation.
+public enum Decision: Equatable, Sendable {
+    case perform
+    /// Do not perform; fail with this errno.
+    case fail(errno: Int32)
+    /// Do not perform; report success (blkdebug's negative errno).
+    case pretendSuccess
+
+    /// The value `blkfault_engine_before` returns.
+    public var cValue: Int32 {
+        switch self {
+        case .perform: return 0
+        case .fail(let e): return e
+        case .pretendSuccess: return -1
+        }
+    }
+}

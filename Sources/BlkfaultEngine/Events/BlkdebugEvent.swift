@@ -1,0 +1,105 @@
+/// QEMU 7.2's `BlkdebugEvent` enum, in QEMU's order (qapi/block-core.json).
+///
+/// This file is the one place that knows the events: their names as rule files
+/// spell them, and how blkfault recognises each one from outside QEMU. Adding
+/// an event means adding a case and a row in `BlkdebugEvent.table`.
+public enum BlkdebugEvent: Int, CaseIterable, Sendable, Hashable {
+    case l1Update, l1GrowAllocTable, l1GrowWriteTable, l1GrowActivateTable
+    case l2Load, l2Update, l2UpdateCompressed, l2AllocCowRead, l2AllocWrite
+    case readAio, readBackingAio, readCompressed, writeAio, writeCompressed
+    case vmstateLoad, vmstateSave, cowRead, cowWrite
+    case reftableLoad, reftableGrow, reftableUpdate
+    case refblockLoad, refblockUpdate, refblockUpdatePart, refblockAlloc
+    case refblockAllocHookup, refblockAllocWrite, refblockAllocWriteBlocks
+    case refblockAllocWriteTable, refblockAllocSwitchTable
+    case clusterAlloc, clusterAllocBytes, clusterFree
+    case flushToOS, flushToDisk
+    case pwritevRmwHead, pwritevRmwAfterHead, pwritevRmwTail, pwritevRmwAfterTail
+    case pwritev, pwritevZero, pwritevDone
+    case emptyImagePrepare, l1ShrinkWriteTable, l1ShrinkFreeL2Clusters
+    case corWrite, clusterAllocSpace, none
+}
+
+/// How blkfault knows that QEMU would raise an event.
+public enum Recognition: String, Sendable {
+    /// The I/O itself says what it is (a write into the L1 table, an fdatasync).
+    case exact
+    /// QEMU raises it inside its own algorithm with no I/O of its own; blkfault
+    /// infers it from QEMU 7.2's behaviour and raises it before the I/O that follows.
+    case inferred
+    /// Accepted in rule files, never raised: rules on it never activate.
+    case notYet = "not yet"
+    /// QEMU 7.2 itself never raises it.
+    case neverRaised = "never raised by QEMU 7.2"
+}
+
+public struct EventInfo: Sendable {
+    public let event: BlkdebugEvent
+    public let name: String
+    public let recognition: Recognition
+    /// What blkfault watches for, in a user's words.
+    public let howRecognised: String
+}
+
+extension BlkdebugEvent {
+    /// The event table: one row per event, in QEMU's enum order.
+    public static let table: [EventInfo] = [
+        .init(event: .l1Update, name: "l1_update", recognition: .exact, howRecognised: "write into the active L1 table"),
+        .init(event: .l1GrowAllocTable, name: "l1_grow_alloc_table", recognition: .inferred, howRecognised: "first I/O of a vmstate request that needs L1 growth"),
+        .init(event: .l1GrowWriteTable, name: "l1_grow_write_table", recognition: .exact, howRecognised: "write of a whole new L1 table to unreferenced clusters"),
+        .init(event: .l1GrowActivateTable, name: "l1_grow_activate_table", recognition: .exact, howRecognised: "12-byte header write at offset 36 (l1_size, l1_table_offset)"),
+        .init(event: .l2Load, name: "l2_load", recognition: .exact, howRecognised: "read of an L2 table slice (an L2 cache miss)"),
+        .init(event: .l2Update, name: "l2_update", recognition: .exact, howRecognised: "write of an L2 table slice (L2 cache write-back)"),
+        .init(event: .l2UpdateCompressed, name: "l2_update_compressed", recognition: .notYet, howRecognised: "compressed writes are not modelled yet"),
+        .init(event: .l2AllocCowRead, name: "l2_alloc_cow_read", recognition: .notYet, howRecognised: "shared L2 tables (internal snapshots) are not modelled yet"),
+        .init(event: .l2AllocWrite, name: "l2_alloc_write", recognition: .inferred, howRecognised: "before the first write of a new L2 table not yet referenced by L1"),
+        .init(event: .readAio, name: "read_aio", recognition: .exact, howRecognised: "read of a guest data cluster"),
+        .init(event: .readBackingAio, name: "read_backing_aio", recognition: .notYet, howRecognised: "backing files are not followed yet"),
+        .init(event: .readCompressed, name: "read_compressed", recognition: .notYet, howRecognised: "compressed clusters are not modelled yet"),
+        .init(event: .writeAio, name: "write_aio", recognition: .exact, howRecognised: "write of guest data (data clusters or new clusters that no table will reference)"),
+        .init(event: .writeCompressed, name: "write_compressed", recognition: .notYet, howRecognised: "compressed writes are not modelled yet"),
+        .init(event: .vmstateLoad, name: "vmstate_load", recognition: .inferred, howRecognised: "first I/O of a read in the vmstate area (L1 index past the disk)"),
+        .init(event: .vmstateSave, name: "vmstate_save", recognition: .inferred, howRecognised: "first I/O of a write in the vmstate area (L1 index past the disk)"),
+        .init(event: .cowRead, name: "cow_read", recognition: .notYet, howRecognised: "copy-on-write reads are not modelled yet"),
+        .init(event: .cowWrite, name: "cow_write", recognition: .notYet, howRecognised: "copy-on-write merges are not modelled yet"),
+        .init(event: .reftableLoad, name: "reftable_load", recognition: .exact, howRecognised: "read of the whole refcount table at open"),
+        .init(event: .reftableGrow, name: "reftable_grow", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area are written"),
+        .init(event: .reftableUpdate, name: "reftable_update", recognition: .notYet, howRecognised: "raised only by make_completely_empty (qemu-img commit), not modelled yet"),
+        .init(event: .refblockLoad, name: "refblock_load", recognition: .inferred, howRecognised: "each refcount update QEMU makes, cached or not"),
+        .init(event: .refblockUpdate, name: "refblock_update", recognition: .neverRaised, howRecognised: "accepted for compatibility; never fires"),
+        .init(event: .refblockUpdatePart, name: "refblock_update_part", recognition: .exact, howRecognised: "write of a refcount block (refcount cache write-back)"),
+        .init(event: .refblockAlloc, name: "refblock_alloc", recognition: .inferred, howRecognised: "each refcount update QEMU makes, before refblock_load"),
+        .init(event: .refblockAllocHookup, name: "refblock_alloc_hookup", recognition: .exact, howRecognised: "8-byte write into the refcount table"),
+        .init(event: .refblockAllocWrite, name: "refblock_alloc_write", recognition: .inferred, howRecognised: "before the first write of a new refcount block"),
+        .init(event: .refblockAllocWriteBlocks, name: "refblock_alloc_write_blocks", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area (refcount table growth)"),
+        .init(event: .refblockAllocWriteTable, name: "refblock_alloc_write_table", recognition: .exact, howRecognised: "write of a whole new refcount table"),
+        .init(event: .refblockAllocSwitchTable, name: "refblock_alloc_switch_table", recognition: .exact, howRecognised: "12-byte header write at offset 48 (refcount_table_offset, clusters)"),
+        .init(event: .clusterAlloc, name: "cluster_alloc", recognition: .inferred, howRecognised: "start of a cluster allocation (QEMU 7.2's allocator modelled)"),
+        .init(event: .clusterAllocBytes, name: "cluster_alloc_bytes", recognition: .notYet, howRecognised: "compressed writes are not modelled yet"),
+        .init(event: .clusterFree, name: "cluster_free", recognition: .notYet, howRecognised: "refcount decrements are not modelled yet"),
+        .init(event: .flushToOS, name: "flush_to_os", recognition: .inferred, howRecognised: "start of a full flush of the qcow2 node (writethrough after each write)"),
+        .init(event: .flushToDisk, name: "flush_to_disk", recognition: .inferred, howRecognised: "the full flush's fdatasync (not the first write of a session)"),
+        .init(event: .pwritevRmwHead, name: "pwritev_rmw_head", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
+        .init(event: .pwritevRmwAfterHead, name: "pwritev_rmw_after_head", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
+        .init(event: .pwritevRmwTail, name: "pwritev_rmw_tail", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
+        .init(event: .pwritevRmwAfterTail, name: "pwritev_rmw_after_tail", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
+        .init(event: .pwritev, name: "pwritev", recognition: .exact, howRecognised: "every write"),
+        .init(event: .pwritevZero, name: "pwritev_zero", recognition: .exact, howRecognised: "every write-zeroes (fallocate zero range / punch hole)"),
+        .init(event: .pwritevDone, name: "pwritev_done", recognition: .exact, howRecognised: "after every write or write-zeroes, failed or not"),
+        .init(event: .emptyImagePrepare, name: "empty_image_prepare", recognition: .notYet, howRecognised: "raised only by make_completely_empty (qemu-img commit), not modelled yet"),
+        .init(event: .l1ShrinkWriteTable, name: "l1_shrink_write_table", recognition: .notYet, howRecognised: "qemu-img resize --shrink is not modelled yet"),
+        .init(event: .l1ShrinkFreeL2Clusters, name: "l1_shrink_free_l2_clusters", recognition: .notYet, howRecognised: "qemu-img resize --shrink is not modelled yet"),
+        .init(event: .corWrite, name: "cor_write", recognition: .notYet, howRecognised: "copy-on-read is not modelled yet"),
+        .init(event: .clusterAllocSpace, name: "cluster_alloc_space", recognition: .notYet, howRecognised: "partial-cluster allocations (write-zeroes before the data) are not modelled yet"),
+        .init(event: .none, name: "none", recognition: .exact, howRecognised: "end of open: before the first I/O on the image"),
+    ]
+
+    public var info: EventInfo { Self.table[rawValue] }
+    public var name: String { info.name }
+
+    /// The event a rule file names, spelled exactly as QEMU spells it (case-sensitive).
+    public init?(name: String) {
+        guard let row = Self.table.first(where: { $0.name == name }) else { return nil }
+        self = row.event
+    }
+}

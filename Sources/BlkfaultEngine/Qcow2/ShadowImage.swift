@@ -1,0 +1,240 @@
+/// What a byte range of the image file holds, as far as the shadow model knows.
+public enum Region: Equatable, Sendable {
+    /// Cluster 0: header and header extensions.
+    case header
+    /// Entries of the active L1 table.
+    case l1Table(firstIndex: UInt64)
+    /// Entries of the refcount table.
+    case refcountTable(firstIndex: UInt64)
+    /// A cluster the active L1 table points to.
+    case l2Table(tableOffset: UInt64, l1Index: UInt64)
+    /// A cluster the refcount table points to.
+    case refcountBlock(blockOffset: UInt64, reftableIndex: UInt64)
+    /// A cluster an L2 table we have seen points to.
+    case data
+    /// A cluster nothing we know points to: free space, a table being built, or
+    /// data in an L2 table this process has not read.
+    case unreferenced
+}
+
+/// The qcow2 shadow model: the image's metadata as it is on disk, kept up to date
+/// from the I/O the program does. Memory follows the metadata, never the image size:
+/// the L1 and refcount tables, one entry per known L2 table and refblock, the
+/// refblocks read so far, and the set of host clusters known to hold data.
+public struct ShadowImage: Sendable {
+    public private(set) var header: Qcow2Header
+    public private(set) var l1: [UInt64]
+    public private(set) var reftable: [UInt64]
+    /// L2 table cluster offset -> L1 index.
+    public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    /// Refblock cluster offset -> refcount table index.
+    public private(set) var refblocks: [UInt64: UInt64] = [:]
+    /// Host cluster indices that an L2 entry we have seen points to.
+    public private(set) var dataClusters: Set<UInt64> = []
+    /// Refblock contents as on disk, loaded on demand.
+    private var refblockData: [UInt64: [UInt8]] = [:]
+    public private(set) var fileSize: UInt64
+
+    public var clusterSize: UInt64 { header.clusterSize }
+    /// Bytes QEMU reads or writes per L2 cache entry (notes §4.9).
+    public var l2SliceSize: UInt64 {
+        let needed = (header.size / clusterSize) * header.l2EntrySize
+        return needed <= 32 << 20 ? clusterSize : min(clusterSize, 4096)
+    }
+
+    /// Reads header, L1 table and refcount table from the file.
+    public init(reading file: ImageReader) throws(Qcow2Error) {
+        guard let first = file.read(offset: 0, count: Qcow2Header.readLength) else { throw .truncated("header") }
+        var header = try Qcow2Header(bytes: first)
+        if let cluster0 = file.read(offset: 0, count: Int(header.clusterSize)) { header.parseExtensions(cluster0: cluster0) }
+        self.header = header
+        fileSize = file.size
+        l1 = []; reftable = []
+        try loadL1(file)
+        try loadReftable(file)
+    }
+
+    private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
+        let count = Int(header.l1Size)
+        guard count > 0 else { l1 = []; return }
+        guard header.l1TableOffset % clusterSize == 0,
+              let b = file.read(offset: header.l1TableOffset, count: count * 8), b.count == count * 8
+        else { throw .truncated("L1 table") }
+        l1 = (0..<count).map { b.be64(at: $0 * 8) }
+        l2Tables = [:]
+        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
+            l2Tables[e & Qcow2Entry.offsetMask] = UInt64(i)
+        }
+    }
+
+    private mutating func loadReftable(_ file: ImageReader) throws(Qcow2Error) {
+        let bytes = Int(header.refcountTableSize)
+        guard header.refcountTableOffset % clusterSize == 0,
+              let b = file.read(offset: header.refcountTableOffset, count: bytes), b.count == bytes
+        else { throw .truncated("refcount table") }
+        reftable = (0..<bytes / 8).map { b.be64(at: $0 * 8) }
+        refblocks = [:]
+        refblockData = [:]
+        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 {
+            refblocks[e & Qcow2Entry.offsetMask] = UInt64(i)
+        }
+    }
+
+    // MARK: Classification
+
+    func clusterStart(_ offset: UInt64) -> UInt64 { offset & ~(clusterSize - 1) }
+
+    /// What the byte at `offset` belongs to.
+    public func region(at offset: UInt64) -> Region {
+        if offset < clusterSize { return .header }
+        let l1Start = header.l1TableOffset, l1End = l1Start + UInt64(l1.count) * 8
+        if offset >= l1Start && offset < l1End { return .l1Table(firstIndex: (offset - l1Start) / 8) }
+        let rtStart = header.refcountTableOffset, rtEnd = rtStart + header.refcountTableSize
+        if offset >= rtStart && offset < rtEnd { return .refcountTable(firstIndex: (offset - rtStart) / 8) }
+        let cluster = clusterStart(offset)
+        if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+        if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
+        if dataClusters.contains(cluster >> UInt64(header.clusterBits)) { return .data }
+        return .unreferenced
+    }
+
+    /// Whether a refcount block on disk describes this host cluster.
+    public func isCovered(clusterOffset: UInt64) -> Bool {
+        let index = (clusterOffset >> UInt64(header.clusterBits)) / header.refblockEntries
+        return index < UInt64(reftable.count) && reftable[Int(index)] & Qcow2Entry.offsetMask != 0
+    }
+
+    /// The refcount table index that covers a host cluster.
+    public func reftableIndex(clusterOffset: UInt64) -> UInt64 {
+        (clusterOffset >> UInt64(header.clusterBits)) / header.refblockEntries
+    }
+
+    /// The refcount of a host cluster as it is on disk now (0 if no refblock covers it).
+    public mutating func refcountOnDisk(clusterOffset: UInt64, file: ImageReader) -> UInt64 {
+        let cluster = clusterOffset >> UInt64(header.clusterBits)
+        let index = cluster / header.refblockEntries
+        guard index < UInt64(reftable.count) else { return 0 }
+        let block = reftable[Int(index)] & Qcow2Entry.offsetMask
+        guard block != 0 else { return 0 }
+        if refblockData[block] == nil {
+            guard let b = file.read(offset: block, count: Int(clusterSize)), b.count == Int(clusterSize) else { return 0 }
+            refblockData[block] = b
+        }
+        return Self.refcount(in: refblockData[block]!, index: cluster % header.refblockEntries, bits: header.refcountBits)
+    }
+
+    static func refcount(in block: [UInt8], index: UInt64, bits: UInt64) -> UInt64 {
+        if bits >= 8 {
+            let width = Int(bits / 8), start = Int(index) * width
+            var v: UInt64 = 0
+            for k in 0..<width { v = (v << 8) | UInt64(block[start + k]) }
+            return v
+        }
+        let bitIndex = index * bits
+        let byte = block[Int(bitIndex / 8)]
+        return (UInt64(byte) >> (bitIndex % 8)) & ((1 << bits) - 1)
+    }
+
+    // MARK: Learning from I/O (both directions: what was read is what is on disk)
+
+    /// Takes in data that is now on disk at `offset` (a completed write, or a read).
+    public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
+        guard !data.isEmpty else { return }
+        fileSize = max(fileSize, offset + UInt64(data.count))
+        var pos = 0
+        while pos < data.count {
+            let at = offset + UInt64(pos)
+            let chunkEnd = min(data.count, pos + Int(clusterSize - (at % clusterSize)))
+            learnChunk(at: at, Array(data[pos..<chunkEnd]), file: file)
+            pos = chunkEnd
+        }
+    }
+
+    private mutating func learnChunk(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+        switch region(at: offset) {
+        case .header:
+            learnHeader(at: offset, data, file: file)
+        case .l1Table(let first):
+            for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
+                setL1(index: Int(first) + k, data.be64(at: k * 8))
+            }
+        case .refcountTable(let first):
+            for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
+                setReftable(index: Int(first) + k, data.be64(at: k * 8))
+            }
+        case .l2Table:
+            learnL2Entries(data)
+        case .refcountBlock(let block, _):
+            if refblockData[block] == nil, data.count < Int(clusterSize) {
+                refblockData[block] = file.read(offset: block, count: Int(clusterSize))
+            }
+            if data.count == Int(clusterSize) { refblockData[block] = data }
+            else if var b = refblockData[block] {
+                let start = Int(offset - block)
+                b.replaceSubrange(start..<min(b.count, start + data.count), with: data.prefix(b.count - start))
+                refblockData[block] = b
+            }
+        case .data, .unreferenced:
+            break
+        }
+    }
+
+    private mutating func learnHeader(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+        // Re-read the fields that moved; QEMU rewrites the header in place.
+        let touches: (UInt64, UInt64) -> Bool = { lo, hi in offset < hi && offset + UInt64(data.count) > lo }
+        guard let b = file.read(offset: 0, count: Qcow2Header.readLength), let h = try? Qcow2Header(bytes: b) else { return }
+        let oldL1 = (header.l1TableOffset, header.l1Size)
+        let oldRT = (header.refcountTableOffset, header.refcountTableClusters)
+        var newHeader = h
+        newHeader.extensions = header.extensions
+        header = newHeader
+        if touches(36, 48), (h.l1TableOffset, h.l1Size) != oldL1 { try? loadL1(file) }
+        if touches(48, 60), (h.refcountTableOffset, h.refcountTableClusters) != oldRT { try? loadReftable(file) }
+    }
+
+    mutating func setL1(index: Int, _ entry: UInt64) {
+        let old = l1[index] & Qcow2Entry.offsetMask
+        if old != 0, l2Tables[old] == UInt64(index) { l2Tables[old] = nil }
+        l1[index] = entry
+        let new = entry & Qcow2Entry.offsetMask
+        if new != 0 { l2Tables[new] = UInt64(index) }
+    }
+
+    mutating func setReftable(index: Int, _ entry: UInt64) {
+        let old = reftable[index] & Qcow2Entry.offsetMask
+        if old != 0 { refblocks[old] = nil; refblockData[old] = nil }
+        reftable[index] = entry
+        let new = entry & Qcow2Entry.offsetMask
+        if new != 0 { refblocks[new] = UInt64(index) }
+    }
+
+    private mutating func learnL2Entries(_ data: [UInt8]) {
+        let step = Int(header.l2EntrySize)
+        var k = 0
+        while k + 8 <= data.count {
+            let e = data.be64(at: k)
+            if e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 {
+                dataClusters.insert(host >> UInt64(header.clusterBits))
+            }
+            k += step
+        }
+    }
+
+    /// The L2 entries of a slice we read or wrote: whether any allocated cluster is
+    /// followed by an unallocated one (a write starting there would allocate
+    /// contiguously, without `cluster_alloc`).
+    public func hasAllocationBoundary(_ data: [UInt8]) -> Bool {
+        let step = Int(header.l2EntrySize)
+        var previousAllocated = false
+        var k = 0
+        while k + 8 <= data.count {
+            let allocated = data.be64(at: k) & Qcow2Entry.offsetMask != 0
+            if previousAllocated && !allocated { return true }
+            previousAllocated = allocated
+            k += step
+        }
+        return false
+    }
+
+    public mutating func noteTruncate(to size: UInt64) { fileSize = size }
+}

@@ -1,0 +1,52 @@
+/// One `key = "value"` of a section, with where it was written.
+struct ConfigEntry {
+    var key: [UInt8]
+    var value: [UInt8]
+    var line: Int
+    var form: ValueForm
+    var isPiece: Bool
+
+    var keyText: String { String(decoding: key, as: UTF8.self) }
+    var valueText: String { String(decoding: value, as: UTF8.self) }
+}
+
+/// One `[group]` section's entries, kept the way QEMU keeps them in a QDict: a repeated key
+/// replaces the value where it stands (the last one wins), and QEMU validates them in
+/// hash-bucket order, which decides which of several bad keys it reports.
+struct ConfigSection {
+    var headerLine: Int
+    private var entries: [ConfigEntry] = []
+
+    init(headerLine: Int) { self.headerLine = headerLine }
+
+    mutating func put(_ entry: ConfigEntry) {
+        if let slot = entries.firstIndex(where: { $0.key == entry.key }) {
+            entries[slot] = entry
+        } else {
+            entries.append(entry)
+        }
+    }
+
+    subscript(key: String) -> ConfigEntry? {
+        entries.first { $0.key.elementsEqual(key.utf8) }
+    }
+
+    /// QDict iteration order: buckets ascending; inside a bucket, newest key first (head insertion).
+    var qdictOrder: [ConfigEntry] {
+        entries.enumerated()
+            .sorted { a, b in
+                let (bucketA, bucketB) = (qdictBucket(a.element.key), qdictBucket(b.element.key))
+                return bucketA != bucketB ? bucketA < bucketB : a.offset > b.offset
+            }
+            .map(\.element)
+    }
+}
+
+/// QDict's bucket for a key: `tdb_hash(key) % 512` (qobject/qdict.c).
+func qdictBucket(_ key: [UInt8]) -> UInt32 {
+    var value = 0x238F_13AF &* UInt32(truncatingIfNeeded: key.count)
+    for (i, byte) in key.enumerated() {
+        value &+= UInt32(byte) << UInt32(i * 5 % 24)
+    }
+    return (1_103_515_243 &* value &+ 12345) % 512
+}

@@ -1,0 +1,25 @@
+/// Why a rule file was rejected: where, QEMU 7.2's own message, and a hint of ours.
+public struct RuleFileError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var fileName: String
+    /// 1-based line of the problem; 0 when it concerns the whole file (missing, unreadable, too large).
+    public var line: Int
+    /// The text QEMU's blkdebug prints for the same file (our own wording only for
+    /// problems QEMU does not have: too large, binary).
+    public var message: String
+    /// Our advice on fixing it, if we have any.
+    public var hint: String?
+
+    public init(fileName: String, line: Int, message: String, hint: String? = nil) {
+        self.fileName = fileName
+        self.line = line
+        self.message = message
+        self.hint = hint
+    }
+
+    /// `FILE:LINE: message; hint` (no `LINE:` for whole-file problems).
+    public var description: String {
+        var text = line > 0 ? "\(fileName):\(line): \(message)" : "\(fileName): \(message)"
+        if let hint { text += "; \(hint)" }
+        return text
+    }
+}

@@ -1,0 +1,125 @@
+/// The rule state machine of one blkdebug node (QEMU 7.2 block/blkdebug.c): the state,
+/// the per-event rules and the list of active inject rules.
+public struct BlkdebugRules: Sendable {
+    public let injectRules: [InjectRule]
+    public let setStateRules: [SetStateRule]
+    /// blkdebug sets it to 1 once its rules are loaded.
+    public private(set) var state: Int32 = 1
+
+    /// Rule indices per event, in definition order.
+    private let injectByEvent: RulesByEvent
+    private let setStateByEvent: RulesByEvent
+    /// Inject rules deleted for good by `once`.
+    private var consumed: [Bool]
+    /// Rules per event that can still act, for `hasRules(for:)`.
+    private var liveCount: [Int32]
+    /// Indices into `injectRules`, front first.
+    private var active: [Int32] = []
+
+    public init(_ rules: RuleSet) {
+        injectRules = rules.injectRules
+        setStateRules = rules.setStateRules
+        let injects = RulesByEvent(rules.injectRules.map(\.event))
+        let setStates = RulesByEvent(rules.setStateRules.map(\.event))
+        injectByEvent = injects
+        setStateByEvent = setStates
+        consumed = Array(repeating: false, count: rules.injectRules.count)
+        liveCount = BlkdebugEvent.allCases.map { Int32(injects[$0].count + setStates[$0].count) }
+        active.reserveCapacity(rules.injectRules.count)
+    }
+
+    /// Whether raising `event` can do anything (change the state or the active list).
+    public func hasRules(for event: BlkdebugEvent) -> Bool { liveCount[event.rawValue] > 0 }
+
+    /// Whether any request can be failed right now.
+    public var hasActiveRules: Bool { !active.isEmpty }
+
+    /// The active inject rules, front (checked first) first.
+    public var activeRules: ActivatedRules { ActivatedRules(rules: injectRules, indices_: active) }
+
+    /// blkdebug_debug_event: every rule of `event` is tested against the state before the
+    /// event. The first matching inject rule empties the active list, and the matching
+    /// inject rules end up in it in definition order (blkdebug head-inserts rules that it
+    /// walks newest first). Of the matching set-state rules the first defined wins (blkdebug
+    /// applies them newest first, each overwriting). The state changes after the walk, so an
+    /// inject rule keyed to the new state does not fire on this occurrence.
+    public mutating func raise(_ event: BlkdebugEvent) -> EventOutcome {
+        let before = state
+        var replaced = false
+        for index in injectByEvent[event] where !consumed[Int(index)] && Self.matches(injectRules[Int(index)].state, before) {
+            if !replaced {
+                active.removeAll(keepingCapacity: true)
+                replaced = true
+            }
+            active.append(index)
+        }
+        var setStateLine: Int?
+        for index in setStateByEvent[event] {
+            let rule = setStateRules[Int(index)]
+            if Self.matches(rule.state, before) {
+                state = rule.newState
+                setStateLine = rule.line
+                break
+            }
+        }
+        return EventOutcome(
+            event: event, stateBefore: before, stateAfter: state, setStateRuleLine: setStateLine,
+            activated: ActivatedRules(rules: injectRules, indices_: replaced ? active : [])
+        )
+    }
+
+    /// rule_check: the first active rule that covers the request (no sector, or a sector
+    /// byte inside a non-empty request; C's unsigned comparisons) and its iotype decides.
+    /// A matching rule with errno 0 lets the request through and shadows the rules behind
+    /// it, and is never consumed. Nil = perform the request.
+    public mutating func check(offset: Int64, bytes: Int64, iotype: IOType) -> InjectDecision? {
+        let start = UInt64(bitPattern: offset), length = UInt64(bitPattern: bytes)
+        // By position, not by element: iterating the array itself would hold its storage
+        // and make the `once` removal copy it.
+        for position in active.indices {
+            let index = active[position]
+            let rule = injectRules[Int(index)]
+            let target = UInt64(bitPattern: rule.sectorOffset)
+            let covers = rule.sectorOffset == -1 || (length > 0 && target >= start && target < start &+ length)
+            guard covers, rule.iotypeMask.contains(iotype) else { continue }
+            guard rule.errno != 0 else { return nil }
+            if rule.once {
+                active.remove(at: position)
+                consumed[Int(index)] = true
+                liveCount[rule.event.rawValue] -= 1
+            }
+            return InjectDecision(errno: rule.errno, line: rule.line, ruleIndex: Int(index), consumed: rule.once, immediately: rule.immediately)
+        }
+        return nil
+    }
+
+    /// A rule's `state` filter: 0 matches any state.
+    private static func matches(_ ruleState: Int32, _ current: Int32) -> Bool {
+        ruleState == 0 || ruleState == current
+    }
+}
+
+/// Rule indices grouped by event in one flat array (indices of event e are
+/// `order[start[e]..<start[e+1]]`), so a lookup touches no per-event allocation.
+private struct RulesByEvent: Sendable {
+    private let start: [Int]
+    private let order: [Int32]
+
+    init(_ events: [BlkdebugEvent]) {
+        var counts = Array(repeating: 0, count: BlkdebugEvent.allCases.count + 1)
+        for event in events { counts[event.rawValue + 1] += 1 }
+        for i in 1..<counts.count { counts[i] += counts[i - 1] }
+        start = counts
+        var next = counts
+        var order = Array(repeating: Int32(0), count: events.count)
+        for (index, event) in events.enumerated() {
+            order[next[event.rawValue]] = Int32(index)
+            next[event.rawValue] += 1
+        }
+        self.order = order
+    }
+
+    subscript(event: BlkdebugEvent) -> ArraySlice<Int32> {
+        order[start[event.rawValue]..<start[event.rawValue + 1]]
+    }
+}

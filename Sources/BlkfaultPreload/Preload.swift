@@ -1,0 +1,181 @@
+// The C ABI the shim calls (shim/include/blkfault_engine.h). Standard library,
+// Synchronization and Glibc only: this code runs inside every wrapped process.
+import BlkfaultEngine
+import Glibc
+import Synchronization
+import CShim
+
+/// Reads the image through the real libc: the shim's guard is held while the engine runs.
+struct FileReader: ImageReader, Sendable {
+    let fd: Int32
+    func read(offset: UInt64, count: Int) -> [UInt8]? {
+        guard count >= 0 else { return nil }
+        if count == 0 { return [] }
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(buffer[0..<done])
+    }
+    var size: UInt64 {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? UInt64(st.st_size) : 0
+    }
+}
+
+/// One followed image: its engine behind a lock, since I/O arrives on QEMU's worker threads.
+final class TrackedImage: Sendable {
+    let path: String
+    let engine: Mutex<ImageEngine>
+    let reader: FileReader
+    let bypassReported = Atomic<Bool>(false)
+
+    init(path: String, engine: ImageEngine, reader: FileReader) {
+        self.path = path
+        self.engine = Mutex(engine)
+        self.reader = reader
+    }
+}
+
+/// Process-wide configuration, read at the first matching open.
+struct Configuration: Sendable {
+    var rules: RuleSet
+    var model: ModelChoice
+    var traceFD: Int32
+}
+
+let images = Mutex<[TrackedImage]>([])
+let configuration = Mutex<Configuration?>(nil)
+
+func env(_ name: String) -> String? {
+    guard let v = getenv(name) else { return nil }
+    return String(cString: v)
+}
+
+func writeAll(_ fd: Int32, _ text: String) {
+    let bytes = Array(text.utf8)
+    let total = bytes.count
+    var done = 0
+    while done < total {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, total - done) }
+        if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
+        done += n
+    }
+}
+
+/// Stops the program before it touches the image: a bad rule file or variable.
+func fatal(_ message: String) -> Never {
+    writeAll(2, "blkfault: " + message + "\n")
+    _exit(1)
+}
+
+func loadConfiguration() -> Configuration {
+    configuration.withLock { config in
+        if let c = config { return c }
+        var rules = RuleSet()
+        if let path = env("BLKFAULT_CONFIG"), !path.isEmpty {
+            do { rules = try RuleFile.load(path: path) } catch { fatal(String(describing: error)) }
+        }
+        var model = ModelChoice.qemu72
+        if let m = env("BLKFAULT_MODEL"), !m.isEmpty {
+            guard let choice = ModelChoice(rawValue: m) else {
+                fatal("BLKFAULT_MODEL: unknown model '\(m)' (known: qemu-7.2, raw)")
+            }
+            model = choice
+        }
+        var traceFD: Int32 = -1
+        if let path = env("BLKFAULT_TRACE"), !path.isEmpty {
+            traceFD = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            if traceFD < 0 { fatal("BLKFAULT_TRACE: cannot open '\(path)': " + String(cString: strerror(errno))) }
+        }
+        let c = Configuration(rules: rules, model: model, traceFD: traceFD)
+        config = c
+        return c
+    }
+}
+
+@_cdecl("blkfault_engine_attach")
+public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> Int32 {
+    let config = loadConfiguration()
+    let name = String(cString: path)
+    return images.withLock { list in
+        if let i = list.firstIndex(where: { $0.path == name }) { return Int32(i) }
+        let readFD = open(path, O_RDONLY | O_CLOEXEC)
+        let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
+        let engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
+        if let reason = engine.rawReason, config.traceFD >= 0 {
+            writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
+        }
+        list.append(TrackedImage(path: name, engine: engine, reader: reader))
+        return Int32(list.count - 1)
+    }
+}
+
+func image(_ handle: Int32) -> TrackedImage? {
+    images.withLock { list in handle >= 0 && Int(handle) < list.count ? list[Int(handle)] : nil }
+}
+
+func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Operation? {
+    guard let kind = OperationKind(rawValue: op) else { return nil }
+    var operation = Operation(kind, offset: UInt64(bitPattern: offset), length: UInt64(bitPattern: max(0, length)))
+    if let iov, iovcnt > 0 {
+        operation.bytes = { from, count in gather(iov, Int(iovcnt), from: from, count: count) }
+    }
+    return operation
+}
+
+/// Copies `count` bytes starting `from` bytes into the iovec list.
+func gather(_ iov: UnsafePointer<iovec>, _ iovcnt: Int, from: Int, count: Int) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(max(0, count))
+    var skip = from
+    for i in 0..<iovcnt where out.count < count {
+        let v = iov[i]
+        guard let base = v.iov_base else { continue }
+        let len = Int(v.iov_len)
+        if skip >= len { skip -= len; continue }
+        let take = min(len - skip, count - out.count)
+        out.append(contentsOf: UnsafeRawBufferPointer(start: base + skip, count: take))
+        skip = 0
+    }
+    return out
+}
+
+@_cdecl("blkfault_engine_before")
+public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
+                                 _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
+    guard let image = image(handle), let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
+    let (step, model) = image.engine.withLock { engine in
+        (engine.before(operation, file: image.reader), engine.modelName)
+    }
+    let traceFD = configuration.withLock { $0?.traceFD ?? -1 }
+    if traceFD >= 0 {
+        let line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: image.path, model: model, op: operation, step: step)
+        writeAll(traceFD, line.json)
+    }
+    return step.decision.cValue
+}
+
+@_cdecl("blkfault_engine_after")
+public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
+                                _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32, _ result: Int64, _ error: Int32) {
+    guard let image = image(handle), var operation = operation(op, offset, length, iov, iovcnt) else { return }
+    // A short read or write: only what was transferred is on disk / in the buffer.
+    if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
+    image.engine.withLock { engine in
+        _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
+    }
+}
+
+@_cdecl("blkfault_engine_detach")
+public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {}
+
+@_cdecl("blkfault_engine_bypass")
+public func blkfaultEngineBypass(_ handle: Int32, _ what: UnsafePointer<CChar>) {
+    guard let image = image(handle), !image.bypassReported.exchange(true, ordering: .relaxed) else { return }
+    writeAll(2, "blkfault: warning: \(image.path) is reached through \(String(cString: what)), which blkfault cannot see; rules do not apply to that I/O\n")
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import BlkfaultEngine
+import Foundation
+
+/// `blkfault run -c RULES [-i GLOB]... [--trace FILE] [--library PATH] -- CMD ARGS...`
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command with libblkfault.so preloaded.",
+        discussion: """
+            Checks RULES first (a problem prints FILE:LINE and exits 1 without running CMD),
+            then replaces itself with CMD (PATH lookup), with LD_PRELOAD=libblkfault.so
+            prepended to any existing LD_PRELOAD, BLKFAULT_CONFIG=RULES, BLKFAULT_IMAGE=the
+            -i globs joined by ':' (unset without -i: every qcow2 file is a target) and
+            BLKFAULT_TRACE=FILE if given. All paths are made absolute.
+            Exit status: CMD's own; 127 if CMD is not found, 126 if it cannot be executed.
+            """
+    )
+
+    @Option(name: [.customShort("c"), .customLong("config")], help: ArgumentHelp("blkdebug rule file.", valueName: "RULES"))
+    var rules: String
+
+    @Option(name: [.customShort("i"), .customLong("image")],
+            help: ArgumentHelp("Only images whose path matches GLOB (repeatable).", valueName: "GLOB"))
+    var images: [String] = []
+
+    @Option(help: ArgumentHelp("Write a trace of recognised events to FILE.", valueName: "FILE"))
+    var trace: String?
+
+    @Option(help: ArgumentHelp("The libblkfault.so to preload.", valueName: "PATH"))
+    var library: String?
+
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The command and its arguments (after --).", valueName: "CMD"))
+    var command: [String] = []
+
+    func run() throws {
+        var argv = command
+        if argv.first == "--" { argv.removeFirst() }
+        guard let program = argv.first else { throw BlkfaultError.noCommand }
+
+        try RuleCheck.load(rules)
+        let rulesPath = Paths.absolute(rules)
+        let lib = try Paths.library(option: library)
+
+        let existing = ProcessInfo.processInfo.environment["LD_PRELOAD"] ?? ""
+        setenv("LD_PRELOAD", existing.isEmpty ? lib : lib + ":" + existing, 1)
+        setenv("BLKFAULT_CONFIG", rulesPath, 1)
+        if images.isEmpty {
+            unsetenv("BLKFAULT_IMAGE")
+        } else {
+            setenv("BLKFAULT_IMAGE", images.map(Paths.absolute).joined(separator: ":"), 1)
+        }
+        if let trace { setenv("BLKFAULT_TRACE", Paths.absolute(trace), 1) }
+
+        fflush(nil)
+        let cArgs = argv.map { strdup($0) } + [nil]
+        execvp(program, cArgs)
+        let err = errno
+        switch err {
+        case ENOENT, ENOTDIR: throw BlkfaultError.commandNotFound(program)
+        default: throw BlkfaultError.cannotExecute(program, String(cString: strerror(err)))
+        }
+    }
+}

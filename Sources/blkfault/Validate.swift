@@ -1,0 +1,90 @@
+import ArgumentParser
+import BlkfaultEngine
+import Foundation
+
+/// `blkfault validate RULES...`: parse rule files the way libblkfault.so will, and summarise them.
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check blkdebug rule files and summarise their rules.",
+        discussion: "Exit status 1 if any file has a problem (printed as FILE:LINE: message)."
+    )
+
+    @Argument(help: ArgumentHelp("Rule files.", valueName: "RULES"))
+    var files: [String]
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one rule file") }
+    }
+
+    func run() throws {
+        var failed = false
+        for (n, file) in files.enumerated() {
+            if n > 0 { say() }
+            do throws(BlkfaultError) {
+                let rules = try RuleCheck.load(file)
+                for line in RuleCheck.summary(file: file, rules: rules) { say(line) }
+            } catch {
+                printError(error.description)
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+enum RuleCheck {
+    /// Loads a rule file with the engine's own parser; problems become `blkfault: FILE:LINE: message`.
+    @discardableResult
+    static func load(_ path: String) throws(BlkfaultError) -> RuleSet {
+        do {
+            return try RuleFile.load(path: path)
+        } catch {
+            throw .rules(error.description)
+        }
+    }
+
+    static func errnoText(_ e: Int32) -> String {
+        if e == 0 { return "0 (the request goes through)" }
+        if e < 0 { return "\(e) (the request is dropped and reported successful)" }
+        return "\(e) (\(String(cString: strerror(e))))"
+    }
+
+    static func iotypeText(_ mask: IOTypeMask) -> String {
+        if mask == .blkdebugDefault { return "any but block-status (default)" }
+        return IOType.allCases.filter { mask.contains($0) }.map(\.name).joined(separator: ",")
+    }
+
+    static func summary(file: String, rules: RuleSet) -> [String] {
+        let n = rules.injectRules.count + rules.setStateRules.count
+        var lines = ["\(file): \(n) rule\(n == 1 ? "" : "s") (\(rules.injectRules.count) inject-error, \(rules.setStateRules.count) set-state)"]
+        var rows: [(line: Int, text: String, event: BlkdebugEvent)] = []
+        for r in rules.injectRules {
+            var t = "[inject-error]\(r.id.map { " \"\($0)\"" } ?? "")  event=\(r.event.name)"
+            t += " state=\(r.state == 0 ? "any" : String(r.state))"
+            t += " errno=\(errnoText(r.errno))"
+            t += " sector=\(r.sectorOffset < 0 ? "any" : "\(r.sectorOffset / 512) (byte \(r.sectorOffset))")"
+            t += " once=\(r.once ? "on" : "off")"
+            if r.immediately { t += " immediately=on" }
+            t += " iotype=\(iotypeText(r.iotypeMask))"
+            rows.append((r.line, t, r.event))
+        }
+        for r in rules.setStateRules {
+            let t = "[set-state]\(r.id.map { " \"\($0)\"" } ?? "")  event=\(r.event.name)"
+                + " state=\(r.state == 0 ? "any" : String(r.state)) new_state=\(r.newState)"
+            rows.append((r.line, t, r.event))
+        }
+        rows.sort { $0.line < $1.line }
+        for row in rows {
+            lines.append("  line \(row.line): \(row.text)")
+            switch row.event.info.recognition {
+            case .notYet, .neverRaised:
+                lines.append("    note: blkfault never raises \(row.event.name) (\(row.event.info.recognition.rawValue): \(row.event.info.howRecognised)); this rule never fires")
+            case .inferred:
+                lines.append("    note: \(row.event.name) is inferred from QEMU 7.2's behaviour (\(row.event.info.howRecognised))")
+            case .exact:
+                break
+            }
+        }
+        return lines
+    }
+}

@@ -1,0 +1,949 @@
+#!/usr/bin/env python3
+"""Parity harness: blkfault (LD_PRELOAD) against QEMU's real blkdebug.
+
+For every case (scenarios.py) the same workload runs three times on fresh
+images in a temporary directory:
+
+  reference  qemu-io -f qcow2 ... blkdebug:RULES:/abs/img.qcow2   (real blkdebug)
+  subject    LD_PRELOAD=libblkfault.so BLKFAULT_CONFIG=RULES BLKFAULT_IMAGE=/abs/img.qcow2
+             qemu-io -f qcow2 ... /abs/img.qcow2
+  baseline   qemu-io -f qcow2 ... /abs/img.qcow2                  (no rules at all)
+
+and afterwards `qemu-img check` (never injected) and the image bytes are
+compared.  A case whose reference equals the baseline in everything is a
+"no injection" case: the subject must equal it too (required 100%).  All other
+cases are "inject" cases; "identical" means output, check and bytes identical.
+
+PARITY_SUBJECT (or --subject) replaces the subject for testing the harness:
+  preload   (default) the product under test
+  blkdebug  real blkdebug again: must give 100% parity
+  plain     plain qemu-io without faults: must be reported as different
+
+Run `parity.py --help` for the options; README.md in this folder has examples.
+Standard library only (Python 3.11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import difflib
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scenarios  # noqa: E402
+from scenarios import Case, Workload  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+QEMU_IO = os.environ.get("QEMU_IO_PROG", "qemu-io")
+QEMU_IMG = os.environ.get("QEMU_IMG_PROG", "qemu-img")
+IMG_NAME = "t.qcow2"
+
+# qemu-iotests' _filter_qemu_io timing substitution.
+TIMING_RE = re.compile(
+    r"[0-9]* ops; [0-9/:. sec]* \([0-9/.inf]* [EPTGMKiBbytes]*/sec and [0-9/.inf]* ops/sec\)")
+TIMING_SUB = "X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)"
+
+
+# --------------------------------------------------------------------------
+# Running qemu
+# --------------------------------------------------------------------------
+
+def base_env() -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k != "LD_PRELOAD" and not k.startswith("BLKFAULT_")}
+    env["LC_ALL"] = "C"
+    env["LANG"] = "C"
+    return env
+
+
+@dataclass
+class Proc:
+    argv: list[str]
+    rc: int | str
+    stdout: str
+    stderr: str
+    label: str = ""
+
+
+class Runner:
+    """Knows how to run qemu-io as reference / subject / baseline."""
+
+    def __init__(self, subject: str, so: str | None, timeout: float,
+                 qemu_io_args: list[str] | None = None):
+        self.subject = subject
+        self.so = so
+        self.timeout = timeout
+        self.qemu_io_args = qemu_io_args or ["-f", "qcow2"]
+        self.env = base_env()
+
+    def _run(self, argv, env, merge=False) -> Proc:
+        try:
+            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                               timeout=self.timeout)
+            return Proc(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                        "" if merge else p.stderr.decode("utf-8", "replace"))
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode("utf-8", "replace")
+            err = (e.stderr or b"").decode("utf-8", "replace") if not merge else ""
+            return Proc(argv, f"timeout after {self.timeout:g}s", out, err)
+
+    def create(self, img: str, cluster_size: int, size: str) -> Proc:
+        return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o",
+                          f"cluster_size={cluster_size}", img, size], self.env)
+
+    def check(self, img: str) -> Proc:
+        return self._run([QEMU_IMG, "check", "-f", "qcow2", img], self.env, merge=True)
+
+    def qemu_io(self, variant: str, cmds, img: str, cfg: str | None,
+                strace_to: str | None = None) -> Proc:
+        """variant: 'reference' (blkdebug), 'subject', 'plain' (no injection).
+        strace_to: run under strace and write the image-file syscalls there."""
+        how = variant
+        if variant == "subject":
+            how = {"blkdebug": "reference", "plain": "plain"}.get(self.subject, "preload")
+        argv = [QEMU_IO, *self.qemu_io_args]
+        for c in cmds:
+            argv += ["-c", c]
+        env = self.env
+        if how == "reference":
+            argv.append(f"blkdebug:{cfg}:{img}")
+        elif how == "preload":
+            env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
+                       BLKFAULT_IMAGE=img)
+            argv.append(img)
+        else:
+            argv.append(img)
+        if strace_to:
+            argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "0", "-qq",
+                    "-e", "trace=" + ",".join(TRACED), "-o", strace_to] + argv
+        p = self._run(argv, env)
+        p.label = how
+        return p
+
+
+def normalise(text: str, run_dir: str, cfg: str | None) -> str:
+    if cfg:
+        text = text.replace(f"blkdebug:{cfg}:", "")
+    text = text.replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
+    return TIMING_RE.sub(TIMING_SUB, text)
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return "missing"
+    return h.hexdigest()
+
+
+# ---- syscall traces (used only to say which request blkdebug failed first) ----
+
+TRACED = ["pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+          "fdatasync", "fsync", "fallocate", "ftruncate"]
+_KIND = {"pread64": "read", "preadv": "read", "preadv2": "read",
+         "pwrite64": "write", "pwritev": "write", "pwritev2": "write",
+         "fdatasync": "flush", "fsync": "flush", "fallocate": "fallocate",
+         "ftruncate": "truncate"}
+HAVE_STRACE = shutil.which("strace") is not None
+
+
+def parse_trace(path: str, img: str, run_idx: int) -> list[tuple]:
+    """Image-file syscalls of one strace -f -y log, in entry order, as
+    (run, kind, offset, length, detail) tokens; unfinished/resumed lines are merged."""
+    recs, pending = [], {}
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        m = re.match(r"(\d+) +(.*)$", line)
+        if not m:
+            continue
+        pid, rest = m.groups()
+        if rest.startswith("<... "):
+            i = pending.pop(pid, None)
+            mm = re.match(r"<\.\.\. \w+ resumed>(.*)$", rest)
+            if i is not None and mm:
+                recs[i] += mm.group(1)
+            continue
+        if rest.endswith("<unfinished ...>"):
+            pending[pid] = len(recs)
+            recs.append(rest[: -len("<unfinished ...>")].rstrip())
+            continue
+        recs.append(rest)
+    toks = []
+    for r in recs:
+        m = re.match(r"(\w+)\((\d+)<([^>]*)>,? ?(.*)\) += (.*)$", r)
+        if not m or m.group(3) != img or m.group(1) not in _KIND:
+            continue
+        name, args = m.group(1), m.group(4)
+        kind = _KIND[name]
+        nums = re.findall(r"(?<![\w.])(\d+)(?![\w.])", args)
+        off = length = None
+        detail = ""
+        if kind in ("read", "write"):
+            if name.endswith("v") or name.endswith("v2"):
+                lens = [int(x) for x in re.findall(r"iov_len=(\d+)", args)]
+                length = sum(lens)
+                tail = re.findall(r"\], *\d+, *(\d+)", args)
+                off = int(tail[0]) if tail else None
+                detail = f"{len(lens)} iovecs"
+            elif len(nums) >= 2:
+                length, off = int(nums[-2]), int(nums[-1])
+        elif kind == "fallocate":
+            mode = args.split(",")[0].strip()
+            detail = mode
+            if len(nums) >= 2:
+                off, length = int(nums[-2]), int(nums[-1])
+        elif kind == "truncate" and nums:
+            length = int(nums[-1])
+        toks.append((run_idx, kind, off, length, name, detail))
+    return toks
+
+
+def first_missing(base: list[tuple], ref: list[tuple], max_block: int = 8):
+    """First image-file request of the rule-less blkdebug run that the injected
+    reference run never issued: that is the request blkdebug failed first (a failed
+    request does not reach the file).  The traces are compared position by
+    position; a short stretch that holds the same requests in another order (qemu's
+    worker threads running concurrent sub-requests) is skipped as a reordering.
+    Under concurrency the answer can name a sibling of the failed request (same
+    kind: a data write), which is good enough for the flush/non-flush question."""
+    from collections import Counter
+    key = lambda t: t[:4]  # noqa: E731
+    b = [key(t) for t in base]
+    r = [key(t) for t in ref]
+    i = 0
+    while i < len(b):
+        if i < len(r) and b[i] == r[i]:
+            i += 1
+            continue
+        for k in range(2, max_block + 1):
+            if i + k <= min(len(b), len(r)) and Counter(b[i:i + k]) == Counter(r[i:i + k]):
+                i += k
+                break
+        else:
+            return base[i]
+    return None
+
+
+def describe_tok(t) -> str:
+    run, kind, off, length, name, detail = t
+    s = f"{name}"
+    if kind == "flush":
+        s += " (flush)"
+    elif kind == "truncate":
+        s += f" to {length}"
+    else:
+        s += f" {length} bytes @{off}"
+    if detail:
+        s += f" [{detail}]"
+    return s + f" in injected run {run + 1}"
+
+
+@dataclass
+class RunResult:
+    """One of reference / subject / baseline for one case."""
+    variant: str
+    setup: list[dict] = field(default_factory=list)  # create + pre-steps (no injection)
+    runs: list[dict] = field(default_factory=list)  # injected qemu-io processes
+    check_rc: int | str = None
+    check_out: str = ""
+    digest: str = ""
+    size: int = -1
+    img: str = ""
+    trace: list = field(default_factory=list)
+
+    def output_key(self):
+        return [(r["rc"], r["stdout"], r["stderr"]) for r in self.setup[1:] + self.runs]
+
+    def check_key(self):
+        return (self.check_rc, self.check_out)
+
+    def transcript(self) -> str:
+        lines = []
+        for r in self.setup + self.runs:
+            lines.append(f"$ {r['cmd']}    # {r['what']}")
+            lines.append(f"rc={r['rc']}")
+            lines.append("--- stdout")
+            lines.append(r["stdout"].rstrip("\n"))
+            lines.append("--- stderr")
+            lines.append(r["stderr"].rstrip("\n"))
+            lines.append("")
+        return "\n".join(lines) + "\n"
+
+    def check_text(self) -> str:
+        return f"$ qemu-img check -f qcow2 TEST_DIR/{IMG_NAME}\nrc={self.check_rc}\n{self.check_out}"
+
+
+def _cmd_str(cmds, what, cfg_shown):
+    s = "qemu-io -f qcow2 " + " ".join(f"-c {shlex.quote(c)}" for c in cmds)
+    return s + f" {cfg_shown}TEST_DIR/{IMG_NAME}"
+
+
+def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
+                 cfg: str | None, trace: bool = False) -> RunResult:
+    """variant: reference | subject | baseline.  trace: run the injected qemu-io
+    processes under strace and keep their image-file syscalls in res.trace."""
+    os.makedirs(run_dir, exist_ok=True)
+    img = os.path.join(run_dir, IMG_NAME)
+    res = RunResult(variant=variant, img=img)
+    p = runner.create(img, wl.cluster_size, wl.size)
+    res.setup.append({"cmd": f"qemu-img create -f qcow2 -o cluster_size={wl.cluster_size} "
+                             f"TEST_DIR/{IMG_NAME} {wl.size}", "what": "setup",
+                      "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
+                      "stderr": normalise(p.stderr, run_dir, None)})
+    for cmds in wl.pre:
+        p = runner.qemu_io("plain", cmds, img, None)
+        res.setup.append({"cmd": _cmd_str(cmds, "pre", ""), "what": "pre-step, no injection",
+                          "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
+                          "stderr": normalise(p.stderr, run_dir, None)})
+    qvar = {"reference": "reference", "subject": "subject", "baseline": "plain"}[variant]
+    for i, cmds in enumerate(wl.runs):
+        tr = os.path.join(run_dir, f"strace.{i}") if trace else None
+        p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
+        if tr:
+            res.trace += parse_trace(tr, img, i)
+        shown = {"reference": "blkdebug:RULES:", "preload": "[LD_PRELOAD] ",
+                 "plain": ""}[p.label]
+        res.runs.append({"cmd": _cmd_str(cmds, "run", shown),
+                         "what": f"injected ({p.label})" if variant != "baseline"
+                         else "baseline, no rules",
+                         "rc": p.rc, "stdout": normalise(p.stdout, run_dir, cfg),
+                         "stderr": normalise(p.stderr, run_dir, cfg)})
+    p = runner.check(img)
+    res.check_rc = p.rc
+    res.check_out = normalise(p.stdout, run_dir, None)
+    res.digest = sha256(img)
+    try:
+        res.size = os.path.getsize(img)
+    except OSError:
+        res.size = -1
+    return res
+
+
+def same3(a: RunResult, b: RunResult) -> tuple[bool, bool, bool]:
+    return (a.output_key() == b.output_key(), a.check_key() == b.check_key(),
+            a.digest == b.digest)
+
+
+# --------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------
+
+@dataclass
+class CaseResult:
+    case: Case
+    kind: str = ""  # inject | no-injection | error
+    same_output: bool = False
+    same_check: bool = False
+    same_bytes: bool = False
+    tags: list[str] = field(default_factory=list)
+    first_failure: str | None = None  # request blkdebug failed first (from strace)
+    diff_dir: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    ref: RunResult | None = None
+    subj: RunResult | None = None
+
+    @property
+    def identical(self):
+        return self.same_output and self.same_check and self.same_bytes
+
+
+class Harness:
+    def __init__(self, args, runner: Runner):
+        self.args = args
+        self.runner = runner
+        self.work = args.workdir
+        self.out = Path(args.out)
+        self.baselines: dict[str, RunResult] = {}
+        self.trace_bases: dict[str, list] = {}
+        self.use_strace = HAVE_STRACE and not args.no_strace
+        self.lock = threading.Lock()
+        self.done = 0
+        self.total = 0
+
+    # The baseline depends only on the workload (no rules), so it is computed once
+    # per workload instead of once per case; qcow2 writes no timestamps, so it is
+    # deterministic (a --full run with PARITY_SUBJECT=blkdebug confirms it: every
+    # no-injection case matches it byte for byte).
+    def baseline(self, wl: Workload) -> RunResult:
+        d = os.path.join(self.work, "baseline", wl.key)
+        r = run_workload(self.runner, wl, "baseline", d, None)
+        if self.use_strace:
+            # rule-less blkdebug (blkdebug::IMG), traced: see run_case
+            t = run_workload(self.runner, wl, "reference",
+                             os.path.join(self.work, "tracebase", wl.key), "", trace=True)
+            self.trace_bases[wl.key] = t.trace
+        if not self.args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(os.path.join(self.work, "tracebase", wl.key), ignore_errors=True)
+        return r
+
+    def run_case(self, case: Case) -> CaseResult:
+        t0 = time.monotonic()
+        cr = CaseResult(case)
+        cdir = os.path.join(self.work, "cases", case.id)
+        os.makedirs(cdir, exist_ok=True)
+        cfg = os.path.join(cdir, "rules.cfg")
+        Path(cfg).write_text(case.rules)
+        try:
+            ref = run_workload(self.runner, case.workload, "reference",
+                               os.path.join(cdir, "ref"), cfg)
+            subj = run_workload(self.runner, case.workload, "subject",
+                                os.path.join(cdir, "subj"), cfg)
+            base = self.baselines[case.workload.key]
+            cr.ref, cr.subj = ref, subj
+            cr.kind = "no-injection" if all(same3(ref, base)) else "inject"
+            cr.same_output, cr.same_check, cr.same_bytes = same3(ref, subj)
+            # Flush-latch classification (notes §7.2).  QEMU's file-posix latches a
+            # failed fdatasync: once one flush failed, every later flush fails without
+            # calling fdatasync again.  Real blkdebug fails flushes *above* file-posix,
+            # so with `once` exactly one flush fails; a preload that fails the
+            # fdatasync itself makes all later flushes fail too.  That is an inherent
+            # difference of the approach, so such cases are tagged "flush-latch" (not
+            # hidden: they still count as differing if they differ).
+            # Detection: a request that blkdebug fails never reaches the image file.
+            # The reference is re-run under strace and its image-file syscalls are
+            # compared with those of a rule-less blkdebug run of the same workload;
+            # the first request missing from the injected run is the first injected
+            # failure.  If that is an fdatasync/fsync, the case is tagged.  (Comparing
+            # outcomes of an `iotype = "flush"` rule variant instead does not work: a
+            # failed L1 write and a failed flush right after it give identical
+            # results, because qcow2 rolls the allocation back either way.)
+            # The traced run is also a determinism check of the reference.
+            if cr.kind == "inject" and self.use_strace:
+                tr = run_workload(self.runner, case.workload, "reference",
+                                  os.path.join(cdir, "traced"), cfg, trace=True)
+                first = first_missing(self.trace_bases[case.workload.key], tr.trace)
+                cr.first_failure = describe_tok(first) if first else None
+                if first and first[1] == "flush":
+                    cr.tags.append("flush-latch")
+                if not all(same3(ref, tr)):
+                    cr.tags.append("unstable-reference")
+            if not cr.identical:
+                cr.diff_dir = self.write_diff(case, ref, subj, base, cr)
+        except Exception as e:  # a harness bug must not kill the whole run
+            cr.kind = "error"
+            cr.error = f"{type(e).__name__}: {e}"
+        finally:
+            if not self.args.keep:
+                shutil.rmtree(cdir, ignore_errors=True)
+        cr.seconds = time.monotonic() - t0
+        with self.lock:
+            self.done += 1
+            if self.args.verbose or not cr.identical:
+                state = "ok" if cr.identical else (
+                    f"DIFF out={int(cr.same_output)} check={int(cr.same_check)} "
+                    f"bytes={int(cr.same_bytes)}")
+                if cr.error:
+                    state = "ERROR " + cr.error
+                tags = f" [{','.join(cr.tags)}]" if cr.tags else ""
+                print(f"[{self.done}/{self.total}] {case.id} ({cr.kind}): {state}{tags}",
+                      file=sys.stderr, flush=True)
+            elif self.done % 100 == 0:
+                print(f"[{self.done}/{self.total}] ...", file=sys.stderr, flush=True)
+        return cr
+
+    def write_diff(self, case, ref, subj, base, cr) -> str:
+        d = self.out / "diffs" / case.id
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        (d / "rules.cfg").write_text(case.rules)
+        (d / "reference.out").write_text(ref.transcript())
+        (d / "subject.out").write_text(subj.transcript())
+        (d / "baseline.out").write_text(base.transcript())
+        (d / "reference.check").write_text(ref.check_text())
+        (d / "subject.check").write_text(subj.check_text())
+        diff = difflib.unified_diff(
+            (ref.transcript() + ref.check_text()).splitlines(),
+            (subj.transcript() + subj.check_text()).splitlines(),
+            "reference", "subject", lineterm="")
+        (d / "output.diff").write_text("\n".join(diff) + "\n")
+        b = [f"reference: {ref.size} bytes sha256 {ref.digest}",
+             f"subject:   {subj.size} bytes sha256 {subj.digest}",
+             f"baseline:  {base.size} bytes sha256 {base.digest}"]
+        if ref.digest != subj.digest and os.path.exists(ref.img) and os.path.exists(subj.img):
+            p = subprocess.run(["cmp", "-l", ref.img, subj.img], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+            lines = p.stdout.decode(errors="replace").splitlines()
+            b.append(f"cmp -l (offset is 1-based decimal, bytes octal), "
+                     f"{len(lines)} lines, first 64:")
+            b += lines[:64]
+        (d / "bytes.txt").write_text("\n".join(b) + "\n")
+        meta = {"id": case.id, "event": case.event, "workload": case.workload.key,
+                "workload_desc": case.workload.desc, "kind": cr.kind, "tags": cr.tags,
+                "same_output": cr.same_output, "same_check": cr.same_check,
+                "same_bytes": cr.same_bytes, "note": case.note,
+                "first_failure_in_reference": cr.first_failure}
+        (d / "case.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (d / "repro.sh").write_text(repro_script(case, self.runner))
+        (d / "repro.sh").chmod(0o755)
+        return str(d)
+
+
+def repro_script(case: Case, runner: Runner) -> str:
+    wl = case.workload
+    q = shlex.quote
+    so = runner.so or "/path/to/libblkfault.so"
+    L = ["#!/bin/sh",
+         f"# Reproduce parity case {case.id}",
+         f"# workload {wl.key}: {wl.desc}",
+         f"# {case.note}" if case.note else "#",
+         "# Runs the workload against real blkdebug (reference) and through the",
+         "# preload (subject) on fresh images, then qemu-img check and cmp.",
+         "set -u",
+         'HERE=$(cd "$(dirname "$0")" && pwd)',
+         'RULES="$HERE/rules.cfg"',
+         f"SO=${{BLKFAULT_SO:-{so}}}",
+         "W=$(mktemp -d /tmp/blkfault-repro.XXXXXX)",
+         "run() {",
+         '    mkdir -p "$W/$1"; IMG="$W/$1/t.qcow2"',
+         f'    qemu-img create -q -f qcow2 -o cluster_size={wl.cluster_size} "$IMG" {wl.size}']
+    for cmds in wl.pre:
+        L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds)
+                 + ' "$IMG" >/dev/null   # pre-step, no injection')
+    for cmds in wl.runs:
+        cs = " ".join(f"-c {q(c)}" for c in cmds)
+        L += ['    if [ "$1" = reference ]; then',
+              f'        qemu-io -f qcow2 {cs} "blkdebug:$RULES:$IMG"',
+              "    else",
+              f'        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE="$IMG" '
+              f'qemu-io -f qcow2 {cs} "$IMG"',
+              "    fi",
+              '    echo "qemu-io rc=$?"']
+    L += ['    qemu-img check -f qcow2 "$IMG"; echo "check rc=$?"',
+          "}",
+          'echo "=== reference (blkdebug)"; run reference',
+          'echo "=== subject (LD_PRELOAD)"; run subject',
+          'echo "=== bytes"; cmp "$W/reference/t.qcow2" "$W/subject/t.qcow2" '
+          '&& echo "images identical"',
+          'if [ -z "${KEEP:-}" ]; then rm -rf "$W"; else echo "kept $W"; fi',
+          ""]
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------
+
+def summarise(results: list[CaseResult]):
+    events: dict[str, dict] = {}
+    order = scenarios.MATRIX_EVENTS + ["chain"]
+    for r in results:
+        e = events.setdefault(r.case.event, dict(cases=0, inject=0, noinj=0, out=0,
+                                                 check=0, bytes=0, all=0, noinj_all=0,
+                                                 inject_all=0, flush_latch=0,
+                                                 flush_latch_diff=0, errors=0))
+        e["cases"] += 1
+        if r.kind == "error":
+            e["errors"] += 1
+            continue
+        e["inject" if r.kind == "inject" else "noinj"] += 1
+        e["out"] += r.same_output
+        e["check"] += r.same_check
+        e["bytes"] += r.same_bytes
+        e["all"] += r.identical
+        if r.kind == "inject":
+            e["inject_all"] += r.identical
+        else:
+            e["noinj_all"] += r.identical
+        if "flush-latch" in r.tags:
+            e["flush_latch"] += 1
+            e["flush_latch_diff"] += not r.identical
+    keys = sorted(events, key=lambda k: (order.index(k) if k in order else 999, k))
+    tot = {k: sum(events[e][k] for e in events) for k in
+           ("cases", "inject", "noinj", "out", "check", "bytes", "all", "noinj_all",
+            "inject_all", "flush_latch", "flush_latch_diff", "errors")}
+    # error cases count as failures in both percentages' denominators
+    tot["noinj_pct"] = 100.0 * tot["noinj_all"] / tot["noinj"] if tot["noinj"] else 100.0
+    tot["inject_pct"] = (100.0 * tot["inject_all"] / tot["inject"]) if tot["inject"] else 100.0
+    return {k: events[k] for k in keys}, tot
+
+
+COLS = [("cases", "cases"), ("inject", "inject"), ("out", "same output"),
+        ("check", "same check"), ("bytes", "same bytes"), ("all", "all identical"),
+        ("flush_latch", "flush-latch")]
+
+
+def human_table(events, tot) -> str:
+    w = max(len(k) for k in list(events) + ["TOTAL"])
+    hdr = f"{'event':<{w}}  " + "  ".join(f"{h:>{max(len(h), 6)}}" for _, h in COLS)
+    lines = [hdr, "-" * len(hdr)]
+    for k, e in list(events.items()) + [("TOTAL", tot)]:
+        if k == "TOTAL":
+            lines.append("-" * len(hdr))
+        lines.append(f"{k:<{w}}  " + "  ".join(f"{e[c]:>{max(len(h), 6)}}" for c, h in COLS))
+    return "\n".join(lines)
+
+
+def markdown_table(events, tot, meta) -> str:
+    L = [f"Parity of blkfault against QEMU {meta['qemu']} blkdebug "
+         f"(subject: {meta['subject']}, {tot['cases']} cases, {meta['set']} set, "
+         f"{meta['elapsed']:.0f} s).", "",
+         "| event | " + " | ".join(h for _, h in COLS) + " |",
+         "|---|" + "---:|" * len(COLS)]
+    for k, e in events.items():
+        L.append(f"| `{k}` | " + " | ".join(str(e[c]) for c, _ in COLS) + " |")
+    L.append("| **total** | " + " | ".join(f"**{tot[c]}**" for c, _ in COLS) + " |")
+    L += ["", f"No-injection parity: {tot['noinj_all']}/{tot['noinj']} "
+              f"({tot['noinj_pct']:.1f}%). Inject parity (output, check and bytes all "
+              f"identical): {tot['inject_all']}/{tot['inject']} ({tot['inject_pct']:.1f}%).",
+          f"flush-latch: cases whose first injected failure is a flush "
+          f"({tot['flush_latch']}, of which {tot['flush_latch_diff']} differ); see "
+          f"Tests/parity/README.md.", ""]
+    return "\n".join(L)
+
+
+def qemu_version() -> str:
+    try:
+        p = subprocess.run([QEMU_IO, "--version"], stdout=subprocess.PIPE, text=True)
+        m = re.search(r"version (\S+)", p.stdout)
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------
+# iotest 026 reproduction
+# --------------------------------------------------------------------------
+
+def filter_create(text: str, run_dir: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"Formatting '([^']*)', fmt=(\S+)(.*)$", line)
+        if not m:
+            out.append(line)
+            continue
+        name = m.group(1).replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
+        name = re.sub(r"\.qcow2$", ".IMGFMT", name)
+        keep = [o for o in m.group(3).split()
+                if o.split("=")[0] in ("size", "backing_file", "backing_fmt")]
+        out.append(f"Formatting '{name}', fmt=IMGFMT " + " ".join(keep))
+    return out
+
+
+CHECK_DROP = re.compile(r"allocated.*fragmented.*compressed clusters|Image end offset: [0-9]+")
+
+
+def run_026_case(runner: Runner, c: scenarios.Case026, idx: int, work: str, keep: bool):
+    d = os.path.join(work, "026", f"{idx:03d}")
+    os.makedirs(d, exist_ok=True)
+    img = os.path.join(d, IMG_NAME)
+    cfg = os.path.join(d, "blkdebug.conf")
+    Path(cfg).write_text(c.rules)
+    out = []
+    p = runner.create(img, c.cluster_size, c.size)
+    out += filter_create(p.stdout, d)
+    if c.header:
+        out += ["", c.header]
+
+    def io_lines(p):
+        # stdout is a pipe in 026 (| _filter_qemu_io), flushed only at exit, while
+        # error_report() writes unbuffered to stderr: stderr comes first.
+        lines = p.stderr.splitlines()
+        lines += normalise(p.stdout, d, cfg).splitlines()
+        if not isinstance(p.rc, int):
+            lines.append(f"[harness] qemu-io {p.rc}")
+        return lines
+
+    for cmds in c.pre:
+        p = runner.qemu_io("plain", cmds, img, None)
+        if not c.pre_silent:
+            out += io_lines(p)
+    for cmds in c.runs:
+        p = runner.qemu_io("subject", cmds, img, cfg)
+        out += io_lines(p)
+    p = runner.check(img)
+    text = normalise(p.stdout, d, None)
+    lines = [ln for ln in text.splitlines() if not CHECK_DROP.search(ln)]
+    if c.ignore_leaks:
+        if p.rc == 3:
+            lines = ["No errors were found on the image."]
+        else:
+            # out=$(...) strips trailing newlines; echo "$out" prints at least one line
+            lines = "\n".join(lines).rstrip("\n").split("\n")
+        lines = [ln for ln in lines if "refcount=1 reference=0" not in ln]
+    out += lines
+    if not keep:
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def blocks_of(lines: list[str]) -> list[list[str]]:
+    """Split a 026 transcript into case blocks (each starts at a Formatting line)."""
+    blocks, cur = [], None
+    for ln in lines:
+        ln = ln.rstrip()
+        if ln.startswith("Formatting '"):
+            if cur is not None:
+                blocks.append(cur)
+            cur = [ln]
+        elif cur is not None:
+            if ln.startswith("=== ") or ln == "*** done":
+                continue
+            cur.append(ln)
+    if cur is not None:
+        blocks.append(cur)
+    return [b[:len(b) - next((i for i, x in enumerate(reversed(b)) if x), 0)] for b in blocks]
+
+
+def run_026(args, runner: Runner) -> int:
+    t0 = time.monotonic()
+    cases = scenarios.cases_026()
+    runner.qemu_io_args = ["--cache", "writeback", "--aio", "threads", "-f", "qcow2",
+                           "--cache", "writethrough"]  # what 026 passes ($QEMU_IO)
+    with cf.ThreadPoolExecutor(args.jobs) as ex:
+        futs = [ex.submit(run_026_case, runner, c, i, args.workdir, bool(args.keep))
+                for i, c in enumerate(cases)]
+        blocks = [f.result() for f in futs]
+    tr = ["QA output created by 026"]
+    section = None
+    for c, b in zip(cases, blocks):
+        if c.section != section:
+            if section is not None:
+                tr.append("")
+            tr += [scenarios.SECTION_TITLES[c.section], ""]
+            section = c.section
+        tr += b
+    tr.append("*** done")
+    elapsed = time.monotonic() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tfile = out / "026.out.subject"
+    tfile.write_text("\n".join(tr) + "\n")
+    print(f"026 transcript ({runner.subject} subject, {len(cases)} cases, "
+          f"{elapsed:.1f} s): {tfile}")
+    exp_path = Path(os.environ.get("PARITY_026_OUT") or REPO_ROOT.parent / "shared" / "notes"
+                    / "026.out")
+    if not exp_path.is_file():
+        print(f"expected output {exp_path} not found (set PARITY_026_OUT): diff skipped")
+        return 0
+    exp = [ln.rstrip() for ln in exp_path.read_text().splitlines()]
+    got = [ln.rstrip() for ln in tr]
+    diff = list(difflib.unified_diff(exp, got, str(exp_path), str(tfile), lineterm=""))
+    (out / "026.diff").write_text("\n".join(diff) + ("\n" if diff else ""))
+    eb, gb = blocks_of(exp), blocks_of(got)
+    match = sum(1 for a, b in zip(eb, gb) if a == b)
+    bad = [i for i, (a, b) in enumerate(zip(eb, gb)) if a != b]
+    print(f"case blocks matching 026.out: {match}/{len(eb)}"
+          + (f" (subject produced {len(gb)} blocks)" if len(gb) != len(eb) else ""))
+    for i in bad[:20]:
+        hdr = next((x for x in eb[i] if x.startswith("Event:")), eb[i][0])
+        print(f"  block {i + 1}: {hdr}")
+    if len(bad) > 20:
+        print(f"  ... {len(bad) - 20} more")
+    print("whole transcript identical to 026.out (trailing blanks ignored)" if not diff
+          else f"diff: {out / '026.diff'} ({len(diff)} lines)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "mode": "026", "subject": runner.subject, "elapsed": elapsed,
+            "blocks_total": len(eb), "blocks_matching": match,
+            "mismatching_blocks": [i + 1 for i in bad], "identical": not diff}, indent=2) + "\n")
+    return 0 if not diff else 1
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def find_so(explicit: str | None) -> str:
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            sys.exit(f"parity: --so {explicit}: no such file")
+        return str(p.resolve())
+    cands = []
+    for sub in ("debug", "release"):
+        cands += [REPO_ROOT / ".build" / sub / "libblkfault.so"]
+        cands += list((REPO_ROOT / ".build").glob(f"*/{sub}/libblkfault.so"))
+    cands = [c for c in cands if c.is_file()]
+    if not cands:
+        sys.exit("parity: libblkfault.so not found under .build/debug or .build/release "
+                 f"(looked in {REPO_ROOT / '.build'}).\n"
+                 "Build it first (swift build [-c release]) or pass --so PATH; "
+                 "to test the harness itself use PARITY_SUBJECT=blkdebug.")
+    newest = max(cands, key=lambda c: c.stat().st_mtime)
+    return str(newest.resolve())
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        description="blkfault parity harness: compare the LD_PRELOAD subject with "
+                    "real QEMU blkdebug (qemu-io output, qemu-img check, image bytes).")
+    ap.add_argument("--so", help="path of libblkfault.so (default: newest under "
+                                 ".build/{debug,release} of the repo)")
+    ap.add_argument("--subject", choices=("preload", "blkdebug", "plain"),
+                    default=os.environ.get("PARITY_SUBJECT", "preload"),
+                    help="what the subject run uses (default: $PARITY_SUBJECT or preload); "
+                         "blkdebug/plain test the harness itself")
+    ap.add_argument("--full", action="store_true",
+                    help="whole cross product events x errno x once x immediately x workloads")
+    ap.add_argument("--026", dest="t026", action="store_true",
+                    help="reproduce qemu-iotests 026 through the subject and diff with 026.out")
+    ap.add_argument("--filter", action="append", default=[], metavar="EVENT",
+                    help="only cases for EVENT (repeatable or comma-separated; "
+                         "'chain' selects the set-state chain cases)")
+    ap.add_argument("--case", action="append", default=[], metavar="SUBSTR",
+                    help="only cases whose id contains SUBSTR (repeatable)")
+    ap.add_argument("--no-chains", action="store_true", help="skip the chain cases")
+    ap.add_argument("--jobs", "-j", type=int, default=2, help="parallel cases (default 2)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="work in DIR and keep all images and outputs there")
+    ap.add_argument("--out", default=str(REPO_ROOT / "parity-out"),
+                    help="where differing-case directories (diffs/<case>/) and the 026 "
+                         "transcript go (default: <repo>/parity-out)")
+    ap.add_argument("--json", metavar="FILE", help="write the full result as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="write the summary table as Markdown")
+    ap.add_argument("--min-inject", type=float, default=90.0,
+                    help="required inject parity in percent (default 90)")
+    ap.add_argument("--timeout", type=float, default=300.0,
+                    help="timeout per qemu process in seconds (default 300)")
+    ap.add_argument("--no-strace", action="store_true",
+                    help="skip the traced reference run that finds the first injected "
+                         "failure (and so the flush-latch cases)")
+    ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    ap.add_argument("--verbose", "-v", action="store_true", help="print every case")
+    return ap.parse_args(argv)
+
+
+def select_cases(args) -> list[Case]:
+    cases = scenarios.matrix_cases(args.full)
+    if not args.no_chains:
+        cases += scenarios.chain_cases()
+    evs = {e for f in args.filter for e in f.split(",") if e}
+    if evs:
+        known = set(scenarios.MATRIX_EVENTS) | {"chain"}
+        unknown = evs - known
+        if unknown:
+            sys.exit(f"parity: --filter: unknown event(s) {', '.join(sorted(unknown))}; "
+                     f"known: {', '.join(sorted(known))}")
+        cases = [c for c in cases if c.event in evs]
+    if args.case:
+        cases = [c for c in cases if any(s in c.id for s in args.case)]
+    return cases
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for tool in (QEMU_IO, QEMU_IMG):
+        if not shutil.which(tool):
+            sys.exit(f"parity: {tool} not found in PATH")
+    so = find_so(args.so) if args.subject == "preload" else (args.so or None)
+    runner = Runner(args.subject, so, args.timeout)
+    if args.keep:
+        args.workdir = str(Path(args.keep).resolve())
+        os.makedirs(args.workdir, exist_ok=True)
+    else:
+        args.workdir = tempfile.mkdtemp(prefix="blkfault-parity-", dir="/tmp")
+    try:
+        if args.t026:
+            return run_026(args, runner)
+        return run_matrix(args, runner)
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+def run_matrix(args, runner: Runner) -> int:
+    cases = select_cases(args)
+    if args.list:
+        for c in cases:
+            print(f"{c.id}\t{c.workload.key}\t{c.workload.desc}")
+        print(f"{len(cases)} cases", file=sys.stderr)
+        return 0
+    if not cases:
+        sys.exit("parity: no case selected")
+    h = Harness(args, runner)
+    t0 = time.monotonic()
+    wls = {c.workload.key: c.workload for c in cases}
+    print(f"parity: {len(cases)} cases over {len(wls)} workloads, subject={runner.subject}"
+          + (f" ({runner.so})" if runner.so else "") + f", jobs={args.jobs}, "
+          f"work dir {args.workdir}", file=sys.stderr, flush=True)
+    diffs = Path(args.out) / "diffs"
+    if diffs.exists():
+        shutil.rmtree(diffs)
+    with cf.ThreadPoolExecutor(args.jobs) as ex:
+        wl_sorted = sorted(wls.values(), key=lambda w: -w.cost)
+        for w, r in zip(wl_sorted, ex.map(h.baseline, wl_sorted)):
+            h.baselines[w.key] = r
+        # longest first (refcount-growth workloads), so the pool ends evenly
+        order = sorted(cases, key=lambda c: -c.workload.cost)
+        h.total = len(order)
+        results = list(ex.map(h.run_case, order))
+    elapsed = time.monotonic() - t0
+    pos = {c.id: i for i, c in enumerate(cases)}
+    results.sort(key=lambda r: pos[r.case.id])
+    events, tot = summarise(results)
+    meta = {"qemu": qemu_version(), "subject": runner.subject, "so": runner.so,
+            "set": "full" if args.full else "default", "elapsed": elapsed,
+            "filter": args.filter, "case": args.case, "jobs": args.jobs}
+
+    print()
+    print(human_table(events, tot))
+    print()
+    print(f"no-injection parity: {tot['noinj_all']}/{tot['noinj']} = {tot['noinj_pct']:.1f}% "
+          "(required 100%)")
+    print(f"inject parity:       {tot['inject_all']}/{tot['inject']} = {tot['inject_pct']:.1f}% "
+          f"(required >= {args.min_inject:g}%)")
+    print(f"flush-latch cases:   {tot['flush_latch']} ({tot['flush_latch_diff']} differing)")
+    if tot["errors"]:
+        print(f"harness errors:      {tot['errors']}")
+    bad = [r for r in results if not r.identical]
+    if bad:
+        print(f"\n{len(bad)} differing case(s), details under {diffs}:")
+        for r in bad[:40]:
+            what = r.error or ("output " if not r.same_output else "") + \
+                ("check " if not r.same_check else "") + ("bytes" if not r.same_bytes else "")
+            tags = f" [{','.join(r.tags)}]" if r.tags else ""
+            print(f"  {r.case.id} ({r.kind}): {what.strip()}{tags}")
+        if len(bad) > 40:
+            print(f"  ... {len(bad) - 40} more")
+    print(f"\n{len(results)} cases in {elapsed:.1f} s")
+
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "meta": meta, "totals": tot, "events": events,
+            "cases": [{
+                "id": r.case.id, "event": r.case.event, "group": r.case.group,
+                "workload": r.case.workload.key, "params": r.case.params,
+                "rules": r.case.rules, "kind": r.kind, "same_output": r.same_output,
+                "same_check": r.same_check, "same_bytes": r.same_bytes,
+                "identical": r.identical, "tags": r.tags, "diff_dir": r.diff_dir,
+                "first_failure": r.first_failure,
+                "seconds": round(r.seconds, 3), "error": r.error, "note": r.case.note,
+                "reference_runs": [{"rc": x["rc"], "stdout": x["stdout"],
+                                    "stderr": x["stderr"]} for x in r.ref.runs]
+                if r.ref else None,
+                "reference_check_rc": r.ref.check_rc if r.ref else None,
+            } for r in results]}, indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(events, tot, meta))
+    ok = tot["noinj_pct"] >= 100.0 and tot["inject_pct"] >= args.min_inject \
+        and not tot["errors"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""Scenario definitions for the blkfault parity harness (see parity.py).
+
+A *workload* is what happens to one image: `qemu-img create`, optional qemu-io
+pre-steps that run WITHOUT injection, then one or more qemu-io processes that
+run WITH the rule file (through real blkdebug for the reference, through the
+preload for the subject, with no rules at all for the baseline).
+
+A *case* is a workload plus a rule file.  Matrix cases are generated from
+(event, errno, once, immediately, workload); chain cases are hand-written rule
+files that exercise blkdebug's state machine.
+
+Everything here is data; parity.py runs it.  Facts about which event is raised
+where come from /work/shared/notes/qemu-blkdebug.md (§3.2, §3.4, §5.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import product
+
+# --------------------------------------------------------------------------
+# Workloads
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    cluster_size: int
+    size: str
+    # Each entry is ONE qemu-io process; each process is a tuple of -c commands.
+    pre: tuple[tuple[str, ...], ...]  # without injection
+    runs: tuple[tuple[str, ...], ...]  # with the rule file
+    desc: str
+    cost: int = 1  # rough relative cost, used only to order the work queue
+
+
+def _w(key, cs, size, pre, runs, desc, cost=1):
+    return Workload(key, cs, size, tuple(tuple(p) for p in pre),
+                    tuple(tuple(r) for r in runs), desc, cost)
+
+
+WORKLOADS: dict[str, Workload] = {w.key: w for w in [
+    # iotest 026, section 1 (1 KiB clusters, fresh 1 GiB image)
+    _w("w128", 1024, "1G", [], [["write 0 128k"]],
+       "026 §1: write 0 128k on a fresh image"),
+    _w("w128b", 1024, "1G", [], [["write -b 0 128k"]],
+       "026 §1: write -b 0 128k (vmstate) on a fresh image"),
+    _w("l2upd", 1024, "1G", [["write 0 512"]], [["write 0 128k"]],
+       "026 §1 l2_update variant: plain write 0 512 first, then write 0 128k"),
+    _w("l2updb", 1024, "1G", [["write -b 0 512"]], [["write -b 0 128k"]],
+       "026 §1 l2_update variant with -b"),
+    _w("l2load", 1024, "1G", [],
+       [["write 0 128k"], ["write 0 128k"], ["read 0 128k"]],
+       "026 §1 l2_load variant: three processes write, write, read"),
+    _w("l2loadb", 1024, "1G", [],
+       [["write -b 0 128k"], ["write -b 0 128k"], ["read -b 0 128k"]],
+       "026 §1 l2_load variant with -b"),
+    # iotest 026, section 2 (512-byte clusters: refcount table growth)
+    _w("refgrow", 512, "1G", [], [["write 0 64M"]],
+       "026 §2: write 0 64M with 512-byte clusters (refblock/reftable growth)", cost=40),
+    _w("refgrowb", 512, "1G", [], [["write -b 0 64M"]],
+       "026 §2: write -b 0 64M with 512-byte clusters", cost=40),
+    # iotest 026, section 3
+    _w("l1grow", 1024, "1G", [], [["write -b 0 64k"]],
+       "026 §3: write -b 0 64k (vmstate forces L1 growth)"),
+    # iotest 026, sections 4 and 5 (whole scenarios, used by chains/matrix too)
+    _w("leak", 1024, "64M", [], [["write 0 1M", "write 0 1M"]],
+       "026 §4: two writes of 1M in one process on a 64M image", cost=2),
+    _w("prezero", 1024, "1024", [["write 0 1024"], ["write -z 0 1024"]],
+       [["write 0 1024"]],
+       "026 §5: preallocated zero cluster, then write 0 1024"),
+    # beyond 026: reach the remaining events
+    _w("read", 1024, "1G", [["write 0 128k"]], [["read 0 128k"]],
+       "read of written data in a new process (l2_load, read_aio)"),
+    _w("readb", 1024, "1G", [["write -b 0 64k"]], [["read -b 0 64k"]],
+       "read -b of written vmstate in a new process (vmstate_load)"),
+    _w("zero", 1024, "1G", [["write 0 64k"]], [["write -z 0 64k"]],
+       "write -z over allocated clusters (zero flag in L2)"),
+    _w("zerou", 1024, "1G", [["write 0 64k"]], [["write -z -u 0 64k"]],
+       "write -z -u over allocated clusters (cluster_free + discard)"),
+    _w("discard", 1024, "1G", [["write 0 64k"]], [["discard 0 64k"]],
+       "discard of allocated clusters (cluster_free + discard)"),
+    _w("partial", 1024, "1G", [], [["write 1536 1k"]],
+       "partial-cluster write on a fresh image (cluster_alloc_space, pwritev_zero)"),
+    _w("multi", 1024, "1G", [], [["write 0 4k", "write 64k 4k", "flush"]],
+       "one process: write 0 4k, write 64k 4k, flush (flush_to_disk on the 2nd write)"),
+    # used by chain cases only
+    _w("two_l2", 1024, "1G", [], [["write 0 4k", "write 128k 4k"]],
+       "one process, two writes that each allocate an L2 table"),
+    _w("two_l2_sep", 1024, "1G", [], [["write 0 4k"], ["write 128k 4k"]],
+       "two processes, each allocating an L2 table (state resets per process)"),
+    _w("write_read", 1024, "1G", [], [["write 0 4k", "read 0 4k"]],
+       "one process: write 0 4k then read 0 4k"),
+    _w("write3", 1024, "1G", [], [["write 0 4k", "write 64k 4k", "write 128k 4k"]],
+       "one process, three writes (notes §7.2 flush-latch experiment)"),
+    _w("write_write_read", 1024, "1G", [],
+       [["write 0 4k", "write 64k 4k", "read 0 4k"]],
+       "one process: two writes, then a read"),
+]}
+
+# --------------------------------------------------------------------------
+# The event matrix
+# --------------------------------------------------------------------------
+
+MATRIX_EVENTS = [
+    "l1_update", "l2_load", "l2_update", "l2_alloc_write", "write_aio", "read_aio",
+    "refblock_load", "refblock_update_part", "refblock_alloc", "refblock_alloc_hookup",
+    "refblock_alloc_write", "refblock_alloc_write_blocks", "refblock_alloc_write_table",
+    "refblock_alloc_switch_table", "reftable_load", "reftable_grow",
+    "l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
+    "vmstate_save", "vmstate_load", "cluster_alloc", "cluster_free", "flush_to_os",
+    "flush_to_disk", "pwritev", "pwritev_done", "pwritev_zero", "none",
+]
+ERRNOS = (5, 28)
+ONCE = ("on", "off")
+IMMEDIATELY = ("off", "on")
+
+# Workloads of the full cross product (--full): every matrix event × every one of these.
+FULL_WORKLOADS = [
+    "w128", "w128b", "l2upd", "l2updb", "l2load", "l2loadb", "refgrow", "refgrowb",
+    "l1grow", "leak", "prezero", "read", "readb", "zero", "zerou", "discard", "partial",
+    "multi",
+]
+
+# Default set: per event, the workloads where the event is actually raised and a
+# rule on it changes something (chosen from a --full run against real blkdebug,
+# see README.md), plus a few no-injection controls (a rule that never fires
+# must not change anything in the subject either).  The 026 workloads are kept
+# for the events 026 uses.
+_CHEAP_026 = ["w128", "w128b", "l2upd", "l2load"]
+DEFAULT_PAIRS: dict[str, list[str]] = {
+    "l1_update":                   _CHEAP_026 + ["l1grow", "multi", "read"],
+    "l2_load":                     _CHEAP_026 + ["l2loadb", "read", "readb", "zerou"],
+    "l2_update":                   _CHEAP_026 + ["l2updb", "zerou", "multi", "prezero"],
+    "l2_alloc_write":              _CHEAP_026 + ["l1grow", "partial"],
+    "write_aio":                   _CHEAP_026 + ["leak", "prezero", "partial", "readb"],
+    "read_aio":                    ["w128", "l2load", "read", "readb", "multi"],
+    "refblock_load":               _CHEAP_026 + ["zerou", "refgrow"],
+    "refblock_update_part":        _CHEAP_026 + ["zerou", "discard", "refgrow"],
+    "refblock_alloc":              _CHEAP_026 + ["refgrow", "discard"],
+    "refblock_alloc_hookup":       ["refgrow", "refgrowb", "w128"],
+    "refblock_alloc_write":        ["refgrow", "refgrowb", "w128"],
+    "refblock_alloc_write_blocks": ["refgrow", "refgrowb", "w128"],
+    "refblock_alloc_write_table":  ["refgrow", "refgrowb", "w128"],
+    "refblock_alloc_switch_table": ["refgrow", "refgrowb", "w128"],
+    "reftable_load":               ["w128", "read", "l2load"],
+    "reftable_grow":               ["refgrow", "w128"],
+    "l1_grow_alloc_table":         ["l1grow", "w128b", "w128"],
+    "l1_grow_write_table":         ["l1grow", "w128b", "w128"],
+    "l1_grow_activate_table":      ["l1grow", "w128b", "w128"],
+    "vmstate_save":                ["w128b", "l1grow", "w128"],
+    "vmstate_load":                ["readb", "l2loadb", "read"],
+    "cluster_alloc":               _CHEAP_026 + ["partial", "l1grow"],
+    "cluster_free":                ["zerou", "discard", "l1grow", "zero", "w128"],
+    "flush_to_os":                 ["w128", "multi", "zerou", "discard", "read"],
+    "flush_to_disk":               ["w128", "multi", "leak", "zerou", "read"],
+    "pwritev":                     ["w128", "l2upd", "multi", "zerou", "read"],
+    "pwritev_done":                ["w128", "l2upd", "multi", "zerou", "read"],
+    "pwritev_zero":                ["partial", "zerou", "zero", "discard", "w128"],
+    "none":                        ["w128", "read", "multi", "zerou"],
+}
+
+
+@dataclass
+class Case:
+    id: str
+    event: str  # grouping key in the report (the rule's event, or "chain")
+    workload: Workload
+    rules: str
+    group: str  # "matrix" | "chain"
+    params: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def inject_rule(event, errno=5, once="off", imm="off", **extra) -> str:
+    lines = ["[inject-error]", f'event = "{event}"', f'errno = "{errno}"',
+             f'immediately = "{imm}"', f'once = "{once}"']
+    for k, v in extra.items():
+        lines.append(f'{k} = "{v}"')
+    return "\n".join(lines) + "\n"
+
+
+def set_state_rule(event, state, new_state) -> str:
+    return ("[set-state]\n" f'event = "{event}"\n' f'state = "{state}"\n'
+            f'new_state = "{new_state}"\n')
+
+
+def matrix_cases(full: bool) -> list[Case]:
+    cases = []
+    for ev in MATRIX_EVENTS:
+        wls = FULL_WORKLOADS if full else DEFAULT_PAIRS[ev]
+        for wk in wls:
+            for errno, once, imm in product(ERRNOS, ONCE, IMMEDIATELY):
+                cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
+                cases.append(Case(
+                    id=cid, event=ev, workload=WORKLOADS[wk],
+                    rules=inject_rule(ev, errno, once, imm), group="matrix",
+                    params={"errno": errno, "once": once, "immediately": imm}))
+    return cases
+
+
+def chain_cases() -> list[Case]:
+    W = WORKLOADS
+    c = []
+
+    def add(cid, wk, rules, note):
+        c.append(Case(id=f"chain-{cid}", event="chain", workload=W[wk],
+                      rules="\n".join(rules), group="chain", note=note))
+
+    add("l2_update-sets-2-write_aio-fails", "w128",
+        [inject_rule("write_aio", 5, "on", state=2), set_state_rule("l2_update", 1, 2)],
+        "set-state l2_update 1->2, inject write_aio in state 2")
+    add("l1_update-sets-2-l1_update-fails-2nd", "two_l2",
+        [inject_rule("l1_update", 5, "off", state=2), set_state_rule("l1_update", 1, 2)],
+        "set-state + inject on the same event: fires on the 2nd L2 allocation only")
+    add("l1_update-sets-2-separate-processes", "two_l2_sep",
+        [inject_rule("l1_update", 5, "off", state=2), set_state_rule("l1_update", 1, 2)],
+        "same rules, two processes: state restarts at 1, nothing fires")
+    add("two-set-state-first-wins", "w128",
+        [inject_rule("write_aio", 28, "on", state=2),
+         set_state_rule("l2_update", 1, 2), set_state_rule("l2_update", 1, 3)],
+        "two matching set-state rules: the first defined (->2) wins, write_aio fails")
+    add("two-set-state-second-loses", "w128",
+        [inject_rule("write_aio", 28, "on", state=3),
+         set_state_rule("l2_update", 1, 2), set_state_rule("l2_update", 1, 3)],
+        "two matching set-state rules: state 3 is never entered, nothing fires")
+    add("three-state-chain", "multi",
+        [inject_rule("flush_to_os", 28, "on", state=3),
+         set_state_rule("l2_update", 1, 2), set_state_rule("write_aio", 2, 3)],
+        "l2_update 1->2, write_aio 2->3, inject flush_to_os in state 3")
+    add("flush_to_disk-sets-2-read_aio-fails", "write_write_read",
+        [inject_rule("read_aio", 5, "on", state=2), set_state_rule("flush_to_disk", 1, 2)],
+        "test-124 style: set-state on flush_to_disk, inject read_aio in state 2")
+    add("sector-in-data-write", "w128",
+        [inject_rule("write_aio", 5, "on", sector=136)],
+        "sector 136 = host byte 69632, inside the guest data write")
+    add("sector-outside-data-write", "w128",
+        [inject_rule("write_aio", 5, "on", sector=600)],
+        "sector 600 = host byte 307200, beyond the data write: no injection")
+    add("sector-l1-entry", "w128",
+        [inject_rule("l1_update", 5, "on", sector=6)],
+        "sector 6 = host byte 3072 = L1 entry 0")
+    add("sector-l1-miss", "w128",
+        [inject_rule("l1_update", 5, "on", sector=7)],
+        "sector 7: the 8-byte L1 write at 3072 does not cover it")
+    add("iotype-flush-l1_update", "w128",
+        [inject_rule("l1_update", 5, "on", iotype="flush")],
+        "iotype=flush: the L1 pwrite succeeds, the following flush fails")
+    add("iotype-read-none", "read",
+        [inject_rule("none", 5, "off", iotype="read")],
+        "event none + iotype read: the qcow2 header read fails at open")
+    add("iotype-write-zeroes", "partial",
+        [inject_rule("cluster_alloc_space", 5, "on", iotype="write-zeroes")],
+        "iotype write-zeroes on the zero-fill of a partial-cluster allocation")
+    add("iotype-discard", "discard",
+        [inject_rule("cluster_free", 5, "off", iotype="discard")],
+        "iotype discard: the discard passthrough fails (qcow2 ignores it)")
+    add("errno0-shadows", "w128",
+        [inject_rule("write_aio", 0, "on"), inject_rule("write_aio", 5, "on")],
+        "errno 0 rule defined first shadows the EIO rule on the same event")
+    add("errno0-sector-shadows-part", "w128",
+        [inject_rule("write_aio", 0, "on", sector=136), inject_rule("write_aio", 5, "on")],
+        "errno 0 with a sector shadows only requests covering that sector")
+    add("active-list-replaced", "write_read",
+        [inject_rule("l2_alloc_write", 5, "off", iotype="read"),
+         inject_rule("write_aio", 0, "off")],
+        "a later event with a matching inject rule replaces the active list: read passes")
+    add("active-list-retained", "write_read",
+        [inject_rule("l2_alloc_write", 5, "off", iotype="read"),
+         inject_rule("write_aio", 0, "off", state=2)],
+        "an inject rule whose state does not match leaves the active list: read fails")
+    add("pwritev-once", "multi",
+        [inject_rule("pwritev", 5, "on")],
+        "pwritev once: only the very next write into the file fails")
+    add("flush_to_disk-once-three-writes", "write3",
+        [inject_rule("flush_to_disk", 5, "on")],
+        "notes §7.2: blkdebug fails one flush; a shim failing fdatasync latches in file-posix")
+    add("negative-errno", "w128",
+        [inject_rule("write_aio", "-5", "on")],
+        "errno -5: the request is dropped but reported as success")
+    return c
+
+
+def all_cases(full: bool) -> list[Case]:
+    return matrix_cases(full) + chain_cases()
+
+
+# --------------------------------------------------------------------------
+# iotest 026 (notes §5.1), for --026
+# --------------------------------------------------------------------------
+
+@dataclass
+class Case026:
+    section: int
+    header: str | None  # the "Event: ..." line, None in sections 4/5
+    cluster_size: int
+    size: str
+    rules: str
+    pre: list[tuple[str, ...]]  # without blkdebug
+    pre_silent: bool  # 026 sends the l2_update pre-write to /dev/null
+    runs: list[tuple[str, ...]]  # through the subject
+    ignore_leaks: bool
+
+
+SECTION_TITLES = {
+    1: "Errors while writing 128 kB",
+    2: "=== Refcount table growth tests ===",
+    3: "=== L1 growth tests ===",
+    4: "=== Avoid cluster leaks after temporary failure ===",
+    5: "=== Avoid freeing preallocated zero clusters on failure ===",
+}
+
+
+def _rule026(event, errno, imm, once, style):
+    # 026 writes `once ="$once"` in section 1 and `once = "$once"` later; sections 4/5
+    # have no `immediately`.  The parser treats both spellings alike (notes §1.2).
+    if style == 1:
+        return (f'[inject-error]\nevent = "{event}"\nerrno = "{errno}"\n'
+                f'immediately = "{imm}"\nonce ="{once}"\n')
+    if style == 2:
+        return (f'[inject-error]\nevent = "{event}"\nerrno = "{errno}"\n'
+                f'immediately = "{imm}"\nonce = "{once}"\n')
+    return f'[inject-error]\nevent = "{event}"\nerrno = "{errno}"\nonce = "{once}"\n'
+
+
+def cases_026() -> list[Case026]:
+    out = []
+    s1 = ["l1_update", "l2_load", "l2_update", "l2_alloc_write", "write_aio",
+          "refblock_load", "refblock_update_part", "refblock_alloc", "cluster_alloc"]
+    for event in s1:
+        for errno in ("5", "28"):
+            for imm in ("off",):
+                for once in ("on", "off"):
+                    for vm in ("", "-b"):
+                        w = f"write {vm} 0 128k" if vm else "write 0 128k"
+                        r = f"read {vm} 0 128k" if vm else "read 0 128k"
+                        pre, silent = [], False
+                        if event == "l2_update":
+                            pre = [(f"write {vm} 0 512" if vm else "write 0 512",)]
+                            silent = True
+                        runs = [(w,)]
+                        if event == "l2_load":
+                            runs += [(w,), (r,)]
+                        hdr = (f"Event: {event}; errno: {errno}; imm: {imm}; once: {once}; "
+                               f"write{(' ' + vm) if vm else ''}")
+                        out.append(Case026(1, hdr, 1024, "1G",
+                                           _rule026(event, errno, imm, once, 1),
+                                           pre, silent, runs, True))
+    s2 = ["refblock_alloc_hookup", "refblock_alloc_write", "refblock_alloc_write_blocks",
+          "refblock_alloc_write_table", "refblock_alloc_switch_table"]
+    for event in s2:
+        for errno in ("28",):
+            for imm in ("off",):
+                for once in ("on", "off"):
+                    for vm in ("", "-b"):
+                        w = f"write {vm} 0 64M" if vm else "write 0 64M"
+                        hdr = (f"Event: {event}; errno: {errno}; imm: {imm}; once: {once}; "
+                               f"write{(' ' + vm) if vm else ''}")
+                        out.append(Case026(2, hdr, 512, "1G",
+                                           _rule026(event, errno, imm, once, 2),
+                                           [], False, [(w,)], True))
+    s3 = ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table"]
+    for event in s3:
+        for errno in ("5", "28"):
+            for imm in ("off",):
+                for once in ("on", "off"):
+                    hdr = f"Event: {event}; errno: {errno}; imm: {imm}; once: {once}"
+                    out.append(Case026(3, hdr, 1024, "1G",
+                                       _rule026(event, errno, imm, once, 2),
+                                       [], False, [("write -b 0 64k",)], True))
+    out.append(Case026(4, None, 1024, "64M", _rule026("write_aio", "5", None, "on", 4),
+                       [], False, [("write 0 1M", "write 0 1M")], False))
+    out.append(Case026(5, None, 1024, "1024", _rule026("write_aio", "5", None, "on", 4),
+                       [("write 0 1024",), ("write -z 0 1024",)], False,
+                       [("write 0 1024",)], False))
+    return out

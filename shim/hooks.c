@@ -1,0 +1,425 @@
+/* The entry points. Each row of hooks.def becomes a wrapper (generated at the
+ * bottom of this file) that calls its family's helper with the symbol's id; a
+ * helper describes the call to the gate (core.c) and has a perform callback that
+ * calls the real function of that id. Members of a family share one prototype
+ * (checked at compile time), so the real call is typed, not cast. */
+#include "shim.h"
+
+#include <errno.h>
+
+/* Positional reads and writes of a family: the offset is the call's own. */
+#define IOV_REQ(sym_, fd_, op_, off_, iov_, cnt_)                                   \
+    .sym = (sym_), .fd = (fd_), .op = (op_), .off = (off_), .len = SHIM_IOVLEN,     \
+    .iov = (iov_), .iovcnt = (cnt_), .fake = SHIM_IOVLEN
+
+/* ---- opening ---- */
+
+typedef open_fn fam_open;
+typedef openat_fn fam_openat;
+typedef creat_fn fam_creat;
+typedef __open_2_fn fam_open_2;
+typedef __openat_2_fn fam_openat_2;
+
+static mode_t open_mode(int flags, va_list ap)
+{
+    /* Like glibc: the mode argument exists only with O_CREAT or O_TMPFILE. */
+    if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE)
+        return (mode_t)va_arg(ap, int);
+    return 0;
+}
+
+static int open_hook(enum shim_sym sym, const char *path, int flags, va_list ap)
+{
+    mode_t mode = open_mode(flags, ap);
+    return shim_opened(REAL_AS(fam_open, sym)(path, flags, mode), AT_FDCWD, path, flags);
+}
+
+static int openat_hook(enum shim_sym sym, int dirfd, const char *path, int flags, va_list ap)
+{
+    mode_t mode = open_mode(flags, ap);
+    return shim_opened(REAL_AS(fam_openat, sym)(dirfd, path, flags, mode), dirfd, path, flags);
+}
+
+static int creat_hook(enum shim_sym sym, const char *path, mode_t mode)
+{
+    return shim_opened(REAL_AS(fam_creat, sym)(path, mode), AT_FDCWD, path,
+                       O_CREAT | O_WRONLY | O_TRUNC);
+}
+
+static int open_2_hook(enum shim_sym sym, const char *path, int flags)
+{
+    return shim_opened(REAL_AS(fam_open_2, sym)(path, flags), AT_FDCWD, path, flags);
+}
+
+static int openat_2_hook(enum shim_sym sym, int dirfd, const char *path, int flags)
+{
+    return shim_opened(REAL_AS(fam_openat_2, sym)(dirfd, path, flags), dirfd, path, flags);
+}
+
+/* ---- fd bookkeeping ---- */
+
+typedef close_fn fam_close;
+typedef dup_fn fam_dup;
+typedef dup2_fn fam_dup2;
+typedef dup3_fn fam_dup3;
+typedef fcntl_fn fam_fcntl;
+
+static int close_hook(enum shim_sym sym, int fd)
+{
+    shim_closing(fd);
+    return REAL_AS(fam_close, sym)(fd);
+}
+
+#if __GLIBC_PREREQ(2, 34)
+typedef close_range_fn fam_close_range;
+
+static int close_range_hook(enum shim_sym sym, unsigned first, unsigned last, int flags)
+{
+    /* CLOSE_RANGE_CLOEXEC closes nothing now; invalid calls close nothing. */
+    if (first <= last && (flags & ~(int)CLOSE_RANGE_UNSHARE) == 0)
+        shim_closing_range(first, last);
+    return REAL_AS(fam_close_range, sym)(first, last, flags);
+}
+#endif
+
+static int dup_hook(enum shim_sym sym, int fd)
+{
+    int r = REAL_AS(fam_dup, sym)(fd);
+    if (r >= 0)
+        shim_duplicated(fd, r);
+    return r;
+}
+
+static int dup2_hook(enum shim_sym sym, int fd, int fd2)
+{
+    int r = REAL_AS(fam_dup2, sym)(fd, fd2);
+    if (r >= 0)
+        shim_duplicated(fd, r);
+    return r;
+}
+
+static int dup3_hook(enum shim_sym sym, int fd, int fd2, int flags)
+{
+    int r = REAL_AS(fam_dup3, sym)(fd, fd2, flags);
+    if (r >= 0)
+        shim_duplicated(fd, r);
+    return r;
+}
+
+static int fcntl_hook(enum shim_sym sym, int fd, int cmd, va_list ap)
+{
+    /* The third argument is an int, a pointer or absent depending on cmd; like
+     * glibc's own fcntl, take it as a pointer-sized word and pass it on. */
+    void *arg = va_arg(ap, void *);
+    int r = REAL_AS(fam_fcntl, sym)(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+        shim_duplicated(fd, r);
+    return r;
+}
+
+/* ---- reads ---- */
+
+typedef read_fn fam_read;
+typedef __read_chk_fn fam_read_chk;
+typedef pread64_fn fam_pread;
+typedef __pread64_chk_fn fam_pread_chk;
+typedef readv_fn fam_readv;
+typedef preadv64_fn fam_preadv;
+typedef preadv64v2_fn fam_preadv2;
+
+static int64_t do_read(const struct shim_req *r)
+{
+    return REAL_AS(fam_read, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len);
+}
+
+static ssize_t read_hook(enum shim_sym sym, int fd, void *buf, size_t n)
+{
+    struct iovec v = {buf, n};
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, &v, 1)}, do_read);
+}
+
+static int64_t do_read_chk(const struct shim_req *r)
+{
+    return REAL_AS(fam_read_chk, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->buflen);
+}
+
+static ssize_t read_chk_hook(enum shim_sym sym, int fd, void *buf, size_t n, size_t buflen)
+{
+    struct iovec v = {buf, n};
+    struct shim_req r = {IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, &v, 1), .buflen = buflen};
+    return n > buflen ? do_read_chk(&r) /* the real one aborts */ : shim_io(&r, do_read_chk);
+}
+
+static int64_t do_pread(const struct shim_req *r)
+{
+    return REAL_AS(fam_pread, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
+}
+
+static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
+{
+    struct iovec v = {buf, n};
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off},
+                   do_pread);
+}
+
+static int64_t do_pread_chk(const struct shim_req *r)
+{
+    return REAL_AS(fam_pread_chk, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off,
+                                          r->buflen);
+}
+
+static ssize_t pread_chk_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off,
+                              size_t buflen)
+{
+    struct iovec v = {buf, n};
+    struct shim_req r = {IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off,
+                         .buflen = buflen};
+    return n > buflen ? do_pread_chk(&r) : shim_io(&r, do_pread_chk);
+}
+
+static int64_t do_readv(const struct shim_req *r)
+{
+    return REAL_AS(fam_readv, r->sym)(r->fd, r->iov, r->iovcnt);
+}
+
+static ssize_t readv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt)
+{
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, iov, cnt)},
+                   do_readv);
+}
+
+static int64_t do_preadv(const struct shim_req *r)
+{
+    return REAL_AS(fam_preadv, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
+}
+
+static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off},
+                   do_preadv);
+}
+
+static int64_t do_preadv2(const struct shim_req *r)
+{
+    return REAL_AS(fam_preadv2, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off, r->flags);
+}
+
+static ssize_t preadv2_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off,
+                            int flags)
+{
+    int64_t at = off == -1 ? SHIM_POS : off;
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, at, iov, cnt), .arg_off = off,
+                                      .flags = flags},
+                   do_preadv2);
+}
+
+/* ---- writes ----
+ * write/writev/pwritev2(-1) on an O_APPEND fd are reported at the end of file;
+ * pwrite* on an O_APPEND fd (which Linux appends too) at the offset given. */
+
+typedef write_fn fam_write;
+typedef pwrite64_fn fam_pwrite;
+typedef writev_fn fam_writev;
+typedef pwritev64_fn fam_pwritev;
+typedef pwritev64v2_fn fam_pwritev2;
+typedef copy_file_range_fn fam_copy_file_range;
+
+static int64_t do_write(const struct shim_req *r)
+{
+    return REAL_AS(fam_write, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len);
+}
+
+static ssize_t write_hook(enum shim_sym sym, int fd, const void *buf, size_t n)
+{
+    struct iovec v = {(void *)buf, n};
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, SHIM_POS, &v, 1)}, do_write);
+}
+
+static int64_t do_pwrite(const struct shim_req *r)
+{
+    return REAL_AS(fam_pwrite, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
+}
+
+static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
+{
+    struct iovec v = {(void *)buf, n};
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off},
+                   do_pwrite);
+}
+
+static int64_t do_writev(const struct shim_req *r)
+{
+    return REAL_AS(fam_writev, r->sym)(r->fd, r->iov, r->iovcnt);
+}
+
+static ssize_t writev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt)
+{
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, SHIM_POS, iov, cnt)},
+                   do_writev);
+}
+
+static int64_t do_pwritev(const struct shim_req *r)
+{
+    return REAL_AS(fam_pwritev, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
+}
+
+static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off},
+                   do_pwritev);
+}
+
+static int64_t do_pwritev2(const struct shim_req *r)
+{
+    return REAL_AS(fam_pwritev2, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off, r->flags);
+}
+
+/* RWF_DSYNC/RWF_SYNC: the gate reports a WRITE, then a FLUSH. */
+static ssize_t pwritev2_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt,
+                             off64_t off, int flags)
+{
+    int64_t at = off == -1 || (flags & RWF_APPEND) ? SHIM_POS : off;
+    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, at, iov, cnt), .arg_off = off,
+                                      .flags = flags},
+                   do_pwritev2);
+}
+
+static int64_t do_copy_file_range(const struct shim_req *r)
+{
+    return REAL_AS(fam_copy_file_range, r->sym)(r->fd, r->arg_ptr, r->arg_fd2, r->arg_ptr2,
+                                                (size_t)r->arg_len, (unsigned)r->flags);
+}
+
+/* A READ on the source and a WRITE on the target, either or both tracked. */
+static ssize_t copy_file_range_hook(enum shim_sym sym, int infd, off64_t *inoff, int outfd,
+                                    off64_t *outoff, size_t n, unsigned flags)
+{
+    int32_t image[2] = {shim_fd_image(infd), shim_fd_image(outfd)};
+    struct shim_req r[2] = {
+        {.sym = sym, .fd = infd, .op = BLKFAULT_OP_READ, .off = inoff ? *inoff : SHIM_POS,
+         .len = (int64_t)n, .fake = (int64_t)n, .arg_ptr = inoff, .arg_fd2 = outfd,
+         .arg_ptr2 = outoff, .arg_len = (int64_t)n, .flags = (int)flags},
+        {.sym = sym, .fd = outfd, .op = BLKFAULT_OP_WRITE, .off = outoff ? *outoff : SHIM_POS,
+         .len = (int64_t)n},
+    };
+    if (SHIM_LIKELY(image[0] < 0 && image[1] < 0))
+        return do_copy_file_range(r);
+    return shim_gate(2, image, r, do_copy_file_range);
+}
+
+/* ---- flushes ---- */
+
+typedef fsync_fn fam_sync;
+typedef sync_file_range_fn fam_sync_file_range;
+
+static int64_t do_sync(const struct shim_req *r)
+{
+    return REAL_AS(fam_sync, r->sym)(r->fd);
+}
+
+static int sync_hook(enum shim_sym sym, int fd)
+{
+    return shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_FLUSH}, do_sync);
+}
+
+static int64_t do_sync_file_range(const struct shim_req *r)
+{
+    return REAL_AS(fam_sync_file_range, r->sym)(r->fd, r->arg_off, r->arg_len, (unsigned)r->flags);
+}
+
+/* Only a range sync that waits for the writeback is a flush; the others are
+ * forwarded unseen. The engine gets the range (n == 0: to the end of file). */
+static int sync_file_range_hook(enum shim_sym sym, int fd, off64_t off, off64_t n, unsigned flags)
+{
+    struct shim_req r = {.sym = sym, .fd = fd, .op = BLKFAULT_OP_FLUSH, .off = off, .len = n,
+                         .arg_off = off, .arg_len = n, .flags = (int)flags};
+    if (!(flags & SYNC_FILE_RANGE_WAIT_AFTER))
+        return (int)do_sync_file_range(&r);
+    return (int)shim_io(&r, do_sync_file_range);
+}
+
+/* ---- size and allocation ---- */
+
+typedef fallocate64_fn fam_fallocate;
+typedef posix_fallocate64_fn fam_posix_fallocate;
+typedef ftruncate64_fn fam_ftruncate;
+
+static int64_t do_fallocate(const struct shim_req *r)
+{
+    return REAL_AS(fam_fallocate, r->sym)(r->fd, r->flags, r->arg_off, r->arg_len);
+}
+
+/* The operation a fallocate mode performs, -1 for the modes blkdebug has no
+ * request for (collapse/insert/unshare range), which are forwarded unseen. */
+static int32_t fallocate_op(int mode)
+{
+    if (mode & FALLOC_FL_PUNCH_HOLE)
+        return (mode & FALLOC_FL_KEEP_SIZE) ? BLKFAULT_OP_DISCARD : BLKFAULT_OP_WRITE_ZEROES;
+    if (mode & FALLOC_FL_ZERO_RANGE)
+        return BLKFAULT_OP_WRITE_ZEROES;
+    if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0)
+        return BLKFAULT_OP_ALLOCATE;
+    return -1;
+}
+
+static int fallocate_hook(enum shim_sym sym, int fd, int mode, off64_t off, off64_t len)
+{
+    struct shim_req r = {.sym = sym, .fd = fd, .op = fallocate_op(mode), .off = off, .len = len,
+                         .arg_off = off, .arg_len = len, .flags = mode};
+    if (r.op < 0)
+        return (int)do_fallocate(&r);
+    return (int)shim_io(&r, do_fallocate);
+}
+
+static int64_t do_posix_fallocate(const struct shim_req *r)
+{
+    return REAL_AS(fam_posix_fallocate, r->sym)(r->fd, r->arg_off, r->arg_len);
+}
+
+/* Returns an error number instead of setting errno: the gate knows (errret). */
+static int posix_fallocate_hook(enum shim_sym sym, int fd, off64_t off, off64_t len)
+{
+    return (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_ALLOCATE,
+                                           .off = off, .len = len, .arg_off = off, .arg_len = len,
+                                           .errret = 1},
+                        do_posix_fallocate);
+}
+
+static int64_t do_ftruncate(const struct shim_req *r)
+{
+    return REAL_AS(fam_ftruncate, r->sym)(r->fd, r->arg_len);
+}
+
+/* TRUNCATE: offset = the new length, length 0. */
+static int ftruncate_hook(enum shim_sym sym, int fd, off64_t len)
+{
+    return (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_TRUNCATE,
+                                           .off = len, .len = 0, .arg_len = len},
+                        do_ftruncate);
+}
+
+/* ---- the wrappers, one per row of hooks.def ---- */
+
+#define ARGS(...) __VA_ARGS__
+
+#define HOOK(name, ret, params, args, family)                                       \
+    _Static_assert(__builtin_types_compatible_p(name##_fn, fam_##family),          \
+                   #name " does not have the prototype of family " #family);       \
+    ret name params                                                                 \
+    {                                                                               \
+        return family##_hook(SYM_##name, ARGS args);                                \
+    }
+
+#define HOOKV(name, ret, params, args, last, family)                                \
+    _Static_assert(__builtin_types_compatible_p(name##_fn, fam_##family),          \
+                   #name " does not have the prototype of family " #family);       \
+    ret name params                                                                 \
+    {                                                                               \
+        va_list ap;                                                                 \
+        va_start(ap, last);                                                         \
+        ret r = family##_hook(SYM_##name, ARGS args, ap);                           \
+        va_end(ap);                                                                 \
+        return r;                                                                   \
+    }
+
+#include "hooks.def"

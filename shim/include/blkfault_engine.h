@@ -1,0 +1,50 @@
+/* The contract between the C shim and the Swift engine (implemented in
+ * Sources/BlkfaultPreload with @_cdecl). The shim calls these only for fds
+ * of matching images, with its re-entrancy guard held and errno saved. */
+#ifndef BLKFAULT_ENGINE_H
+#define BLKFAULT_ENGINE_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* What reached the image file. Mirrors blkdebug's iotypes where one exists. */
+enum blkfault_op {
+    BLKFAULT_OP_READ = 0,         /* pread*, preadv*, read, readv, copy_file_range source */
+    BLKFAULT_OP_WRITE = 1,        /* pwrite*, pwritev*, write, writev, copy_file_range target */
+    BLKFAULT_OP_WRITE_ZEROES = 2, /* fallocate ZERO_RANGE, or PUNCH_HOLE without KEEP_SIZE */
+    BLKFAULT_OP_DISCARD = 3,      /* fallocate PUNCH_HOLE|KEEP_SIZE */
+    BLKFAULT_OP_FLUSH = 4,        /* fsync, fdatasync, sync_file_range(WAIT_AFTER) */
+    BLKFAULT_OP_TRUNCATE = 5,     /* ftruncate: never rule-checked (blkdebug passes it through) */
+    BLKFAULT_OP_ALLOCATE = 6,     /* fallocate mode 0 / posix_fallocate: never rule-checked */
+};
+
+/* Called after a successful open of a matching image. `path` is the resolved
+ * absolute path. Returns an image handle >= 0 for the shim to keep with the fd,
+ * or -1 if the engine will not follow this file. On a bad configuration the
+ * engine prints "blkfault: FILE:LINE: problem" and terminates the process (exit 1)
+ * before any I/O reaches the image. */
+int32_t blkfault_engine_attach(const char *path, int32_t fd);
+
+/* Before an operation on a tracked fd. Returns:
+ *    0  perform it;
+ *   >0  do not perform it: fail with this errno;
+ *   <0  do not perform it: report success (blkdebug's negative errno). */
+int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
+                               int64_t offset, int64_t length,
+                               const struct iovec *iov, int32_t iovcnt);
+
+/* After a performed operation: result is the syscall's return value, error its
+ * errno (0 on success). For reads the iovecs hold what was read. */
+void blkfault_engine_after(int32_t image, int32_t fd, int32_t op,
+                           int64_t offset, int64_t length,
+                           const struct iovec *iov, int32_t iovcnt,
+                           int64_t result, int32_t error);
+
+/* The fd no longer refers to the image (close, or dup2 over it). */
+void blkfault_engine_detach(int32_t image, int32_t fd);
+
+/* A non-libc path to a tracked image was noticed (io_submit, io_uring, mmap).
+ * `what` is a short static string; the engine reports it once per process. */
+void blkfault_engine_bypass(int32_t image, const char *what);
+
+#endif

@@ -1,0 +1,140 @@
+/* Internal to the shim: what core.c and hooks.c share. Nothing declared here is
+ * exported from the .so (everything is static or SHIM_HIDDEN); only the rows of
+ * hooks.def are (SHIM_EXPORT). */
+#ifndef BLKFAULT_SHIM_H
+#define BLKFAULT_SHIM_H
+
+/* The wrappers must define the plain symbols: no fortify inlines, no
+ * _FILE_OFFSET_BITS=64 redirects of pread to pread64 and so on. */
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+#undef _TIME_BITS
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "blkfault_engine.h"
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_HIDDEN __attribute__((visibility("hidden")))
+#define SHIM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SHIM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* pread and pread64 (etc.) share one family helper: same prototype on LP64 only. */
+_Static_assert(sizeof(off_t) == 8 && sizeof(off_t) == sizeof(off64_t),
+               "blkfault's shim supports 64-bit glibc targets only");
+
+/* ---- generated from hooks.def: real-function types, ids, exported declarations ---- */
+
+#define HOOK(name, ret, params, args, family) typedef ret (*name##_fn) params;
+#define HOOKV(name, ret, params, args, last, family) typedef ret (*name##_fn) params;
+#include "hooks.def"
+
+enum shim_sym {
+#define HOOK(name, ret, params, args, family) SYM_##name,
+#define HOOKV(name, ret, params, args, last, family) SYM_##name,
+#include "hooks.def"
+    SYM_COUNT
+};
+
+#define HOOK(name, ret, params, args, family) SHIM_EXPORT ret name params;
+#define HOOKV(name, ret, params, args, last, family) SHIM_EXPORT ret name params;
+#include "hooks.def"
+
+/* The next definition of symbol `sym` (dlsym RTLD_NEXT), resolved on first use and
+ * cached in an atomic. Never NULL: a symbol the libc lacks resolves to a stub that
+ * fails with ENOSYS. */
+SHIM_HIDDEN void *shim_real(enum shim_sym sym);
+
+#define REAL(name) ((name##_fn)shim_real(SYM_##name))
+/* For family helpers, which get the id at run time: `type` is the family's type. */
+#define REAL_AS(type, sym) ((type)shim_real(sym))
+
+/* ---- re-entrancy guard ----
+ * Set while the shim is inside the engine (and around the real call it gates), so
+ * that the engine's own I/O, and anything it triggers, goes straight to libc. */
+SHIM_HIDDEN extern __thread int shim_in_hook __attribute__((tls_model("initial-exec")));
+
+/* ---- fd -> image table ----
+ * Entry = engine handle + 1, 0 = untracked. Zero-initialised, lock-free. fds at or
+ * above SHIM_FD_MAX are never tracked (I/O on them is not seen by the engine). */
+#define SHIM_FD_MAX 65536
+SHIM_HIDDEN extern _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
+
+/* The image behind fd, or -1 (untracked, or the guard is held). The untracked
+ * case costs one array load. */
+static inline int32_t shim_fd_image(int fd)
+{
+    if (SHIM_UNLIKELY((unsigned)fd >= SHIM_FD_MAX))
+        return -1;
+    int32_t e = atomic_load_explicit(&shim_fd_tab[fd], memory_order_acquire);
+    if (SHIM_LIKELY(e == 0) || shim_in_hook)
+        return -1;
+    return e - 1;
+}
+
+/* After a successful open*: decide whether `fd` is a target, attach it. Returns fd.
+ * `dirfd` is AT_FDCWD for the non-at calls; `flags` the open flags. */
+SHIM_HIDDEN int shim_opened(int fd, int dirfd, const char *path, int flags);
+/* Before close(fd): detach it if tracked. */
+SHIM_HIDDEN void shim_closing(int fd);
+/* Before close_range(first, last, 0): detach every tracked fd in the range. */
+SHIM_HIDDEN void shim_closing_range(unsigned first, unsigned last);
+/* After a successful dup, dup2, dup3 or F_DUPFD*: newfd (fresh, or closed over
+ * by dup2/dup3) now refers to what oldfd refers to. */
+SHIM_HIDDEN void shim_duplicated(int oldfd, int newfd);
+
+/* ---- the engine gate: the one place that calls before/after ---- */
+
+/* One operation on a tracked fd, as the engine sees it, plus what its perform
+ * callback needs to call the real function. */
+struct shim_req {
+    enum shim_sym sym;          /* which entry point: perform calls its real function */
+    int fd;
+    int32_t op;                 /* enum blkfault_op */
+    int64_t off;                /* engine offset, or SHIM_POS (implicit file position) */
+    int64_t len;                /* engine length, or SHIM_IOVLEN (total of iov) */
+    const struct iovec *iov;
+    int iovcnt;
+    int64_t fake;               /* returned for "pretend success"; SHIM_IOVLEN: the length */
+    /* the call's own arguments that the fields above do not carry as passed */
+    int64_t arg_off;            /* offset argument (-1 = file position for the *v2 calls) */
+    int64_t arg_len;
+    void *arg_ptr;              /* copy_file_range: the offset pointers */
+    void *arg_ptr2;
+    int arg_fd2;                /* copy_file_range: the target fd */
+    int flags;                  /* RWF_* (write + RWF_DSYNC/RWF_SYNC adds a FLUSH), fallocate mode */
+    size_t buflen;              /* __*_chk */
+    int errret;                 /* returns an error number, not -1/errno (posix_fallocate) */
+};
+#define SHIM_POS INT64_MIN
+#define SHIM_IOVLEN INT64_MIN
+
+typedef int64_t shim_perform_fn(const struct shim_req *);
+
+/* Run a call under the engine: before for each tracked request (image >= 0), then
+ * perform(r) (or refuse / pretend success), after, errno. n is 1, or 2 for
+ * copy_file_range (READ on the source, WRITE on the target); fake, errret and
+ * perform's arguments come from r[0]. */
+SHIM_HIDDEN int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r,
+                              shim_perform_fn *perform);
+
+/* The entry for every gated hook: untracked fds (the common case) go straight to
+ * perform; inlined so that the perform callback is a direct call there. */
+static inline int64_t shim_io(const struct shim_req *r, shim_perform_fn *perform)
+{
+    int32_t image = shim_fd_image(r->fd);
+    if (SHIM_LIKELY(image < 0))
+        return perform(r);
+    return shim_gate(1, &image, r, perform);
+}
+
+#endif
