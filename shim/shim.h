@@ -66,7 +66,9 @@ SHIM_HIDDEN extern __thread int shim_in_hook __attribute__((tls_model("initial-e
 /* ---- fd -> image table ----
  * Entry = engine handle + 1, 0 = untracked. Zero-initialised, lock-free. fds at or
  * above SHIM_FD_MAX are never tracked (I/O on them is not seen by the engine). */
+#ifndef SHIM_FD_MAX /* overridable for tests */
 #define SHIM_FD_MAX 65536
+#endif
 SHIM_HIDDEN extern _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
 
 /* The image behind fd, or -1 (untracked, or the guard is held). The untracked

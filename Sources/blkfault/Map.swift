@@ -106,6 +106,10 @@ enum MapText {
         return out.joined(separator: ", ")
     }
 
+    static func plural<N: BinaryInteger>(_ n: N, _ noun: String) -> String {
+        "\(n) \(noun)\(n == 1 ? "" : "s")"
+    }
+
     static func render(image: String, layout: Qcow2Layout) -> [String] {
         let h = layout.header, c = layout.counts
         var lines: [String] = []
@@ -113,7 +117,7 @@ enum MapText {
         lines.append("  cluster size      \(h.clusterSize) (\(human(h.clusterSize)))")
         lines.append("  virtual size      \(h.size) (\(human(h.size)))")
         lines.append("  refcount bits     \(h.refcountBits)" + (h.version == 3 ? ", compression \(h.compressionType == 1 ? "zstd" : "zlib")" : ""))
-        lines.append("  L1 table          \(h.l1Size) entries at \(hex(h.l1TableOffset))")
+        lines.append("  L1 table          \(h.l1Size) entr\(h.l1Size == 1 ? "y" : "ies") at \(hex(h.l1TableOffset))")
         lines.append("  refcount table    \(h.refcountTableClusters) cluster\(h.refcountTableClusters == 1 ? "" : "s") at \(hex(h.refcountTableOffset))")
         if h.version == 3 {
             lines.append("  incompatible      \(features(h.incompatibleFeatures, incompatibleNames))")
@@ -136,7 +140,7 @@ enum MapText {
             switch r.kind {
             case .data, .zeroData, .vmstate, .bitmapData, .free, .leaked:
                 let n = (r.length + layout.clusterSize - 1) / layout.clusterSize
-                what += ", \(n) cluster\(n == 1 ? "" : "s")"
+                what += ", " + plural(n, "cluster")
             default: break
             }
             if r.end > layout.fileSize { what += " (past end of file by \(r.end - layout.fileSize) bytes)" }
@@ -145,14 +149,16 @@ enum MapText {
         lines.append("")
 
         var totals: [String] = []
-        totals.append("\(c.l2Tables) L2 table\(c.l2Tables == 1 ? "" : "s")")
-        totals.append("\(c.refcountBlocks) refcount block\(c.refcountBlocks == 1 ? "" : "s")")
-        totals.append("\(c.dataClusters) data cluster\(c.dataClusters == 1 ? "" : "s")" + (c.zeroClusters > 0 ? " (\(c.zeroClusters) preallocated zero)" : ""))
-        if c.compressedClusters > 0 { totals.append("\(c.compressedClusters) compressed clusters (\(c.compressedBytes) bytes)") }
-        if c.vmstateClusters > 0 { totals.append("\(c.vmstateClusters) vmstate clusters") }
-        if c.snapshotOnlyDataClusters > 0 { totals.append("\(c.snapshotOnlyDataClusters) clusters of snapshot-only data") }
-        if c.externalDataClusters > 0 { totals.append("\(c.externalDataClusters) clusters in the external data file") }
-        if c.bitmapDataClusters > 0 { totals.append("\(c.bitmapDataClusters) bitmap data clusters") }
+        totals.append(plural(c.l2Tables, "L2 table"))
+        totals.append(plural(c.refcountBlocks, "refcount block"))
+        totals.append(plural(c.dataClusters, "data cluster") + (c.zeroClusters > 0 ? " (\(c.zeroClusters) preallocated zero)" : ""))
+        if c.compressedClusters > 0 { totals.append(plural(c.compressedClusters, "compressed cluster") + " (\(c.compressedBytes) bytes)") }
+        if c.vmstateClusters > 0 { totals.append(plural(c.vmstateClusters, "vmstate cluster")) }
+        if c.snapshotOnlyDataClusters > 0 { totals.append(plural(c.snapshotOnlyDataClusters, "snapshot-only data cluster")) }
+        if c.externalDataClusters > 0 { totals.append(plural(c.externalDataClusters, "cluster") + " in the external data file") }
+        if c.bitmapDataClusters > 0 { totals.append(plural(c.bitmapDataClusters, "bitmap data cluster")) }
+        if c.snapshots > 0 { totals.append(plural(c.snapshots, "snapshot")) }
+        if c.bitmaps > 0 { totals.append(plural(c.bitmaps, "bitmap")) }
         lines.append("totals: " + totals.joined(separator: ", "))
         lines.append("clusters: \(c.fileClusters) in file, \(c.referencedClusters) referenced, \(c.refcountedClusters) refcounted, "
             + "\(c.freeClusters) free, \(c.leakedClusters) leaked"

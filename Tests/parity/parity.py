@@ -130,7 +130,10 @@ class Runner:
         else:
             argv.append(img)
         if strace_to:
-            argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "0", "-qq",
+            # QEMU's own trace events (log backend: printed on stderr) mark request
+            # starts/ends and qcow2 cache flushes in the same timeline as the syscalls.
+            argv[1:1] = [a for ev in QEMU_TRACE_EVENTS for a in ("-T", ev)]
+            argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "160", "-qq",
                     "-e", "trace=" + ",".join(TRACED), "-o", strace_to] + argv
         p = self._run(argv, env)
         p.label = how
@@ -158,7 +161,10 @@ def sha256(path: str) -> str:
 # ---- syscall traces (used only to say which request blkdebug failed first) ----
 
 TRACED = ["pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
-          "fdatasync", "fsync", "fallocate", "ftruncate"]
+          "fdatasync", "fsync", "fallocate", "ftruncate", "write"]
+QEMU_TRACE_EVENTS = ["blk_co_preadv", "blk_co_pwritev", "qcow2_writev_done_req",
+                     "qcow2_cache_flush"]
+QEMU_TRACE_LINE = re.compile(r"^(?:%s) " % "|".join(QEMU_TRACE_EVENTS))
 _KIND = {"pread64": "read", "preadv": "read", "preadv2": "read",
          "pwrite64": "write", "pwritev": "write", "pwritev2": "write",
          "fdatasync": "flush", "fsync": "flush", "fallocate": "fallocate",
@@ -193,7 +199,16 @@ def parse_trace(path: str, img: str, run_idx: int) -> list[tuple]:
     toks = []
     for r in recs:
         m = re.match(r"(\w+)\((\d+)<([^>]*)>,? ?(.*)\) += (.*)$", r)
-        if not m or m.group(3) != img or m.group(1) not in _KIND:
+        if not m:
+            continue
+        if m.group(1) == "write" and m.group(2) == "2":
+            # stderr: QEMU trace events and error messages, as timeline markers
+            mm = re.match(r'"(.*?)(?:\\n)?"', m.group(4))
+            if mm:
+                text = re.sub(r"0x[0-9a-f]{6,}", "P", mm.group(1))
+                toks.append((run_idx, "qemu", None, text, "stderr", ""))
+            continue
+        if m.group(3) != img or m.group(1) not in _KIND:
             continue
         name, args = m.group(1), m.group(4)
         kind = _KIND[name]
@@ -224,8 +239,9 @@ def first_missing(base: list[tuple], ref: list[tuple], max_block: int = 8):
     """First image-file request of the rule-less blkdebug run that the injected
     reference run never issued: that is the request blkdebug failed first (a failed
     request does not reach the file).  The traces are compared position by
-    position; a short stretch that holds the same requests in another order (qemu's
-    worker threads running concurrent sub-requests) is skipped as a reordering.
+    position; a short stretch of reads/writes (no flush, no QEMU trace marker in
+    between) that holds the same requests in another order (qemu's worker threads
+    running concurrent sub-requests) is skipped as a reordering.
     Under concurrency the answer can name a sibling of the failed request (same
     kind: a data write), which is good enough for the flush/non-flush question."""
     from collections import Counter
@@ -238,7 +254,10 @@ def first_missing(base: list[tuple], ref: list[tuple], max_block: int = 8):
             i += 1
             continue
         for k in range(2, max_block + 1):
-            if i + k <= min(len(b), len(r)) and Counter(b[i:i + k]) == Counter(r[i:i + k]):
+            blk = b[i:i + k]
+            if i + k > min(len(b), len(r)) or any(t[1] not in ("read", "write") for t in blk):
+                break
+            if Counter(blk) == Counter(r[i:i + k]):
                 i += k
                 break
         else:
@@ -249,7 +268,9 @@ def first_missing(base: list[tuple], ref: list[tuple], max_block: int = 8):
 def describe_tok(t) -> str:
     run, kind, off, length, name, detail = t
     s = f"{name}"
-    if kind == "flush":
+    if kind == "qemu":
+        s = f"(no request missing; first difference at QEMU trace line '{length}')"
+    elif kind == "flush":
         s += " (flush)"
     elif kind == "truncate":
         s += f" to {length}"
@@ -323,6 +344,8 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
         p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
         if tr:
             res.trace += parse_trace(tr, img, i)
+            p.stderr = "".join(ln for ln in p.stderr.splitlines(True)
+                               if not QEMU_TRACE_LINE.match(ln))
         shown = {"reference": "blkdebug:RULES:", "preload": "[LD_PRELOAD] ",
                  "plain": ""}[p.label]
         res.runs.append({"cmd": _cmd_str(cmds, "run", shown),

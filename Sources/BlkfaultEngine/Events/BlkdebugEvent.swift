@@ -45,7 +45,7 @@ extension BlkdebugEvent {
     /// The event table: one row per event, in QEMU's enum order.
     public static let table: [EventInfo] = [
         .init(event: .l1Update, name: "l1_update", recognition: .exact, howRecognised: "write into the active L1 table"),
-        .init(event: .l1GrowAllocTable, name: "l1_grow_alloc_table", recognition: .inferred, howRecognised: "first I/O of a vmstate request that needs L1 growth"),
+        .init(event: .l1GrowAllocTable, name: "l1_grow_alloc_table", recognition: .notYet, howRecognised: "undecidable before the I/O: its first I/O (a refblock read) looks like any allocation's"),
         .init(event: .l1GrowWriteTable, name: "l1_grow_write_table", recognition: .exact, howRecognised: "write of a whole new L1 table to unreferenced clusters"),
         .init(event: .l1GrowActivateTable, name: "l1_grow_activate_table", recognition: .exact, howRecognised: "12-byte header write at offset 36 (l1_size, l1_table_offset)"),
         .init(event: .l2Load, name: "l2_load", recognition: .exact, howRecognised: "read of an L2 table slice (an L2 cache miss)"),
@@ -58,8 +58,8 @@ extension BlkdebugEvent {
         .init(event: .readCompressed, name: "read_compressed", recognition: .notYet, howRecognised: "compressed clusters are not modelled yet"),
         .init(event: .writeAio, name: "write_aio", recognition: .exact, howRecognised: "write of guest data (data clusters or new clusters that no table will reference)"),
         .init(event: .writeCompressed, name: "write_compressed", recognition: .notYet, howRecognised: "compressed writes are not modelled yet"),
-        .init(event: .vmstateLoad, name: "vmstate_load", recognition: .inferred, howRecognised: "first I/O of a read in the vmstate area (L1 index past the disk)"),
-        .init(event: .vmstateSave, name: "vmstate_save", recognition: .inferred, howRecognised: "first I/O of a write in the vmstate area (L1 index past the disk)"),
+        .init(event: .vmstateLoad, name: "vmstate_load", recognition: .notYet, howRecognised: "undecidable before the I/O: a vmstate request's first I/O does not tell a read from a write"),
+        .init(event: .vmstateSave, name: "vmstate_save", recognition: .notYet, howRecognised: "undecidable before the I/O: a vmstate request's first I/O does not tell a read from a write"),
         .init(event: .cowRead, name: "cow_read", recognition: .notYet, howRecognised: "copy-on-write reads are not modelled yet"),
         .init(event: .cowWrite, name: "cow_write", recognition: .notYet, howRecognised: "copy-on-write merges are not modelled yet"),
         .init(event: .reftableLoad, name: "reftable_load", recognition: .exact, howRecognised: "read of the whole refcount table at open"),

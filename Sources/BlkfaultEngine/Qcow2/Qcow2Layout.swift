@@ -77,9 +77,9 @@ public struct Qcow2Layout: Sendable {
     /// Caps on the work done, so a hostile image cannot make the walk take forever.
     public struct Limits: Sendable {
         /// Metadata bytes read in all (tables, directories); past it the walk stops reading.
-        public var maxMetadataBytes: UInt64 = 1 << 30
+        public var maxMetadataBytes: UInt64 = 1 << 29
         /// Clusters whose refcount is examined one by one in the free/leak sweep.
-        public var maxSweptClusters: UInt64 = 1 << 27
+        public var maxSweptClusters: UInt64 = 1 << 26
         /// Regions kept; past it data runs are counted but not listed.
         public var maxRegions: Int = 1 << 21
         /// Warnings kept; the rest are counted.
@@ -254,7 +254,7 @@ private struct Walker {
         if let cluster0 = read(0, cluster0Length) { h.parseExtensions(cluster0: cluster0) }
         header = h
         metadataRead = UInt64(cluster0Length)
-        counts.fileClusters = (fileSize + clusterSize - 1) >> clusterBits
+        counts.fileClusters = (fileSize >> clusterBits) + (fileSize & (clusterSize - 1) == 0 ? 0 : 1)
 
         scanHeaderCluster()
         scanRefcountTable()
@@ -281,9 +281,6 @@ private struct Walker {
         let unknownIncompatible = h.incompatibleFeatures & ~UInt64(0x1f)
         if unknownIncompatible != 0 {
             warn("unknown incompatible feature bits \(Self.hex(unknownIncompatible)): QEMU would refuse this image")
-        }
-        if h.hasExternalDataFile {
-            warn("guest data lives in an external data file: data clusters are not in this file")
         }
         for ext in h.extensions {
             let start = ext.dataOffset - 8
@@ -649,48 +646,48 @@ private struct Walker {
         }
 
         let perBlock = header.refblockEntries
-        var blockOf: [Int: UInt64] = [:]
-        for rb in refblocks { blockOf[rb.index] = rb.offset }
         var out: [Qcow2Layout.Region] = []
         var swept: UInt64 = 0
-        var cursor = 0   // into `used`
+        var cursor = 0     // into `used`
+        var rbCursor = 0   // into `refblocks` (sorted by refcount table index)
         var unrefFirst: UInt64? = nil
+        var dropped = false
+        let cb = clusterBits, fs = fileSize, room = max(0, limits.maxRegions - regions.count)
 
-        let cb = clusterBits, fs = fileSize
         func emit(_ kind: Qcow2Layout.Kind, _ first: UInt64, _ count: UInt64, into out: inout [Qcow2Layout.Region]) {
             let offset = first << cb
-            let length = min(count << cb, fs - offset)
+            let rest = fs - offset
+            let length = count > (rest >> cb) ? rest : count << cb
             if let last = out.last, last.kind == kind, last.end == offset {
                 out[out.count - 1].length += length
-            } else {
+            } else if out.count < room {
                 out.append(.init(offset: offset, length: length, kind: kind))
+            } else {
+                dropped = true
             }
         }
 
         var c: UInt64 = 0
         while c < fileClusters {
             let blockIndex = c / perBlock
-            let blockEnd = min((blockIndex + 1) * perBlock, fileClusters)
-            var block: [UInt8]? = nil
-            if let off = blockOf[Int(blockIndex)] {
-                block = readMetadata(off, clusterSize, "refcount block \(blockIndex)")
-                if block == nil {
-                    counts.sweepComplete = false
-                    warn("free/leaked sweep stopped at cluster \(c): refcount block \(blockIndex) unreadable")
-                    break
+            while rbCursor < refblocks.count, UInt64(refblocks[rbCursor].index) < blockIndex { rbCursor += 1 }
+            let hasBlock = rbCursor < refblocks.count && UInt64(refblocks[rbCursor].index) == blockIndex
+            guard hasBlock else {
+                // No refcount block up to the next one: every cluster there has refcount 0.
+                var gapEnd = fileClusters
+                if rbCursor < refblocks.count {
+                    let (start, overflow) = UInt64(refblocks[rbCursor].index).multipliedReportingOverflow(by: perBlock)
+                    if !overflow { gapEnd = min(start, fileClusters) }
                 }
-            }
-            guard let block else {
-                // No refcount block: every cluster here has refcount 0.
-                while c < blockEnd {
+                while c < gapEnd {
                     while cursor < used.count, used[cursor].last < c { cursor += 1 }
                     if cursor < used.count, used[cursor].first <= c {
-                        let stop = min(used[cursor].last + 1, blockEnd)
+                        let stop = min(used[cursor].last &+ 1, gapEnd)
                         counts.unrefcountedClusters += stop - c
                         if unrefFirst == nil { unrefFirst = c }
                         c = stop
                     } else {
-                        let stop = cursor < used.count ? min(used[cursor].first, blockEnd) : blockEnd
+                        let stop = cursor < used.count ? min(used[cursor].first, gapEnd) : gapEnd
                         counts.freeClusters += stop - c
                         emit(.free, c, stop - c, into: &out)
                         c = stop
@@ -698,9 +695,15 @@ private struct Walker {
                 }
                 continue
             }
+            let blockEnd = min(blockIndex * perBlock + perBlock, fileClusters)
             if swept + (blockEnd - c) > limits.maxSweptClusters {
                 counts.sweepComplete = false
                 warn("free/leaked sweep stopped at cluster \(c) of \(fileClusters) (limit \(limits.maxSweptClusters))")
+                break
+            }
+            guard let block = readMetadata(refblocks[rbCursor].offset, clusterSize, "refcount block \(blockIndex)") else {
+                counts.sweepComplete = false
+                warn("free/leaked sweep stopped at cluster \(c): refcount block \(blockIndex) could not be read")
                 break
             }
             swept += blockEnd - c
@@ -724,6 +727,7 @@ private struct Walker {
                 c += 1
             }
         }
+        if dropped { warn("too many free/leaked runs: the rest are counted, not listed") }
         if counts.unrefcountedClusters > 0, let f = unrefFirst {
             warn("\(counts.unrefcountedClusters) referenced clusters have refcount 0 (first at \(Self.hex(f << clusterBits)))")
         }
