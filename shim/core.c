@@ -231,7 +231,8 @@ static int qcow2_magic(int fd, int flags)
 /* Is the fresh fd an image? On yes, its canonical path is in `real`. */
 static int is_target(int fd, int dirfd, const char *path, int flags, char real[PATH_MAX])
 {
-    if (flags & O_PATH)
+    /* O_PATH fds do no I/O; an O_TMPFILE file has no name (its path is the directory). */
+    if ((flags & O_PATH) || (flags & O_TMPFILE) == O_TMPFILE)
         return 0;
     if (image_globs != NULL) {
         char abs[PATH_MAX];

@@ -103,10 +103,16 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
     let config = loadConfiguration()
     let name = String(cString: path)
     return images.withLock { list in
-        if let i = list.firstIndex(where: { $0.path == name }) { return Int32(i) }
+        let mode = fcntl(fd, F_GETFL)
+        let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
+        if let i = list.firstIndex(where: { $0.path == name }) {
+            list[i].engine.withLock { $0.noteOpen(writable: writable) }
+            return Int32(i)
+        }
         let readFD = open(path, O_RDONLY | O_CLOEXEC)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
-        let engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
+        var engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
+        engine.noteOpen(writable: writable)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
         }

@@ -28,6 +28,7 @@ struct Replay {
     init(_ file: MemoryImage, rules: String = "") throws {
         self.file = file
         engine = ImageEngine(rules: try RuleFile.parse(Array(rules.utf8), fileName: "test.cfg"), file: file)
+        engine.noteOpen(writable: true)
     }
 
     @discardableResult

@@ -18,6 +18,21 @@ enum blkfault_op {
     BLKFAULT_OP_ALLOCATE = 6,     /* fallocate mode 0 / posix_fallocate: never rule-checked */
 };
 
+/* How the shim (shim/) uses this contract:
+ * - Calls arrive on any thread, concurrently; the engine locks its own state.
+ * - Every call is made with the shim's per-thread guard held: libc I/O the
+ *   engine does itself (reading the image, writing a trace) goes straight to libc,
+ *   untracked. errno is saved by the shim; the engine need not preserve it.
+ * - A handle names an image, not an fd: the shim copies it, without telling the
+ *   engine, to fds made by dup/dup2/dup3/fcntl(F_DUPFD*), so several fds can carry
+ *   one handle and detach comes once per fd. fds >= 65536 are never tracked.
+ * - A thread doing I/O while another closes the fd may call before/after with a
+ *   handle after its detach: handles must stay valid (or be ignored) after detach,
+ *   and must not be reused for another image.
+ * - Targets: BLKFAULT_IMAGE globs (fnmatch, flags 0) on the absolute path as
+ *   opened and on the realpath; unset: regular files starting with the qcow2
+ *   magic. Nothing is attached unless BLKFAULT_CONFIG or BLKFAULT_TRACE is set. */
+
 /* Called after a successful open of a matching image. `path` is the resolved
  * absolute path. Returns an image handle >= 0 for the shim to keep with the fd,
  * or -1 if the engine will not follow this file. On a bad configuration the
@@ -25,7 +40,14 @@ enum blkfault_op {
  * before any I/O reaches the image. */
 int32_t blkfault_engine_attach(const char *path, int32_t fd);
 
-/* Before an operation on a tracked fd. Returns:
+/* Before an operation on a tracked fd. offset/length: the byte range; for
+ * read/write/readv/writev and pwritev2/preadv2 with offset -1 the file position
+ * (end of file for appending writes), -1 if the fd is not seekable. FLUSH: 0/0
+ * for fsync/fdatasync and the flush of a RWF_DSYNC/RWF_SYNC pwritev2 (asked after
+ * its WRITE succeeded), the range for sync_file_range (length 0 = to EOF).
+ * TRUNCATE: offset = the new size, length 0. iov/iovcnt: the caller's buffers for
+ * reads and writes (one entry for pread/pwrite/read/write), NULL/0 otherwise
+ * (copy_file_range too). Returns:
  *    0  perform it;
  *   >0  do not perform it: fail with this errno;
  *   <0  do not perform it: report success (blkdebug's negative errno). */
@@ -34,7 +56,9 @@ int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
                                const struct iovec *iov, int32_t iovcnt);
 
 /* After a performed operation: result is the syscall's return value, error its
- * errno (0 on success). For reads the iovecs hold what was read. */
+ * errno (0 on success). For reads the iovecs hold what was read. Not called for
+ * refused or pretended operations. posix_fallocate (which returns an error
+ * number) is reported as result -1 / error = that number on failure. */
 void blkfault_engine_after(int32_t image, int32_t fd, int32_t op,
                            int64_t offset, int64_t length,
                            const struct iovec *iov, int32_t iovcnt,

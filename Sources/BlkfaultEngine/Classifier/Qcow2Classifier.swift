@@ -34,6 +34,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
     private var pendingGuestWrite = false
+    /// Whether the program opened the image for writing: a read-only user
+    /// (qemu-img check, info, map) allocates nothing.
+    public var writable = false
 
     enum FlushState: Sendable { case idle, dataWritten, flushing(wroteBack: Bool) }
     enum Growth: Sendable { case none, blockWritten, area }
@@ -66,9 +69,25 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events.append(.pwritevZero)
         case .flush:
             events += flushEvents()
-        case .discard, .truncate, .allocate:
+        case .discard:
+            events += discardEvents(op, region)
+        case .truncate, .allocate:
             break
         }
+        return events
+    }
+
+    /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was
+    /// freed with its own qcow2_free_clusters, i.e. cluster_free and a refcount update.
+    private mutating func discardEvents(_ op: Operation, _ region: Region) -> [BlkdebugEvent] {
+        guard case .data = region else { return [] }
+        var events: [BlkdebugEvent] = []
+        for c in clusters(of: op) where shadow.region(at: c) == .data {
+            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            shadow.forgetData(clusterOffset: c)
+        }
+        clusterAllocRaised = false
+        contiguousAllocation = false
         return events
     }
 
@@ -86,6 +105,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }
                 if op.kind == .write, pendingGuestWrite { flush = .dataWritten }
+            case .discard, .writeZeroes:
+                // A completed guest discard/zero write: the next write-back belongs to a full flush.
+                if case .idle = flush { flush = .dataWritten }
             case .truncate:
                 shadow.noteTruncate(to: op.offset)
             default: break
@@ -109,7 +131,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = true
                 return []
             }
-            if !clusterAllocRaised {
+            if writable && !clusterAllocRaised {
                 clusterAllocRaised = true
                 return [.clusterAlloc]
             }

@@ -65,6 +65,11 @@ public struct ImageEngine: Sendable {
         return nil
     }
 
+    /// The program opened the image (again); `writable` if for writing.
+    public mutating func noteOpen(writable: Bool) {
+        if case .qcow2(var c) = model { c.writable = c.writable || writable; model = .qcow2(c) }
+    }
+
     /// Decides an operation before it reaches the file.
     public mutating func before(_ op: Operation, file: ImageReader) -> Step {
         retryQcow2IfPending(op, file: file)

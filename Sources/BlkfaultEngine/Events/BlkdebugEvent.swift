@@ -76,7 +76,7 @@ extension BlkdebugEvent {
         .init(event: .refblockAllocSwitchTable, name: "refblock_alloc_switch_table", recognition: .exact, howRecognised: "12-byte header write at offset 48 (refcount_table_offset, clusters)"),
         .init(event: .clusterAlloc, name: "cluster_alloc", recognition: .inferred, howRecognised: "start of a cluster allocation (QEMU 7.2's allocator modelled)"),
         .init(event: .clusterAllocBytes, name: "cluster_alloc_bytes", recognition: .notYet, howRecognised: "compressed writes are not modelled yet"),
-        .init(event: .clusterFree, name: "cluster_free", recognition: .notYet, howRecognised: "refcount decrements are not modelled yet"),
+        .init(event: .clusterFree, name: "cluster_free", recognition: .inferred, howRecognised: "before the discard of freed data clusters (one per cluster); other frees are not modelled yet"),
         .init(event: .flushToOS, name: "flush_to_os", recognition: .inferred, howRecognised: "start of a full flush of the qcow2 node (writethrough after each write)"),
         .init(event: .flushToDisk, name: "flush_to_disk", recognition: .inferred, howRecognised: "the full flush's fdatasync (not the first write of a session)"),
         .init(event: .pwritevRmwHead, name: "pwritev_rmw_head", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),

@@ -237,4 +237,9 @@ public struct ShadowImage: Sendable {
     }
 
     public mutating func noteTruncate(to size: UInt64) { fileSize = size }
+
+    /// A data cluster was freed.
+    public mutating func forgetData(clusterOffset: UInt64) {
+        dataClusters.remove(clusterOffset >> UInt64(header.clusterBits))
+    }
 }
