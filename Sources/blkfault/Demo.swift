@@ -43,7 +43,9 @@ struct Demo: ParsableCommand {
                 throw BlkfaultError.demo("cannot create \(dir): \(error.localizedDescription)")
             }
         } else {
-            var template = Array((NSTemporaryDirectory() + "/blkfault-demo-XXXXXX").utf8CString)
+            var tmp = NSTemporaryDirectory()
+            while tmp.count > 1 && tmp.hasSuffix("/") { tmp.removeLast() }
+            var template = Array((tmp + "/blkfault-demo-XXXXXX").utf8CString)
             guard let p = mkdtemp(&template) else {
                 throw BlkfaultError.demo("cannot create a temporary directory: \(String(cString: strerror(errno)))")
             }
@@ -90,7 +92,7 @@ struct Demo: ParsableCommand {
         let sameIO = normalise(ours.output, "demo.qcow2") == normalise(theirs.output, "blkdebug:demo.conf:blkdebug.qcow2")
         let sameCheck = normalise(ourCheck.output, "demo.qcow2") == normalise(theirCheck.output, "blkdebug.qcow2")
             && ourCheck.status == theirCheck.status
-        say("qemu-io:       " + (sameIO ? "same output as blkdebug" : "DIFFERENT output from blkdebug") + " (exit \(ours.status) vs \(theirs.status))")
+        say("qemu-io:        " + (sameIO ? "same output as blkdebug" : "DIFFERENT output from blkdebug") + " (exit \(ours.status) vs \(theirs.status))")
         say("qemu-img check: " + (sameCheck ? "same verdict as blkdebug" : "DIFFERENT verdict from blkdebug") + " (exit \(ourCheck.status) vs \(theirCheck.status))")
         if !(sameIO && sameCheck && ours.status == theirs.status) {
             throw BlkfaultError.demo("blkfault and blkdebug disagree (see above)")
@@ -123,9 +125,9 @@ struct Runner {
         say("$ " + (prefix + args).map(shellQuote).joined(separator: " "))
         let argv = actualPrefix.isEmpty ? args : actualPrefix + args
         let result = try execute(argv)
-        for line in result.output.split(separator: "\n", omittingEmptySubsequences: false) where !line.isEmpty {
-            say("  " + line)
-        }
+        var lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        while lines.last?.isEmpty == true { lines.removeLast() }
+        for line in lines { say(line.isEmpty ? "" : "  " + line) }
         if result.status != 0 { say("  (exit status \(result.status))") }
         say()
         if mustSucceed && result.status != 0 {

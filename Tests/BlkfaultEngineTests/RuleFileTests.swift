@@ -135,6 +135,10 @@ private let errorCases: [ErrorCase] = [
         #expect(error?.description == "t.cfg:2: invalid parameter value: l1_updat; did you mean 'l1_update'?")
         let plain = RuleFileError(fileName: "r.cfg", line: 0, message: "file is larger than 1 MiB")
         #expect(plain.description == "r.cfg: file is larger than 1 MiB")
+        // The message keeps QEMU's newline; the description stays on one line.
+        let unterminated = rejection("[inject-error]\nevent = \"l1_update\n")
+        #expect(unterminated?.message == "invalid parameter value: l1_update\n")
+        #expect(unterminated?.description == "t.cfg:2: invalid parameter value: l1_update\\n; \(Hint.closeQuote)")
     }
 
     @Test func hints() {

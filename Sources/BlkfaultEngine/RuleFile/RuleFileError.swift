@@ -16,10 +16,26 @@ public struct RuleFileError: Error, Sendable, Equatable, CustomStringConvertible
         self.hint = hint
     }
 
-    /// `FILE:LINE: message; hint` (no `LINE:` for whole-file problems).
+    /// `FILE:LINE: message; hint` (no `LINE:` for whole-file problems), on one line:
+    /// control characters QEMU would print raw (a value that swallowed the newline) are escaped.
     public var description: String {
-        var text = line > 0 ? "\(fileName):\(line): \(message)" : "\(fileName): \(message)"
+        var text = line > 0 ? "\(fileName):\(line): \(Self.escaped(message))" : "\(fileName): \(Self.escaped(message))"
         if let hint { text += "; \(hint)" }
         return text
+    }
+
+    private static func escaped(_ text: String) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+                result += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 }

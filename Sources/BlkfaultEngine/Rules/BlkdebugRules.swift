@@ -35,7 +35,7 @@ public struct BlkdebugRules: Sendable {
     public var hasActiveRules: Bool { !active.isEmpty }
 
     /// The active inject rules, front (checked first) first.
-    public var activeRules: ActivatedRules { ActivatedRules(rules: injectRules, indices_: active) }
+    public var activeRules: ActivatedRules { ActivatedRules(rules: injectRules, ruleIndices: active) }
 
     /// blkdebug_debug_event: every rule of `event` is tested against the state before the
     /// event. The first matching inject rule empties the active list, and the matching
@@ -64,7 +64,7 @@ public struct BlkdebugRules: Sendable {
         }
         return EventOutcome(
             event: event, stateBefore: before, stateAfter: state, setStateRuleLine: setStateLine,
-            activated: ActivatedRules(rules: injectRules, indices_: replaced ? active : [])
+            activated: ActivatedRules(rules: injectRules, ruleIndices: replaced ? active : [])
         )
     }
 

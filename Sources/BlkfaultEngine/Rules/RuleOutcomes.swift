@@ -16,11 +16,11 @@ public struct EventOutcome: Sendable {
 /// is made unless the node changes its active list while this is still held).
 public struct ActivatedRules: RandomAccessCollection, Sendable {
     let rules: [InjectRule]
-    let indices_: [Int32]
+    let ruleIndices: [Int32]
 
     public var startIndex: Int { 0 }
-    public var endIndex: Int { indices_.count }
-    public subscript(position: Int) -> InjectRule { rules[Int(indices_[position])] }
+    public var endIndex: Int { ruleIndices.count }
+    public subscript(position: Int) -> InjectRule { rules[Int(ruleIndices[position])] }
 
     /// Header lines of the rules, for the trace.
     public var lines: [Int] { map(\.line) }
