@@ -8,9 +8,10 @@ struct Blkfault: ParsableCommand {
         commandName: "blkfault",
         abstract: "QEMU's blkdebug fault injection for unmodified programs (LD_PRELOAD).",
         discussion: """
-            Rule files use blkdebug's format ([inject-error] and [set-state] sections).
-            Environment read by libblkfault.so: BLKFAULT_CONFIG (rule file), BLKFAULT_IMAGE
-            (':'-separated globs of image paths; unset = every qcow2 file), BLKFAULT_TRACE (trace file).
+            Rule files use QEMU blkdebug's format ([inject-error] and [set-state] sections). \
+            libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
+            of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
+            BLKFAULT_MODEL (qemu-7.2, the default, or raw).
             """,
         subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self]
     )

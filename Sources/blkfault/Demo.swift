@@ -6,11 +6,12 @@ struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inject one l2_alloc_write error with blkfault and with real blkdebug, and compare.",
         discussion: """
-            Creates a 64M qcow2 image, writes a rule file failing the first l2_alloc_write with EIO,
-            runs `qemu-io -c 'write 0 4k'` on it under libblkfault.so, checks the image with qemu-img,
-            then does the same through QEMU's own blkdebug driver on a fresh image, and maps the
-            image. Needs qemu-img and qemu-io (Debian: qemu-utils). Exit status 0 when blkfault and
-            blkdebug gave the same results, 1 otherwise.
+            Creates a 64M qcow2 image, writes a rule file failing the first l2_alloc_write with EIO, \
+            runs `qemu-io -c 'write 0 4k'` on it under libblkfault.so, checks the image with qemu-img, \
+            then does the same through QEMU's own blkdebug driver on a fresh image, and maps the \
+            image. Needs qemu-img and qemu-io (Debian: qemu-utils).
+
+            Exit status: 0 when blkfault and blkdebug gave the same results, 1 otherwise.
             """
     )
 

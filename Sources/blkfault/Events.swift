@@ -7,14 +7,17 @@ struct Events: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List blkdebug's events and how blkfault recognises each one.",
         discussion: """
-            exact: the I/O itself says what it is. inferred: QEMU raises it with no I/O of its own;
-            blkfault infers it from QEMU 7.2's behaviour. not yet: accepted in rule files, never raised.
+            exact: the I/O itself says what it is. inferred: QEMU raises it with no I/O of its own; \
+            blkfault infers it from QEMU 7.2's behaviour. not yet: accepted in rule files, never raised. \
             never raised by QEMU 7.2: QEMU itself never raises it.
             """
     )
 
     @Flag(help: "Print JSON.")
     var json = false
+
+    @Flag(help: "Print a Markdown table (the one in README.md).")
+    var markdown = false
 
     struct Row: Codable {
         let name: String
@@ -28,6 +31,12 @@ struct Events: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             say(String(decoding: try encoder.encode(rows), as: UTF8.self))
+            return
+        }
+        if markdown {
+            say("| event | recognition | how blkfault recognises it |")
+            say("|---|---|---|")
+            for r in rows { say("| `\(r.name)` | \(r.recognition) | \(r.how.replacingOccurrences(of: "|", with: "\\|")) |") }
             return
         }
         let nameWidth = rows.map(\.name.count).max() ?? 4

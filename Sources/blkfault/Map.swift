@@ -7,10 +7,12 @@ struct Map: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the layout of a qcow2 image: header, tables, data, free and leaked clusters.",
         discussion: """
-            Regions are listed in file order; runs of data clusters that are contiguous both in the
-            file and in the guest are shown as one line. free: refcount 0 and referenced by nothing.
+            Regions are listed in file order; runs of data clusters that are contiguous both in the \
+            file and in the guest are shown as one line. free: refcount 0 and referenced by nothing. \
             leaked: refcounted but referenced by nothing (qemu-img check's leaks).
-            Exit status: 0, or 2 if the walk found problems (listed as warnings), 1 on errors.
+
+            Exit status: 0; 2 if the walk found problems (listed as warnings); 1 if the file cannot \
+            be read or is not a qcow2 image.
             """
     )
 

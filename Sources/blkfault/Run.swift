@@ -7,12 +7,17 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command with libblkfault.so preloaded.",
         discussion: """
-            Checks RULES first (a problem prints FILE:LINE and exits 1 without running CMD),
-            then replaces itself with CMD (PATH lookup), with LD_PRELOAD=libblkfault.so
-            prepended to any existing LD_PRELOAD, BLKFAULT_CONFIG=RULES, BLKFAULT_IMAGE=the
-            -i globs joined by ':' (unset without -i: every qcow2 file is a target) and
-            BLKFAULT_TRACE=FILE if given. All paths are made absolute.
-            Exit status: CMD's own; 127 if CMD is not found, 126 if it cannot be executed.
+            Checks RULES first: a problem prints FILE:LINE: message and exits 1 without running CMD. \
+            Then replaces itself with CMD (found through PATH) with LD_PRELOAD=libblkfault.so prepended \
+            to any existing LD_PRELOAD, BLKFAULT_CONFIG=RULES, BLKFAULT_IMAGE=the -i globs joined by ':' \
+            (unset without -i: every qcow2 file the command opens is a target) and BLKFAULT_TRACE=FILE \
+            if given. Paths are made absolute.
+
+            The library is --library, else $BLKFAULT_LIBRARY, else libblkfault.so next to this binary, \
+            else ../lib/libblkfault.so.
+
+            Exit status: the command's own; 1 on a rule file problem; 127 if the command is not found, \
+            126 if it cannot be executed.
             """
     )
 

@@ -262,6 +262,18 @@ private let badRules = """
         }
     }
 
+    @Test func readmeEventTableIsCurrent() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let begin = try #require(readme.range(of: "<!-- events:begin"))
+        let afterBegin = try #require(readme.range(of: "-->\n", range: begin.upperBound..<readme.endIndex))
+        let end = try #require(readme.range(of: "<!-- events:end -->", range: afterBegin.upperBound..<readme.endIndex))
+        let table = String(readme[afterBegin.upperBound..<end.lowerBound])
+        let r = try CLI.run(["events", "--markdown"], in: root)
+        #expect(r.status == 0)
+        #expect(table == r.stdout, "README.md's event table is stale: paste `blkfault events --markdown` between the events markers")
+    }
+
     // MARK: map
 
     @Test(.enabled(if: CLI.haveQemu, "needs qemu-utils"))

@@ -27,6 +27,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var newL2Tables: Set<UInt64> = []
     /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
     private var zeroedClusters: Set<UInt64> = []
+    /// Host clusters (indices) whose refcount an allocation flush set before anything
+    /// was written to them: new tables about to be written.
+    private var pendingTables: Set<UInt64> = []
+    /// Host clusters (indices) the program wrote while no table pointed to them.
+    private var writtenClusters: Set<UInt64> = []
     private var flush = FlushState.idle
     /// Write requests that completed (the qcow2 node's write generation).
     private var completedWrites = 0
@@ -65,6 +70,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 events += allocationEvents(newClusters: clusters(of: op))
                 events.append(.clusterAllocSpace)
                 zeroedClusters.formUnion(clusters(of: op))
+                writtenClusters.formUnion(clusters(of: op).map { $0 >> UInt64(shadow.header.clusterBits) })
             }
             events.append(.pwritevZero)
         case .flush:
@@ -157,9 +163,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             return op.length == 8 ? [.refblockAllocHookup] : []
         case .l2Table:
             return flushStart() + [.l2Update]
-        case .refcountBlock:
-            if case .idle = flush {
-                // The refcount cache flush of an allocation (l2_allocate, L1 growth).
+        case .refcountBlock(let block, _):
+            let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
+                .filter { !writtenClusters.contains($0) }
+            if !allocated.isEmpty {
+                // The refcount cache flush of an allocation (l2_allocate, L1 growth):
+                // it sets refcounts of clusters nothing has written yet, the new table.
+                pendingTables.formUnion(allocated)
                 var events: [BlkdebugEvent] = []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
@@ -171,6 +181,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .data:
             // Existing data; a write that runs on into new clusters extends the host run.
             let fresh = clusters(of: op).filter { shadow.region(at: $0) == .unreferenced }
+            writtenClusters.formUnion(fresh.map { $0 >> UInt64(shadow.header.clusterBits) })
             var events: [BlkdebugEvent] = []
             if !fresh.isEmpty {
                 contiguousAllocation = true
@@ -188,7 +199,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if !shadow.isCovered(clusterOffset: first) {
             // Self-describing refcount structures: a new refblock, or the blocks
             // and table of a grown refcount table.
-            if looksLikeTableCopy(head, of: shadow.reftable) { return [.refblockAllocWriteTable] }
+            if looksLikeTableCopy(head, of: shadow.reftable, allowZero: false) { return [.refblockAllocWriteTable] }
             let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
             switch growth {
             case .none:
@@ -201,25 +212,35 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.refblockUpdatePart]
             }
         }
-        let refcount = shadow.refcountOnDisk(clusterOffset: first, file: file)
-        if refcount >= 1 && !zeroedClusters.contains(first) {
-            // Tables are written after their refcount reached the disk.
-            if op.length != shadow.l2SliceSize || looksLikeTableCopy(head, of: shadow.l1) {
+        let touched = clusters(of: op)
+        defer { writtenClusters.formUnion(touched.map { $0 >> UInt64(shadow.header.clusterBits) }) }
+        if pendingTables.contains(first >> UInt64(shadow.header.clusterBits)) {
+            // A table whose refcount reached the disk before it: L1 growth or a new L2 table.
+            for c in touched { pendingTables.remove(c >> UInt64(shadow.header.clusterBits)) }
+            if isL1GrowthLength(op.length) && (head.isEmpty || looksLikeTableCopy(head, of: shadow.l1, allowZero: true)) {
                 return [.l1GrowWriteTable]
             }
-            let table = first
-            if newL2Tables.insert(table).inserted {
+            if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
                 let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
                 return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
             }
+        } else if newL2Tables.contains(first) {
             return [.l2Update]
         }
         // New guest data: its refcount is still in QEMU's cache.
-        let fresh = clusters(of: op).filter { !zeroedClusters.contains($0) }
+        let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
-        for c in clusters(of: op) { zeroedClusters.remove(c) }
+        for c in touched { zeroedClusters.remove(c) }
         return events + [.writeAio]
+    }
+
+    /// QEMU grows the L1 table by factors of 1.5 from its current size.
+    private func isL1GrowthLength(_ length: UInt64) -> Bool {
+        guard length % 8 == 0 else { return false }
+        var n = UInt64(max(shadow.l1.count, 1))
+        while n * 8 < length && n < 1 << 22 { n = (n * 3 + 1) / 2 }
+        return n * 8 == length && length > UInt64(shadow.l1.count) * 8
     }
 
     /// cluster_alloc (unless raised already or the run is extended), then one
@@ -302,9 +323,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     /// A new table that starts with the current table's entries (L1 growth,
     /// refcount table growth copy the old entries first).
-    private func looksLikeTableCopy(_ head: [UInt8], of table: [UInt64]) -> Bool {
+    private func looksLikeTableCopy(_ head: [UInt8], of table: [UInt64], allowZero: Bool) -> Bool {
         let n = min(head.count / 8, table.count)
-        guard n > 0, table.prefix(n).contains(where: { $0 != 0 }) else { return false }
+        guard n > 0, allowZero || table.prefix(n).contains(where: { $0 != 0 }) else { return false }
         for i in 0..<n where head.be64(at: i * 8) != table[i] { return false }
         return true
     }

@@ -34,6 +34,10 @@ public struct ShadowImage: Sendable {
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
     public private(set) var fileSize: UInt64
+    /// Host cluster indices that held metadata or data we saw released (an old L1
+    /// or refcount table after a move, a discarded data cluster): QEMU reuses them
+    /// first, possibly without their refcount ever reaching 0 on disk.
+    private var releasedClusters: Set<UInt64> = []
 
     public var clusterSize: UInt64 { header.clusterSize }
     /// Bytes QEMU reads or writes per L2 cache entry (notes §4.9).
@@ -123,6 +127,31 @@ public struct ShadowImage: Sendable {
         return Self.refcount(in: refblockData[block]!, index: cluster % header.refblockEntries, bits: header.refcountBits)
     }
 
+    /// Host cluster indices whose refcount goes from 0 to non-zero when `newContent`
+    /// replaces the refblock at `block` (a whole-block write), excluding known metadata.
+    public mutating func newlyReferencedClusters(block: UInt64, newContent: [UInt8], file: ImageReader) -> [UInt64] {
+        guard newContent.count == Int(clusterSize), let index = refblocks[block] else { return [] }
+        if refblockData[block] == nil {
+            guard let b = file.read(offset: block, count: Int(clusterSize)), b.count == Int(clusterSize) else { return [] }
+            refblockData[block] = b
+        }
+        let old = refblockData[block]!
+        var result: [UInt64] = []
+        let bits = header.refcountBits
+        var i: UInt64 = 0
+        while i < header.refblockEntries {
+            let cluster = index * header.refblockEntries + i
+            if Self.refcount(in: newContent, index: i, bits: bits) != 0,
+               Self.refcount(in: old, index: i, bits: bits) == 0 || releasedClusters.contains(cluster),
+               case .unreferenced = region(at: cluster << UInt64(header.clusterBits)) {
+                result.append(cluster)
+                releasedClusters.remove(cluster)
+            }
+            i += 1
+        }
+        return result
+    }
+
     static func refcount(in block: [UInt8], index: UInt64, bits: UInt64) -> UInt64 {
         if bits >= 8 {
             let width = Int(bits / 8), start = Int(index) * width
@@ -188,8 +217,14 @@ public struct ShadowImage: Sendable {
         var newHeader = h
         newHeader.extensions = header.extensions
         header = newHeader
-        if touches(36, 48), (h.l1TableOffset, h.l1Size) != oldL1 { try? loadL1(file) }
-        if touches(48, 60), (h.refcountTableOffset, h.refcountTableClusters) != oldRT { try? loadReftable(file) }
+        if touches(36, 48), (h.l1TableOffset, h.l1Size) != oldL1 {
+            release(offset: oldL1.0, bytes: UInt64(oldL1.1) * 8)
+            try? loadL1(file)
+        }
+        if touches(48, 60), (h.refcountTableOffset, h.refcountTableClusters) != oldRT {
+            release(offset: oldRT.0, bytes: UInt64(oldRT.1) * clusterSize)
+            try? loadReftable(file)
+        }
     }
 
     mutating func setL1(index: Int, _ entry: UInt64) {
@@ -240,6 +275,14 @@ public struct ShadowImage: Sendable {
 
     /// A data cluster was freed.
     public mutating func forgetData(clusterOffset: UInt64) {
-        dataClusters.remove(clusterOffset >> UInt64(header.clusterBits))
+        let index = clusterOffset >> UInt64(header.clusterBits)
+        dataClusters.remove(index)
+        releasedClusters.insert(index)
+    }
+
+    private mutating func release(offset: UInt64, bytes: UInt64) {
+        var c = offset >> UInt64(header.clusterBits)
+        let end = (offset + bytes + clusterSize - 1) >> UInt64(header.clusterBits)
+        while c < end && releasedClusters.count < 1 << 20 { releasedClusters.insert(c); c += 1 }
     }
 }
