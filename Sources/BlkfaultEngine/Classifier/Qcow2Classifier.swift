@@ -42,6 +42,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// Whether the program opened the image for writing: a read-only user
     /// (qemu-img check, info, map) allocates nothing.
     public var writable = false
+    /// Whole reads of the active L1 table. QEMU reads it once at open; a second
+    /// read is a metadata walk (qemu-img check), whose L2 reads bypass the L2
+    /// cache and so raise no l2_load.
+    private var l1TableReads = 0
 
     enum FlushState: Sendable { case idle, dataWritten, flushing(wroteBack: Bool) }
     enum Growth: Sendable { case none, blockWritten, area }
@@ -128,8 +132,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         switch region {
         case .refcountTable where op.length >= shadow.header.refcountTableSize:
             return [.reftableLoad]
+        case .l1Table(let first) where first == 0 && op.length >= UInt64(shadow.l1.count) * 8:
+            l1TableReads += 1
+            return []
         case .l2Table:
-            return [.l2Load]
+            return l1TableReads > 1 ? [] : [.l2Load]
         case .refcountBlock:
             // A refcount cache miss: the free-cluster search of a new allocation,
             // or the free check of an allocation that extends a host run.
