@@ -253,15 +253,17 @@ def first_missing(base: list[tuple], ref: list[tuple], max_block: int = 8):
         if i < len(r) and b[i] == r[i]:
             i += 1
             continue
+        skip = 0
         for k in range(2, max_block + 1):
             blk = b[i:i + k]
             if i + k > min(len(b), len(r)) or any(t[1] not in ("read", "write") for t in blk):
                 break
             if Counter(blk) == Counter(r[i:i + k]):
-                i += k
+                skip = k
                 break
-        else:
+        if not skip:
             return base[i]
+        i += skip
     return None
 
 
