@@ -90,6 +90,27 @@ import BlkfaultEngine
         #expect(r.flush().decision == .fail(errno: 28))
     }
 
+    /// qemu-img check reads the L1 table a second time and walks the L2 tables
+    /// with plain reads that bypass the L2 cache: no l2_load; and a read-only
+    /// user never allocates, so its refblock reads raise no cluster_alloc.
+    @Test func metadataWalkOfQemuImgCheckRaisesNoCacheEvents() throws {
+        var setup = try Replay(freshQcow2())
+        setup.file.write(offset: 2048, data: setup.refblock(2048, settingClusters: [67, 68]))
+        setup.file.write(offset: 3072, data: be64((1 << 63) | 68608))
+        setup.file.write(offset: 68608, data: l2Slice(size: 1024, host: 69632, count: 1, cluster: cluster))
+        var r = try Replay(setup.file)
+        var ro = try Replay(setup.file)
+        ro.engine = ImageEngine(rules: RuleSet(), file: setup.file)
+        ro.engine.noteOpen(writable: false)
+        ro.open()
+        #expect(ro.read(3072, 65536).events == [])
+        #expect(ro.read(68608, 1024).events == [])
+        #expect(ro.read(2048, 1024).events == [])
+        // The same L2 read in a process that did not walk the metadata is a cache miss.
+        r.open()
+        #expect(r.read(68608, 1024).events == [.l2Load])
+    }
+
     /// A file that is not qcow2 is followed in raw mode: generic events only.
     @Test func nonQcow2FileGetsGenericEvents() throws {
         var r = try Replay(MemoryImage([UInt8](repeating: 7, count: 4096)))
