@@ -32,9 +32,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var pendingTables: Set<UInt64> = []
     /// Host clusters (indices) the program wrote while no table pointed to them.
     private var writtenClusters: Set<UInt64> = []
-    private var flush = FlushState.idle
-    /// Write requests that completed (the qcow2 node's write generation).
-    private var completedWrites = 0
+    private var flush = FullFlush()
+    /// The request in progress allocated clusters (its refcounts and L2 entries are dirty).
+    private var requestAllocated = false
+    /// A table was replaced (L1 growth, refcount table growth): QEMU frees the old
+    /// one right after the header write's flush, with no I/O of its own.
+    private var oldTableFreePending = false
     /// Refcount table growth in progress.
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
@@ -47,7 +50,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// cache and so raise no l2_load.
     private var l1TableReads = 0
 
-    enum FlushState: Sendable { case idle, dataWritten, flushing(wroteBack: Bool) }
     enum Growth: Sendable { case none, blockWritten, area }
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
@@ -59,7 +61,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
-        endFlushUnless(continuing: isWriteBack || op.kind == .flush, into: &events)
+        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted() }
+        if oldTableFreePending && op.kind != .flush {
+            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            oldTableFreePending = false
+        }
         defer { previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }() }
 
         switch op.kind {
@@ -78,7 +84,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
-            events += flushEvents()
+            events += flush.sync()
         case .discard:
             events += discardEvents(op, region)
         case .truncate, .allocate:
@@ -114,10 +120,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 } else if op.kind == .write {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }
-                if op.kind == .write, pendingGuestWrite { flush = .dataWritten }
-            case .discard, .writeZeroes:
-                // A completed guest discard/zero write: the next write-back belongs to a full flush.
-                if case .idle = flush { flush = .dataWritten }
+                if op.kind == .write, pendingGuestWrite {
+                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                    requestAllocated = false
+                }
+            case .discard:
+                // Freed clusters: L2 entries and refcounts are dirty.
+                flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true)
+            case .writeZeroes:
+                flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
             case .truncate:
                 shadow.noteTruncate(to: op.offset)
             default: break
@@ -161,15 +172,21 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
-            if op.offset == 36 && op.length == 12 { return [.l1GrowActivateTable] }
-            if op.offset == 48 && op.length == 12 { growth = .none; return [.refblockAllocSwitchTable] }
+            if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 48 && op.length == 12 {
+                growth = .none
+                oldTableFreePending = true
+                return [.refblockAllocSwitchTable]
+            }
             return []
         case .l1Table:
             return [.l1Update]
         case .refcountTable:
             return op.length == 8 ? [.refblockAllocHookup] : []
         case .l2Table:
-            return flushStart() + [.l2Update]
+            // A write-back of a known table outside an allocation belongs to a full
+            // flush (write -z that only sets zero flags reaches the file only here).
+            return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
                 .filter { !writtenClusters.contains($0) }
@@ -184,7 +201,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = false
                 return events
             }
-            return flushStart() + [.refblockUpdatePart]
+            return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
             // Existing data; a write that runs on into new clusters extends the host run.
             let fresh = clusters(of: op).filter { shadow.region(at: $0) == .unreferenced }
@@ -253,6 +270,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// cluster_alloc (unless raised already or the run is extended), then one
     /// refblock_alloc + refblock_load per refcount block the allocation updates.
     private mutating func allocationEvents(newClusters: [UInt64]) -> [BlkdebugEvent] {
+        requestAllocated = true
         var events: [BlkdebugEvent] = []
         if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
         var blocks: [UInt64] = []
@@ -263,51 +281,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         clusterAllocRaised = false
         contiguousAllocation = false
         return events
-    }
-
-    // MARK: Flushes
-
-    /// The start of a full flush of the qcow2 node after a write request.
-    private mutating func flushStart() -> [BlkdebugEvent] {
-        switch flush {
-        case .dataWritten:
-            flush = .flushing(wroteBack: true)
-            return [.flushToOS]
-        case .flushing:
-            flush = .flushing(wroteBack: true)
-            return []
-        case .idle:
-            return []
-        }
-    }
-
-    private mutating func flushEvents() -> [BlkdebugEvent] {
-        switch flush {
-        case .dataWritten:
-            // Nothing was dirty: the fdatasync is the flush to disk itself.
-            let events: [BlkdebugEvent] = completedWrites > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
-            flush = .idle
-            completedWrites += 1
-            return events
-        default:
-            return []
-        }
-    }
-
-    /// Any other I/O ends a flush whose write-backs are done.
-    private mutating func endFlushUnless(continuing: Bool, into events: inout [BlkdebugEvent]) {
-        guard !continuing else { return }
-        switch flush {
-        case .flushing:
-            if completedWrites > 0 { events.append(.flushToDisk) }
-            completedWrites += 1
-            flush = .idle
-        case .dataWritten:
-            // Another write of the same request (or a request without a flush).
-            break
-        case .idle:
-            break
-        }
     }
 
     // MARK: Helpers

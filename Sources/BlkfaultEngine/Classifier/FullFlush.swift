@@ -1,0 +1,74 @@
+/// The full flush of the qcow2 node that ends each write request in writethrough
+/// mode (and every explicit flush and close): `flush_to_os`, then the cache
+/// write-backs (qcow2_write_caches), then `flush_to_disk` and blkdebug's own flush
+/// (the fdatasync) — `flush_to_disk` only from the second completed request on.
+///
+/// Write-backs carry no fdatasync of their own, except the dependency flush of
+/// the cache written first: after an allocation the refcount cache goes first,
+/// after a free the L2 cache. So an fdatasync right after the first cache's
+/// write-backs is that dependency flush when the other cache is dirty too, and
+/// the final flush otherwise.
+struct FullFlush: Sendable {
+    enum Phase: Sendable {
+        case idle
+        /// A guest request changed metadata or data; its flush comes next.
+        case requestDone
+        case writingBack
+    }
+    private(set) var phase = Phase.idle
+    /// Write requests that completed (the qcow2 node's write generation).
+    private(set) var completedRequests = 0
+    /// What the current request left dirty in the caches.
+    private var dirtyL2 = false, dirtyRefcounts = false
+    private var wroteL2 = false, wroteRefcounts = false
+
+    /// A guest write, discard or zero write finished.
+    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool) {
+        if case .writingBack = phase { return }
+        phase = .requestDone
+        dirtyL2 = dirtyL2 || dirtiedL2
+        dirtyRefcounts = dirtyRefcounts || dirtiedRefcounts
+    }
+
+    /// A cache write-back outside an allocation: the first one starts the flush.
+    mutating func writeBack(l2: Bool) -> [BlkdebugEvent] {
+        var events: [BlkdebugEvent] = []
+        if case .writingBack = phase {} else {
+            phase = .writingBack
+            events.append(.flushToOS)
+        }
+        if l2 { wroteL2 = true; dirtyL2 = true } else { wroteRefcounts = true; dirtyRefcounts = true }
+        return events
+    }
+
+    /// An fdatasync.
+    mutating func sync() -> [BlkdebugEvent] {
+        switch phase {
+        case .idle:
+            return []
+        case .requestDone:
+            // Nothing was dirty: this is blkdebug's flush itself.
+            return finish(prefix: [.flushToOS])
+        case .writingBack:
+            let otherCachePending = (dirtyL2 && !wroteL2) || (dirtyRefcounts && !wroteRefcounts)
+            return otherCachePending ? [] : finish(prefix: [])
+        }
+    }
+
+    /// Any I/O that is not part of the flush: a flush whose write-backs are done
+    /// has ended without an fdatasync of its own (blkdebug saw no write since).
+    mutating func interrupted() -> [BlkdebugEvent] {
+        guard case .writingBack = phase else { return [] }
+        return finish(prefix: [])
+    }
+
+    private mutating func finish(prefix: [BlkdebugEvent]) -> [BlkdebugEvent] {
+        let events = completedRequests > 0 ? prefix + [.flushToDisk] : prefix
+        completedRequests += 1
+        phase = .idle
+        dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
+        return events
+    }
+
+    var isIdle: Bool { if case .idle = phase { return true } else { return false } }
+}
