@@ -91,8 +91,15 @@ class Runner:
         self.env = base_env()
 
     def _run(self, argv, env, merge=False) -> Proc:
+        pin = None
+        if argv[0] == "strace" and hasattr(os, "sched_setaffinity"):
+            # Traced runs are pinned to one CPU: qemu's worker threads then interleave
+            # far less, which keeps the syscall order of the refcount-growth workload
+            # (2048 concurrent data tasks) reproducible enough to compare.
+            cpu = min(os.sched_getaffinity(0))
+            pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
         try:
-            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=pin,
                                stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT if merge else subprocess.PIPE,
                                timeout=self.timeout)
@@ -647,6 +654,7 @@ def repro_script(case: Case, runner: Runner) -> str:
          'HERE=$(cd "$(dirname "$0")" && pwd)',
          'RULES="$HERE/rules.cfg"',
          f"SO=${{BLKFAULT_SO:-{so}}}",
+         '[ -f "$SO" ] || { echo "libblkfault.so not found: set BLKFAULT_SO" >&2; exit 2; }',
          "W=$(mktemp -d /tmp/blkfault-repro.XXXXXX)",
          "run() {",
          '    mkdir -p "$W/$1"; IMG="$W/$1/t.qcow2"',
@@ -714,7 +722,7 @@ def summarise(results: list[CaseResult]):
 
 COLS = [("cases", "cases"), ("inject", "inject"), ("out", "same output"),
         ("check", "same check"), ("bytes", "same bytes"), ("all", "all identical"),
-        ("flush_latch", "flush-latch")]
+        ("inject_all", "inject identical"), ("flush_latch", "flush-latch")]
 
 
 def human_table(events, tot) -> str:

@@ -30,6 +30,12 @@ struct FullFlush: Sendable {
         dirtyRefcounts = dirtyRefcounts || dirtiedRefcounts
     }
 
+    /// The request is still allocating (a large request is split into chunks whose
+    /// data writes finish while later chunks allocate): no flush yet.
+    mutating func requestContinues() {
+        if case .requestDone = phase { phase = .idle }
+    }
+
     /// A cache write-back outside an allocation: the first one starts the flush.
     mutating func writeBack(l2: Bool) -> [BlkdebugEvent] {
         var events: [BlkdebugEvent] = []

@@ -155,6 +155,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = true
                 return []
             }
+            if writable { flush.requestContinues() }
             if writable && !clusterAllocRaised {
                 clusterAllocRaised = true
                 return [.clusterAlloc]
@@ -180,6 +181,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return []
         case .l1Table:
+            flush.requestContinues()
             return [.l1Update]
         case .refcountTable:
             return op.length == 8 ? [.refblockAllocHookup] : []
@@ -194,6 +196,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
+                flush.requestContinues()
                 var events: [BlkdebugEvent] = []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
