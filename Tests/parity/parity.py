@@ -91,24 +91,27 @@ class Runner:
         self.env = base_env()
 
     def _run(self, argv, env, merge=False) -> Proc:
-        pin = None
-        if argv[0] == "strace" and hasattr(os, "sched_setaffinity"):
+        if argv[0] == "strace" and TASKSET:
             # Traced runs are pinned to one CPU: qemu's worker threads then interleave
             # far less, which keeps the syscall order of the refcount-growth workload
             # (2048 concurrent data tasks) reproducible enough to compare.
-            cpu = min(os.sched_getaffinity(0))
-            pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+            argv = [TASKSET, "-c", str(min(os.sched_getaffinity(0))), *argv]
+        # own process group, so that a timeout also ends strace's tracee
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                             start_new_session=True)
         try:
-            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=pin,
-                               stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                               timeout=self.timeout)
-            return Proc(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
-                        "" if merge else p.stderr.decode("utf-8", "replace"))
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode("utf-8", "replace")
-            err = (e.stderr or b"").decode("utf-8", "replace") if not merge else ""
-            return Proc(argv, f"timeout after {self.timeout:g}s", out, err)
+            out, err = p.communicate(timeout=self.timeout)
+            rc: int | str = p.returncode
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, 9)
+            except ProcessLookupError:
+                pass
+            out, err = p.communicate()
+            rc = f"timeout after {self.timeout:g}s"
+        return Proc(argv, rc, (out or b"").decode("utf-8", "replace"),
+                    "" if merge else (err or b"").decode("utf-8", "replace"))
 
     def create(self, img: str, cluster_size: int, size: str) -> Proc:
         return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o",
@@ -149,7 +152,7 @@ class Runner:
 
 def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     if cfg:
-        text = text.replace(f"blkdebug:{cfg}:", "")
+        text = text.replace(f"blkdebug:{cfg}:", "").replace(cfg, "RULES")
     text = text.replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
     return TIMING_RE.sub(TIMING_SUB, text)
 
@@ -177,6 +180,7 @@ _KIND = {"pread64": "read", "preadv": "read", "preadv2": "read",
          "fdatasync": "flush", "fsync": "flush", "fallocate": "fallocate",
          "ftruncate": "truncate"}
 HAVE_STRACE = shutil.which("strace") is not None
+TASKSET = shutil.which("taskset")
 
 
 def parse_trace(path: str, img: str, run_idx: int, cluster_size: int) -> list[tuple]:
@@ -622,12 +626,17 @@ class Harness:
              f"subject:   {subj.size} bytes sha256 {subj.digest}",
              f"baseline:  {base.size} bytes sha256 {base.digest}"]
         if ref.digest != subj.digest and os.path.exists(ref.img) and os.path.exists(subj.img):
-            p = subprocess.run(["cmp", "-l", ref.img, subj.img], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-            lines = p.stdout.decode(errors="replace").splitlines()
-            b.append(f"cmp -l (offset is 1-based decimal, bytes octal), "
-                     f"{len(lines)} lines, first 64:")
-            b += lines[:64]
+            p = subprocess.Popen(["cmp", "-l", ref.img, subj.img], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+            lines = []
+            for line in p.stdout:
+                lines.append(line.rstrip("\n"))
+                if len(lines) == 64:
+                    break
+            p.kill()
+            p.wait()
+            b.append("cmp -l (offset is 1-based decimal, bytes octal), first 64 lines:")
+            b += lines
         (d / "bytes.txt").write_text("\n".join(b) + "\n")
         meta = {"id": case.id, "event": case.event, "workload": case.workload.key,
                 "workload_desc": case.workload.desc, "kind": cr.kind, "tags": cr.tags,
@@ -906,11 +915,17 @@ def run_026(args, runner: Runner) -> int:
 # Main
 # --------------------------------------------------------------------------
 
+def die(msg: str):
+    """Usage/setup errors exit with status 2 (1 means: parity not reached)."""
+    print(msg, file=sys.stderr)
+    sys.exit(2)
+
+
 def find_so(explicit: str | None) -> str:
     if explicit:
         p = Path(explicit)
         if not p.is_file():
-            sys.exit(f"parity: --so {explicit}: no such file")
+            die(f"parity: --so {explicit}: no such file")
         return str(p.resolve())
     cands = []
     for sub in ("debug", "release"):
@@ -918,7 +933,7 @@ def find_so(explicit: str | None) -> str:
         cands += list((REPO_ROOT / ".build").glob(f"*/{sub}/libblkfault.so"))
     cands = [c for c in cands if c.is_file()]
     if not cands:
-        sys.exit("parity: libblkfault.so not found under .build/debug or .build/release "
+        die("parity: libblkfault.so not found under .build/debug or .build/release "
                  f"(looked in {REPO_ROOT / '.build'}).\n"
                  "Build it first (swift build [-c release]) or pass --so PATH; "
                  "to test the harness itself use PARITY_SUBJECT=blkdebug.")
@@ -975,7 +990,7 @@ def select_cases(args) -> list[Case]:
         known = set(scenarios.MATRIX_EVENTS) | {"chain"}
         unknown = evs - known
         if unknown:
-            sys.exit(f"parity: --filter: unknown event(s) {', '.join(sorted(unknown))}; "
+            die(f"parity: --filter: unknown event(s) {', '.join(sorted(unknown))}; "
                      f"known: {', '.join(sorted(known))}")
         cases = [c for c in cases if c.event in evs]
     if args.case:
@@ -987,7 +1002,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for tool in (QEMU_IO, QEMU_IMG):
         if not shutil.which(tool):
-            sys.exit(f"parity: {tool} not found in PATH")
+            die(f"parity: {tool} not found in PATH")
     so = find_so(args.so) if args.subject == "preload" else (args.so or None)
     runner = Runner(args.subject, so, args.timeout)
     if args.keep:
@@ -1012,7 +1027,7 @@ def run_matrix(args, runner: Runner) -> int:
         print(f"{len(cases)} cases", file=sys.stderr)
         return 0
     if not cases:
-        sys.exit("parity: no case selected")
+        die("parity: no case selected")
     h = Harness(args, runner)
     t0 = time.monotonic()
     wls = {c.workload.key: c.workload for c in cases}

@@ -254,7 +254,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         } else if newL2Tables.contains(first) {
             return [.l2Update]
         }
-        // New guest data: its refcount is still in QEMU's cache.
+        // New guest data: its refcount is still in QEMU's cache. A write that extends
+        // a host run starts in the allocated cluster; one that starts here did not.
+        contiguousAllocation = false
         let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }

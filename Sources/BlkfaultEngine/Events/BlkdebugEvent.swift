@@ -90,7 +90,7 @@ extension BlkdebugEvent {
         .init(event: .l1ShrinkWriteTable, name: "l1_shrink_write_table", recognition: .notYet, howRecognised: "qemu-img resize --shrink is not modelled yet"),
         .init(event: .l1ShrinkFreeL2Clusters, name: "l1_shrink_free_l2_clusters", recognition: .notYet, howRecognised: "qemu-img resize --shrink is not modelled yet"),
         .init(event: .corWrite, name: "cor_write", recognition: .notYet, howRecognised: "copy-on-read is not modelled yet"),
-        .init(event: .clusterAllocSpace, name: "cluster_alloc_space", recognition: .notYet, howRecognised: "partial-cluster allocations (write-zeroes before the data) are not modelled yet"),
+        .init(event: .clusterAllocSpace, name: "cluster_alloc_space", recognition: .exact, howRecognised: "write-zeroes of new clusters right before a partial-cluster data write"),
         .init(event: .none, name: "none", recognition: .exact, howRecognised: "end of open: before the first I/O on the image"),
     ]
 
