@@ -361,15 +361,7 @@ private struct Walker {
 
     /// The refcount of entry `k` of a refcount block.
     func refcount(_ block: [UInt8], _ k: UInt64) -> UInt64 {
-        let bits = header.refcountBits
-        if bits >= 8 {
-            let bytes = Int(bits / 8), start = Int(k) * bytes
-            var v: UInt64 = 0
-            for j in 0..<bytes { v = (v << 8) | UInt64(block[start + j]) }
-            return v
-        }
-        let bit = k * bits
-        return (UInt64(block[Int(bit / 8)]) >> (bit % 8)) & ((1 << bits) - 1)
+        RefcountBlock.entry(block, k, bits: header.refcountBits)
     }
 
     // MARK: L1 / L2

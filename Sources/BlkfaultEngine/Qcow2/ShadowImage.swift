@@ -153,15 +153,7 @@ public struct ShadowImage: Sendable {
     }
 
     static func refcount(in block: [UInt8], index: UInt64, bits: UInt64) -> UInt64 {
-        if bits >= 8 {
-            let width = Int(bits / 8), start = Int(index) * width
-            var v: UInt64 = 0
-            for k in 0..<width { v = (v << 8) | UInt64(block[start + k]) }
-            return v
-        }
-        let bitIndex = index * bits
-        let byte = block[Int(bitIndex / 8)]
-        return (UInt64(byte) >> (bitIndex % 8)) & ((1 << bits) - 1)
+        RefcountBlock.entry(block, index, bits: bits)
     }
 
     // MARK: Learning from I/O (both directions: what was read is what is on disk)
