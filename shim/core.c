@@ -45,12 +45,18 @@ void *shim_real(enum shim_sym sym)
     return p;
 }
 
+int shim_real_missing(enum shim_sym sym)
+{
+    return shim_real(sym) == (void *)missing_real;
+}
+
 /* ---------------------------------------------------------------------------
  * Guard and fd table
  */
 
 __thread int shim_in_hook __attribute__((tls_model("initial-exec")));
 _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
+_Atomic int shim_fd_count;
 /* Highest fd ever tracked, bounds the close_range scan. */
 static _Atomic int fd_hi = -1;
 
@@ -65,6 +71,11 @@ static void fd_assign(int fd, int32_t image)
         while (fd > hi && !atomic_compare_exchange_weak(&fd_hi, &hi, fd)) {
         }
     }
+    /* The exchange makes each set/clear transition happen once: the count follows. */
+    if (old == 0 && e != 0)
+        atomic_fetch_add_explicit(&shim_fd_count, 1, memory_order_relaxed);
+    else if (old != 0 && e == 0)
+        atomic_fetch_sub_explicit(&shim_fd_count, 1, memory_order_relaxed);
     if (old != 0 && old != e)
         blkfault_engine_detach(old - 1, fd);
 }
@@ -73,8 +84,10 @@ static void fd_assign(int fd, int32_t image)
 static void fd_release(int fd)
 {
     int32_t old = atomic_exchange_explicit(&shim_fd_tab[fd], 0, memory_order_acq_rel);
-    if (old != 0)
+    if (old != 0) {
+        atomic_fetch_sub_explicit(&shim_fd_count, 1, memory_order_relaxed);
         blkfault_engine_detach(old - 1, fd);
+    }
 }
 
 void shim_closing(int fd)
@@ -120,6 +133,39 @@ void shim_duplicated(int oldfd, int newfd)
     int saved = errno;
     shim_in_hook = 1;
     fd_assign(newfd, e - 1);
+    shim_in_hook = 0;
+    errno = saved;
+}
+
+/* ---------------------------------------------------------------------------
+ * Bypasses
+ */
+
+void shim_bypass_fd(int fd, const char *what)
+{
+    int32_t image = shim_fd_image(fd);
+    if (image < 0)
+        return;
+    int saved = errno;
+    shim_in_hook = 1;
+    blkfault_engine_bypass(image, what);
+    shim_in_hook = 0;
+    errno = saved;
+}
+
+void shim_bypass_all(const char *what)
+{
+    int hi = atomic_load_explicit(&fd_hi, memory_order_relaxed);
+    if (hi < 0 || shim_in_hook)
+        return;
+    int saved = errno;
+    shim_in_hook = 1;
+    /* One report per fd; the engine keeps one per image. */
+    for (int fd = 0; fd <= hi; fd++) {
+        int32_t e = atomic_load_explicit(&shim_fd_tab[fd], memory_order_acquire);
+        if (e != 0)
+            blkfault_engine_bypass(e - 1, what);
+    }
     shim_in_hook = 0;
     errno = saved;
 }

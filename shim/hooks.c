@@ -6,6 +6,9 @@
 #include "shim.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
 
 /* Positional reads and writes of a family: the offset is the call's own. */
 #define IOV_REQ(sym_, fd_, op_, off_, iov_, cnt_)                                   \
@@ -396,6 +399,237 @@ static int ftruncate_hook(enum shim_sym sym, int fd, off64_t len)
     return (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_TRUNCATE,
                                            .off = len, .len = 0, .arg_len = len},
                         do_ftruncate);
+}
+
+/* ---- bypasses ----
+ * Every helper forwards the call as it is; none decides or fails anything. They
+ * cost one load (shim_tracking, shim_fd_image) while no image fd is tracked. */
+
+/* linux-aio. libaio's struct iocb is the kernel's (linux/aio_abi.h): libaio hands the
+ * array to io_submit(2) as it is. The fd is the u32 at offset 20 on every Linux ABI,
+ * after aio_data, aio_key/aio_rw_flags (in either order) and aio_lio_opcode/aio_reqprio.
+ * Only that prefix is declared here, so that libaio.h is not needed. */
+struct shim_iocb_head {
+    uint64_t aio_data;
+    uint32_t aio_key_or_rw_flags[2];
+    uint16_t aio_lio_opcode;
+    int16_t aio_reqprio;
+    uint32_t aio_fildes;
+};
+_Static_assert(offsetof(struct shim_iocb_head, aio_fildes) == 20,
+               "struct iocb: aio_fildes is at offset 20 in the kernel ABI");
+
+static const char aio_what[] = "linux-aio (io_submit)";
+
+/* Read before the submission: once submitted, an iocb may complete and be reused. */
+static void bypass_iocbs(long nr, struct iocb *const *iocbs)
+{
+    if (iocbs == NULL)
+        return;
+    for (long i = 0; i < nr; i++) {
+        const char *cb = (const char *)iocbs[i];
+        if (cb == NULL)
+            continue; /* the kernel fails the call with EFAULT */
+        uint32_t fd;
+        memcpy(&fd, cb + offsetof(struct shim_iocb_head, aio_fildes), sizeof fd);
+        shim_bypass_fd((int)fd, aio_what);
+    }
+}
+
+typedef io_submit_fn fam_io_submit;
+
+static int io_submit_hook(enum shim_sym sym, io_context_t ctx, long nr, struct iocb **iocbs)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    if (shim_tracking())
+        bypass_iocbs(nr, iocbs);
+    return REAL_AS(fam_io_submit, sym)(ctx, nr, iocbs);
+}
+
+/* io_uring (liburing). A request names its fd only inside its submission queue
+ * entry, in memory shared with the kernel, filled by liburing's inline
+ * io_uring_get_sqe/io_uring_prep_*; io_uring_submit* pass nothing but the ring and
+ * enter the kernel with liburing's own raw syscalls. Finding the fds would mean
+ * reading the pending entries through liburing's struct io_uring layout (and
+ * registered-file indexes for IOSQE_FIXED_FILE): not done, io_uring_submit* are
+ * not hooked. Instead a ring set up while some image fd is tracked is reported for
+ * every tracked image: QEMU sets up its aio=io_uring ring right after opening the
+ * file, while its fd-monitoring rings (fdmon-io_uring, every AioContext) are set
+ * up before any image is open and so are not reported. Missed: an image opened
+ * after the ring that then serves it (a second aio=io_uring image in the same
+ * QEMU AioContext), unless the program registers its fd (io_uring_register_files*).
+ * Wrongly reported: an image open while a ring for something else is set up (an
+ * iothread created after the image was opened). */
+static const char uring_ring_what[] = "io_uring (a ring was set up while it was open)";
+static const char uring_files_what[] = "io_uring (registered file)";
+
+typedef io_uring_queue_init_fn fam_uring_init;
+typedef io_uring_queue_init_params_fn fam_uring_init_params;
+typedef io_uring_queue_init_mem_fn fam_uring_init_mem;
+typedef io_uring_register_files_fn fam_uring_files;
+typedef io_uring_register_files_tags_fn fam_uring_files_tags;
+typedef io_uring_register_files_update_fn fam_uring_files_update;
+typedef io_uring_register_files_update_tag_fn fam_uring_files_update_tag;
+
+/* After a queue_init*: the result, passed through. */
+static int uring_ring_made(int res)
+{
+    if (res >= 0 && shim_tracking())
+        shim_bypass_all(uring_ring_what);
+    return res;
+}
+
+static void uring_files_given(const int *files, unsigned nr)
+{
+    if (files == NULL || !shim_tracking())
+        return;
+    for (unsigned i = 0; i < nr; i++)
+        shim_bypass_fd(files[i], uring_files_what); /* -1 (a sparse slot): untracked */
+}
+
+static int uring_init_hook(enum shim_sym sym, unsigned entries, struct io_uring *ring, unsigned flags)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    return uring_ring_made(REAL_AS(fam_uring_init, sym)(entries, ring, flags));
+}
+
+static int uring_init_params_hook(enum shim_sym sym, unsigned entries, struct io_uring *ring,
+                                  struct io_uring_params *p)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    return uring_ring_made(REAL_AS(fam_uring_init_params, sym)(entries, ring, p));
+}
+
+static int uring_init_mem_hook(enum shim_sym sym, unsigned entries, struct io_uring *ring,
+                               struct io_uring_params *p, void *buf, size_t size)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    return uring_ring_made(REAL_AS(fam_uring_init_mem, sym)(entries, ring, p, buf, size));
+}
+
+static int uring_files_hook(enum shim_sym sym, struct io_uring *ring, const int *files, unsigned nr)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    uring_files_given(files, nr);
+    return REAL_AS(fam_uring_files, sym)(ring, files, nr);
+}
+
+static int uring_files_tags_hook(enum shim_sym sym, struct io_uring *ring, const int *files,
+                                 const unsigned long long *tags, unsigned nr)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    uring_files_given(files, nr);
+    return REAL_AS(fam_uring_files_tags, sym)(ring, files, tags, nr);
+}
+
+static int uring_files_update_hook(enum shim_sym sym, struct io_uring *ring, unsigned off,
+                                   const int *files, unsigned nr)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    uring_files_given(files, nr);
+    return REAL_AS(fam_uring_files_update, sym)(ring, off, files, nr);
+}
+
+static int uring_files_update_tag_hook(enum shim_sym sym, struct io_uring *ring, unsigned off,
+                                       const int *files, const unsigned long long *tags, unsigned nr)
+{
+    if (SHIM_UNLIKELY(shim_real_missing(sym)))
+        return -ENOSYS;
+    uring_files_given(files, nr);
+    return REAL_AS(fam_uring_files_update_tag, sym)(ring, off, files, tags, nr);
+}
+
+/* A mapping of the image: loads and stores through it reach the file unseen. */
+typedef mmap64_fn fam_mmap;
+
+static void *mmap_hook(enum shim_sym sym, void *addr, size_t len, int prot, int flags, int fd,
+                       off64_t off)
+{
+    void *p = REAL_AS(fam_mmap, sym)(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED && !(flags & MAP_ANONYMOUS))
+        shim_bypass_fd(fd, "mmap");
+    return p;
+}
+
+/* syscall(2): glibc's generic wrapper, which QEMU and the Swift runtime call on hot
+ * paths (futex). While no image fd is tracked it costs one load; otherwise a switch
+ * on the number. Calls that do the I/O the rows above hook, on a tracked fd, are
+ * reported, not decoded; a close is followed (else the fd number, reused by a
+ * socket or eventfd, would stay tracked). Always forwards six arguments, as the
+ * wrapper itself reads them: the unused ones are whatever the caller left. */
+typedef syscall_fn fam_syscall;
+
+static const char syscall_what[] = "syscall()";
+
+static void syscall_seen(long number, const long a[6])
+{
+    switch (number) {
+    case SYS_read:
+    case SYS_write:
+    case SYS_readv:
+    case SYS_writev:
+    case SYS_pread64:
+    case SYS_pwrite64:
+    case SYS_preadv:
+    case SYS_pwritev:
+#ifdef SYS_preadv2
+    case SYS_preadv2:
+    case SYS_pwritev2:
+#endif
+    case SYS_fsync:
+    case SYS_fdatasync:
+    case SYS_sync_file_range:
+    case SYS_fallocate:
+    case SYS_ftruncate:
+        shim_bypass_fd((int)a[0], syscall_what);
+        break;
+#ifdef SYS_copy_file_range
+    case SYS_copy_file_range:
+        shim_bypass_fd((int)a[0], syscall_what);
+        shim_bypass_fd((int)a[2], syscall_what);
+        break;
+#endif
+    case SYS_mmap:
+        if (!(a[3] & MAP_ANONYMOUS))
+            shim_bypass_fd((int)a[4], "mmap");
+        break;
+    case SYS_io_submit: /* libaio's io_submit comes here too */
+        bypass_iocbs(a[1], (struct iocb *const *)a[2]);
+        break;
+#ifdef SYS_io_uring_setup
+    /* liburing 2.x makes these syscalls itself, not through syscall(); older
+     * liburing and programs with their own io_uring code (fio) come here. */
+    case SYS_io_uring_setup:
+        shim_bypass_all(uring_ring_what);
+        break;
+    case SYS_io_uring_register:
+        if (a[1] == 2 /* IORING_REGISTER_FILES: an int array, a[3] long */)
+            uring_files_given((const int *)a[2], (unsigned)a[3]);
+        break;
+#endif
+    case SYS_close:
+        shim_closing((int)a[0]);
+        break;
+    default:
+        break;
+    }
+}
+
+static long syscall_hook(enum shim_sym sym, long number, va_list ap)
+{
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    if (shim_tracking())
+        syscall_seen(number, a);
+    return REAL_AS(fam_syscall, sym)(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 /* ---- the wrappers, one per row of hooks.def ---- */

@@ -17,11 +17,21 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "blkfault_engine.h"
+
+/* The types of the libaio and liburing rows of hooks.def, under those libraries'
+ * own names. Their headers are not needed to build: only pointers pass through,
+ * and the one field the shim reads (an iocb's fd) is at a fixed offset of the
+ * kernel ABI (hooks.c). */
+typedef struct io_context *io_context_t; /* libaio.h */
+struct iocb;                             /* libaio.h; the kernel's struct iocb */
+struct io_uring;                         /* liburing.h */
+struct io_uring_params;                  /* linux/io_uring.h */
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 #define SHIM_HIDDEN __attribute__((visibility("hidden")))
@@ -51,8 +61,11 @@ enum shim_sym {
 
 /* The next definition of symbol `sym` (dlsym RTLD_NEXT), resolved on first use and
  * cached in an atomic. Never NULL: a symbol the libc lacks resolves to a stub that
- * fails with ENOSYS. */
+ * fails with -1/ENOSYS. */
 SHIM_HIDDEN void *shim_real(enum shim_sym sym);
+/* Did `sym` resolve to that stub? For the libaio/liburing rows, which report
+ * failure as a negative errno instead (-ENOSYS, as libaio does without the syscall). */
+SHIM_HIDDEN int shim_real_missing(enum shim_sym sym);
 
 #define REAL(name) ((name##_fn)shim_real(SYM_##name))
 /* For family helpers, which get the id at run time: `type` is the family's type. */
@@ -70,6 +83,9 @@ SHIM_HIDDEN extern __thread int shim_in_hook __attribute__((tls_model("initial-e
 #define SHIM_FD_MAX 65536
 #endif
 SHIM_HIDDEN extern _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
+/* How many entries of shim_fd_tab are set: lets the bypass checks skip all work in
+ * the common case of nothing tracked. */
+SHIM_HIDDEN extern _Atomic int shim_fd_count;
 
 /* The image behind fd, or -1 (untracked, or the guard is held). The untracked
  * case costs one array load. */
@@ -82,6 +98,22 @@ static inline int32_t shim_fd_image(int fd)
         return -1;
     return e - 1;
 }
+
+/* Is any fd tracked (and the guard not held)? One load. */
+static inline int shim_tracking(void)
+{
+    return SHIM_UNLIKELY(atomic_load_explicit(&shim_fd_count, memory_order_relaxed) > 0) &&
+           !shim_in_hook;
+}
+
+/* ---- bypasses: I/O that does not go through the hooked libc calls ----
+ * Reported to the engine (blkfault_engine_bypass, which warns once per image);
+ * the calls themselves are forwarded untouched. Both save errno and take the guard. */
+
+/* fd is tracked: report its image. */
+SHIM_HIDDEN void shim_bypass_fd(int fd, const char *what);
+/* Report every image some fd is tracked for (a way in that names no fd). */
+SHIM_HIDDEN void shim_bypass_all(const char *what);
 
 /* After a successful open*: decide whether `fd` is a target, attach it. Returns fd.
  * `dirfd` is AT_FDCWD for the non-at calls; `flags` the open flags. */

@@ -180,8 +180,19 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
 @_cdecl("blkfault_engine_detach")
 public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {}
 
+/// The shim saw a way to the image around the calls it hooks (linux-aio, io_uring,
+/// mmap, syscall()). Said once per image per process, on stderr and in the trace:
+/// that I/O is not seen, so the trace is incomplete and rules cannot fire on it.
 @_cdecl("blkfault_engine_bypass")
 public func blkfaultEngineBypass(_ handle: Int32, _ what: UnsafePointer<CChar>) {
     guard let image = image(handle), !image.bypassReported.exchange(true, ordering: .relaxed) else { return }
-    writeAll(2, "blkfault: warning: \(image.path) is reached through \(String(cString: what)), which blkfault cannot see; rules do not apply to that I/O\n")
+    let how = String(cString: what)
+    writeAll(2, "blkfault: warning: I/O on \(image.path) through \(how) bypasses blkfault: it is not seen, "
+        + "traced or failed, so rules do not apply to it (blkfault sees libc read/write calls only; "
+        + "for QEMU use aio=threads, qemu-io -i threads)\n")
+    let traceFD = configuration.withLock { $0?.traceFD ?? -1 }
+    if traceFD >= 0 {
+        writeAll(traceFD, "{\"pid\":\(getpid()),\"tid\":\(blkfault_current_tid()),\"image\":" + TraceLine.quote(image.path)
+            + ",\"bypass\":" + TraceLine.quote(how) + ",\"note\":\"I/O through this way is not traced and no rule applies to it\"}\n")
+    }
 }

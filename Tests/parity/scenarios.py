@@ -187,6 +187,29 @@ class Case:
     note: str = ""
 
 
+# Cases blkfault cannot decide from outside QEMU: the request blkdebug fails is
+# one whose I/O looks the same for two different things QEMU may be doing, and
+# which one only shows in a later request. Each (event, workload) pair is listed
+# with the reason; `blkfault events` says the same. These cases still run and
+# still count in the raw figures; the harness also reports parity without them.
+UNDECIDABLE: dict[tuple[str, str], str] = {}
+for _w_key in ("w128b", "l1grow", "l2loadb", "l2updb"):
+    UNDECIDABLE[("vmstate_save", _w_key)] = (
+        "a vmstate write's first I/O (a refcount block read or an L2 load) looks like "
+        "any write's or read's")
+for _w_key in ("readb", "l2loadb"):
+    UNDECIDABLE[("vmstate_load", _w_key)] = (
+        "a vmstate read's first I/O (an L2 load) looks like a vmstate write's")
+for _w_key in ("w128b", "l1grow", "l2loadb"):
+    UNDECIDABLE[("l1_grow_alloc_table", _w_key)] = (
+        "the L1 growth's first I/O (a refcount block read) looks like any allocation's")
+for _ev in ("cluster_free", "refblock_alloc", "refblock_load"):
+    for _w_key in ("discard", "zerou"):
+        UNDECIDABLE[(_ev, _w_key)] = (
+            "a refcount block read right after an L2 load: a free (discard) or a write "
+            "extending a host run; blkfault assumes the write, the discard shows later")
+
+
 def inject_rule(event, errno=5, once="off", imm="off", **extra) -> str:
     lines = ["[inject-error]", f'event = "{event}"', f'errno = "{errno}"',
              f'immediately = "{imm}"', f'once = "{once}"']

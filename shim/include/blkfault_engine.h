@@ -67,8 +67,19 @@ void blkfault_engine_after(int32_t image, int32_t fd, int32_t op,
 /* The fd no longer refers to the image (close, or dup2 over it). */
 void blkfault_engine_detach(int32_t image, int32_t fd);
 
-/* A non-libc path to a tracked image was noticed (io_submit, io_uring, mmap).
- * `what` is a short static string; the engine reports it once per process. */
+/* A way to a tracked image around the hooked calls was noticed: I/O the engine
+ * will not see. The call itself is forwarded untouched. `what` is a short static
+ * string naming the way, one of
+ *   "linux-aio (io_submit)"   an iocb on the fd (libaio's io_submit, or syscall())
+ *   "io_uring (a ring was set up while it was open)"
+ *                             io_uring_queue_init* (or the io_uring_setup syscall)
+ *                             succeeded while the image was open; reported for
+ *                             every tracked image, as a ring does not say its files
+ *   "io_uring (registered file)"  io_uring_register_files*
+ *   "mmap"                    a file mapping of the fd (mmap, mmap64, syscall())
+ *   "syscall()"               I/O on the fd through glibc's syscall() wrapper
+ * May come many times per image and from several threads; the engine reports
+ * once per image per process. */
 void blkfault_engine_bypass(int32_t image, const char *what);
 
 #endif
