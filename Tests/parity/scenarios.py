@@ -210,6 +210,12 @@ for _ev in ("cluster_free", "refblock_alloc", "refblock_load"):
             "extending a host run; blkfault assumes the write, the discard shows later")
 
 
+# iotest 026 events whose blocks blkfault cannot reproduce, with the reason.
+UNDECIDABLE_026: dict[str, str] = {
+    "l1_grow_alloc_table": UNDECIDABLE[("l1_grow_alloc_table", "l1grow")],
+}
+
+
 def inject_rule(event, errno=5, once="off", imm="off", **extra) -> str:
     lines = ["[inject-error]", f'event = "{event}"', f'errno = "{errno}"',
              f'immediately = "{imm}"', f'once = "{once}"']
