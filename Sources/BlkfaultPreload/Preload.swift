@@ -33,11 +33,14 @@ final class TrackedImage: Sendable {
     let engine: Mutex<ImageEngine>
     let reader: FileReader
     let bypassReported = Atomic<Bool>(false)
+    /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.
+    let traceFD: Int32
 
-    init(path: String, engine: ImageEngine, reader: FileReader) {
+    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32) {
         self.path = path
         self.engine = Mutex(engine)
         self.reader = reader
+        self.traceFD = traceFD
     }
 }
 
@@ -116,7 +119,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
         }
-        list.append(TrackedImage(path: name, engine: engine, reader: reader))
+        list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD))
         return Int32(list.count - 1)
     }
 }
@@ -158,10 +161,9 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
     let (step, model) = image.engine.withLock { engine in
         (engine.before(operation, file: image.reader), engine.modelName)
     }
-    let traceFD = configuration.withLock { $0?.traceFD ?? -1 }
-    if traceFD >= 0 {
+    if image.traceFD >= 0 {
         let line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: image.path, model: model, op: operation, step: step)
-        writeAll(traceFD, line.json)
+        writeAll(image.traceFD, line.json)
     }
     return step.decision.cValue
 }
@@ -190,9 +192,8 @@ public func blkfaultEngineBypass(_ handle: Int32, _ what: UnsafePointer<CChar>) 
     writeAll(2, "blkfault: warning: I/O on \(image.path) through \(how) bypasses blkfault: it is not seen, "
         + "traced or failed, so rules do not apply to it (blkfault sees libc read/write calls only; "
         + "for QEMU use aio=threads, qemu-io -i threads)\n")
-    let traceFD = configuration.withLock { $0?.traceFD ?? -1 }
-    if traceFD >= 0 {
-        writeAll(traceFD, "{\"pid\":\(getpid()),\"tid\":\(blkfault_current_tid()),\"image\":" + TraceLine.quote(image.path)
+    if image.traceFD >= 0 {
+        writeAll(image.traceFD, "{\"pid\":\(getpid()),\"tid\":\(blkfault_current_tid()),\"image\":" + TraceLine.quote(image.path)
             + ",\"bypass\":" + TraceLine.quote(how) + ",\"note\":\"I/O through this way is not traced and no rule applies to it\"}\n")
     }
 }

@@ -129,8 +129,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true)
             case .writeZeroes:
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
-            case .truncate:
-                shadow.noteTruncate(to: op.offset)
             default: break
             }
         }

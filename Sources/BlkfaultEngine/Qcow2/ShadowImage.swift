@@ -33,7 +33,6 @@ public struct ShadowImage: Sendable {
     public private(set) var dataClusters: Set<UInt64> = []
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
-    public private(set) var fileSize: UInt64
     /// Host cluster indices that held metadata or data we saw released (an old L1
     /// or refcount table after a move, a discarded data cluster): QEMU reuses them
     /// first, possibly without their refcount ever reaching 0 on disk.
@@ -52,7 +51,6 @@ public struct ShadowImage: Sendable {
         var header = try Qcow2Header(bytes: first)
         if let cluster0 = file.read(offset: 0, count: Int(header.clusterSize)) { header.parseExtensions(cluster0: cluster0) }
         self.header = header
-        fileSize = file.size
         l1 = []; reftable = []
         try loadL1(file)
         try loadReftable(file)
@@ -104,7 +102,7 @@ public struct ShadowImage: Sendable {
 
     /// Whether a refcount block on disk describes this host cluster.
     public func isCovered(clusterOffset: UInt64) -> Bool {
-        let index = (clusterOffset >> UInt64(header.clusterBits)) / header.refblockEntries
+        let index = reftableIndex(clusterOffset: clusterOffset)
         return index < UInt64(reftable.count) && reftable[Int(index)] & Qcow2Entry.offsetMask != 0
     }
 
@@ -113,36 +111,18 @@ public struct ShadowImage: Sendable {
         (clusterOffset >> UInt64(header.clusterBits)) / header.refblockEntries
     }
 
-    /// The refcount of a host cluster as it is on disk now (0 if no refblock covers it).
-    public mutating func refcountOnDisk(clusterOffset: UInt64, file: ImageReader) -> UInt64 {
-        let cluster = clusterOffset >> UInt64(header.clusterBits)
-        let index = cluster / header.refblockEntries
-        guard index < UInt64(reftable.count) else { return 0 }
-        let block = reftable[Int(index)] & Qcow2Entry.offsetMask
-        guard block != 0 else { return 0 }
-        if refblockData[block] == nil {
-            guard let b = file.read(offset: block, count: Int(clusterSize)), b.count == Int(clusterSize) else { return 0 }
-            refblockData[block] = b
-        }
-        return Self.refcount(in: refblockData[block]!, index: cluster % header.refblockEntries, bits: header.refcountBits)
-    }
-
     /// Host cluster indices whose refcount goes from 0 to non-zero when `newContent`
     /// replaces the refblock at `block` (a whole-block write), excluding known metadata.
     public mutating func newlyReferencedClusters(block: UInt64, newContent: [UInt8], file: ImageReader) -> [UInt64] {
-        guard newContent.count == Int(clusterSize), let index = refblocks[block] else { return [] }
-        if refblockData[block] == nil {
-            guard let b = file.read(offset: block, count: Int(clusterSize)), b.count == Int(clusterSize) else { return [] }
-            refblockData[block] = b
-        }
-        let old = refblockData[block]!
+        guard newContent.count == Int(clusterSize), let index = refblocks[block],
+              let old = refblockContent(block, file: file) else { return [] }
         var result: [UInt64] = []
         let bits = header.refcountBits
         var i: UInt64 = 0
         while i < header.refblockEntries {
             let cluster = index * header.refblockEntries + i
-            if Self.refcount(in: newContent, index: i, bits: bits) != 0,
-               Self.refcount(in: old, index: i, bits: bits) == 0 || releasedClusters.contains(cluster),
+            if RefcountBlock.entry(newContent, i, bits: bits) != 0,
+               RefcountBlock.entry(old, i, bits: bits) == 0 || releasedClusters.contains(cluster),
                case .unreferenced = region(at: cluster << UInt64(header.clusterBits)) {
                 result.append(cluster)
                 releasedClusters.remove(cluster)
@@ -152,8 +132,12 @@ public struct ShadowImage: Sendable {
         return result
     }
 
-    static func refcount(in block: [UInt8], index: UInt64, bits: UInt64) -> UInt64 {
-        RefcountBlock.entry(block, index, bits: bits)
+    /// A refblock as it is on disk: learnt from the I/O, read from the file the first time.
+    private mutating func refblockContent(_ block: UInt64, file: ImageReader) -> [UInt8]? {
+        if let known = refblockData[block] { return known }
+        guard let b = file.read(offset: block, count: Int(clusterSize)), b.count == Int(clusterSize) else { return nil }
+        refblockData[block] = b
+        return b
     }
 
     // MARK: Learning from I/O (both directions: what was read is what is on disk)
@@ -161,7 +145,6 @@ public struct ShadowImage: Sendable {
     /// Takes in data that is now on disk at `offset` (a completed write, or a read).
     public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
         guard !data.isEmpty else { return }
-        fileSize = max(fileSize, offset + UInt64(data.count))
         var pos = 0
         while pos < data.count {
             let at = offset + UInt64(pos)
@@ -186,11 +169,8 @@ public struct ShadowImage: Sendable {
         case .l2Table:
             learnL2Entries(data)
         case .refcountBlock(let block, _):
-            if refblockData[block] == nil, data.count < Int(clusterSize) {
-                refblockData[block] = file.read(offset: block, count: Int(clusterSize))
-            }
             if data.count == Int(clusterSize) { refblockData[block] = data }
-            else if var b = refblockData[block] {
+            else if var b = refblockContent(block, file: file) {
                 let start = Int(offset - block)
                 b.replaceSubrange(start..<min(b.count, start + data.count), with: data.prefix(b.count - start))
                 refblockData[block] = b
@@ -262,8 +242,6 @@ public struct ShadowImage: Sendable {
         }
         return false
     }
-
-    public mutating func noteTruncate(to size: UInt64) { fileSize = size }
 
     /// A data cluster was freed.
     public mutating func forgetData(clusterOffset: UInt64) {
