@@ -10,6 +10,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The CLI spawns targets (trace, sweep) with these; the preloaded engine never links them.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
     ],
     targets: [
         // Plumbing: libc entry points, fd -> image table, re-entrancy guard. No policy.
@@ -28,6 +31,8 @@ let package = Package(
             dependencies: [
                 "BlkfaultEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Sources/blkfault"
         ),

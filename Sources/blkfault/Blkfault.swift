@@ -3,7 +3,7 @@ import Foundation
 
 /// `blkfault`: run programs under libblkfault.so, check rule files, list events, map qcow2 images.
 @main
-struct Blkfault: ParsableCommand {
+struct Blkfault: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blkfault",
         abstract: "QEMU's blkdebug fault injection for unmodified programs (LD_PRELOAD).",
@@ -13,14 +13,18 @@ struct Blkfault: ParsableCommand {
             of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
             BLKFAULT_MODEL (qemu-7.2, the default, or raw).
             """,
-        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self]
+        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, Trace.self, Sweep.self]
     )
 
     /// Runs the command; our own errors print as `blkfault: ...` with their exit status.
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
         } catch let error as BlkfaultError {
             printError(error.description)
             Foundation.exit(error.exitCode)
@@ -46,6 +50,7 @@ enum BlkfaultError: Error, CustomStringConvertible {
     case notQcow2(String, String)
     case missingTool(String)
     case demo(String)
+    case sweep(String)
 
     var description: String {
         let message: String
@@ -63,6 +68,7 @@ enum BlkfaultError: Error, CustomStringConvertible {
         case .notQcow2(let f, let why): message = "\(f): not a usable qcow2 image: \(why)"
         case .missingTool(let t): message = "\(t) not found in PATH: install qemu-utils (apt-get install -y qemu-utils)"
         case .demo(let m): message = "demo: \(m)"
+        case .sweep(let m): message = "sweep: \(m)"
         }
         return "blkfault: " + message
     }
