@@ -16,6 +16,10 @@ public struct Step: Sendable {
     public var ruleLine: Int?
     /// Events raised after the request (pwritev_done).
     public var eventsAfter: [BlkdebugEvent] = []
+    /// The raise (and seed) that chose the [inject-error] rule that decided, if it has a trigger.
+    public var ruleChoice: Choice?
+    /// blkfault's actions on this request.
+    public var effects = Effects()
 }
 
 /// One blkdebug node's worth of state for one image: the rules, and the
@@ -23,6 +27,7 @@ public struct Step: Sendable {
 /// `(operation) -> decision`, driven by the preload or by a test.
 public struct ImageEngine: Sendable {
     public private(set) var rules: BlkdebugRules
+    public private(set) var actions: ActionRules
     private var model: Model
     /// Why the image is followed in raw mode, if it is.
     public private(set) var rawReason: String?
@@ -34,8 +39,10 @@ public struct ImageEngine: Sendable {
         case pending(RawClassifier)
     }
 
-    public init(rules: RuleSet, file: ImageReader, model choice: ModelChoice = .qemu72) {
-        self.rules = BlkdebugRules(rules)
+    /// `seed`: the run's seed for rules with a probability and no seed of their own.
+    public init(rules: RuleSet, file: ImageReader, model choice: ModelChoice = .qemu72, seed: UInt64 = 0) {
+        self.rules = BlkdebugRules(rules, seed: seed)
+        actions = ActionRules(rules.actionRules, seed: seed)
         if choice == .rawOnly {
             model = .raw(RawClassifier())
             rawReason = "raw model chosen"
@@ -76,27 +83,47 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
-        for e in step.events { _ = rules.raise(e) }
+        var armed: [ActionRules.Armed] = []
+        for e in step.events {
+            let state = rules.state
+            _ = rules.raise(e)
+            if !actions.isEmpty { actions.raise(e, state: state, occurrence: rules.occurrences(of: e), into: &armed) }
+        }
         step.stateAfter = rules.state
         if let iotype = op.kind.ioType,
            let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {
             step.ruleLine = hit.line
-            step.decision = hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
+            step.ruleChoice = hit.choice
+            step.effects.delayNs = hit.delayNs
+            step.decision = hit.errno == 0 ? .perform : hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
         }
-        if step.decision != .perform {
+        if !actions.isEmpty {
+            actions.apply(armed, to: op, decision: &step.decision, header: shadow?.header, effects: &step.effects)
+        }
+        switch step.decision {
+        case .perform, .crash, .torn(_, .crash, _): return step
+        case .fail, .pretendSuccess, .torn:
             // blkdebug failed the request: the block layer still finishes it.
             step.eventsAfter = classifyAfter(op, performed: false, succeeded: false, file: file)
-            for e in step.eventsAfter { _ = rules.raise(e) }
+            raiseAfter(step.eventsAfter)
             step.stateAfter = rules.state
+            return step
         }
-        return step
     }
 
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
-        for e in events { _ = rules.raise(e) }
+        raiseAfter(events)
         return events
+    }
+
+    private mutating func raiseAfter(_ events: [BlkdebugEvent]) {
+        for e in events {
+            let state = rules.state
+            _ = rules.raise(e)
+            if !actions.isEmpty { actions.raiseAfter(e, state: state, occurrence: rules.occurrences(of: e)) }
+        }
     }
 
     private mutating func classifyBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
