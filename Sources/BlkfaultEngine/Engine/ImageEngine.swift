@@ -97,6 +97,7 @@ public struct ImageEngine: Sendable {
             step.effects.delayNs = hit.delayNs
             step.decision = hit.errno == 0 ? .perform : hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
         }
+        rules.endRequest()
         if !actions.isEmpty {
             actions.apply(armed, to: op, decision: &step.decision, header: shadow?.header, effects: &step.effects)
         }

@@ -20,12 +20,14 @@ public struct BlkdebugRules: Sendable {
     /// blkfault: draws of the rules with a probability, and what chose each active rule.
     private var dice: Dice
     private var choices: [Choice?]
+    private let hasTriggers: Bool
 
     /// `seed`: the run's seed, for rules with a probability and no seed of their own.
     public init(_ rules: RuleSet, seed: UInt64 = 0) {
         raises = Array(repeating: 0, count: BlkdebugEvent.allCases.count)
         dice = Dice(seeds: rules.injectRules.map { $0.trigger?.seed ?? seed }, lines: rules.injectRules.map(\.line))
         choices = Array(repeating: nil, count: rules.injectRules.count)
+        hasTriggers = rules.injectRules.contains { $0.trigger != nil }
         injectRules = rules.injectRules
         setStateRules = rules.setStateRules
         let injects = RulesByEvent(rules.injectRules.map(\.event))
@@ -120,6 +122,14 @@ public struct BlkdebugRules: Sendable {
                                   immediately: rule.immediately, delayNs: rule.delayNs, choice: choices[Int(index)])
         }
         return nil
+    }
+
+    /// blkfault: a rule with occurrence or probability acts only on the request during
+    /// which its chosen raise happened (or, for an event raised after a request, the next
+    /// one), never on the I/O that follows: called once that request was checked.
+    public mutating func endRequest() {
+        guard hasTriggers else { return }
+        active.removeAll { injectRules[Int($0)].trigger != nil }
     }
 
     /// A rule's `state` filter: 0 matches any state.

@@ -1,5 +1,6 @@
 /// blkfault's extra conditions on a rule (not blkdebug's): which raise of its event it
-/// acts on. A rule with a trigger is chosen (or not) afresh at every raise of its event.
+/// acts on. A rule with a trigger is chosen (or not) afresh at every raise of its event,
+/// and acts only on the request during which the chosen raise happened.
 public struct Trigger: Sendable, Equatable {
     /// Act only on the Nth raise of the event (1-based), counted per image in this process.
     public var occurrence: UInt64?
