@@ -10,13 +10,20 @@ struct Validate: ParsableCommand {
     )
 
     @Argument(help: ArgumentHelp("Rule files.", valueName: "RULES"))
-    var files: [String]
+    var files: [String] = []
+
+    @Flag(help: "Print every section and key, and whether real blkdebug accepts it (markdown), and exit.")
+    var syntax = false
 
     func validate() throws {
-        if files.isEmpty { throw ValidationError("give at least one rule file") }
+        if files.isEmpty && !syntax { throw ValidationError("give at least one rule file") }
     }
 
     func run() throws {
+        if syntax {
+            print(RuleFile.syntaxTable, terminator: "")
+            return
+        }
         var failed = false
         for (n, file) in files.enumerated() {
             if n > 0 { say() }
