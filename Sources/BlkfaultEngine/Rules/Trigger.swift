@@ -22,6 +22,11 @@ public struct Choice: Sendable, Equatable {
     public var occurrence: UInt64
     /// The seed of the draw, when the rule has a probability.
     public var seed: UInt64?
+
+    public init(occurrence: UInt64, seed: UInt64?) {
+        self.occurrence = occurrence
+        self.seed = seed
+    }
 }
 
 /// The draws of the rules that have a probability: one SplitMix64 stream per rule, so a
