@@ -56,6 +56,23 @@ import Testing
         #expect(try Self.plain(other, ["read -P 0xaa 0 64k"]).stdout.contains("Pattern verification failed"))
     }
 
+    /// Past BLKFAULT_UNSYNCED_LIMIT the pre-images are dropped: blkfault says so, and the
+    /// crash undoes nothing rather than leave a half-undone file.
+    @Test func unsyncedBoundIsSaidAndNothingIsUndone() throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let t = s.path("t.json")
+        let r = try Self.io(Self.rules("power-loss-after-overwrite.cfg"), image,
+                            ["write -P 0xaa 0 64k", "flush", "write -P 0xbb 0 64k", "flush"],
+                            trace: t, env: ["BLKFAULT_UNSYNCED_LIMIT": "4096"])
+        #expect(r.status == SIGKILL, "\(r)")
+        #expect(r.stderr.contains("more than 4096 bytes written to \(image) since its last flush"), "\(r)")
+        #expect(r.stderr.contains("lose-unsynced: over the 4096-byte bound since the last flush; nothing undone"), "\(r)")
+        #expect(try Self.trace(t).contains { ($0["note"] as? String)?.contains("nothing undone") == true })
+        #expect(try Self.plain(image, ["read -P 0xbb 0 64k"]).status == 0)
+    }
+
     // MARK: [torn-write]
 
     @Test func tornL2UpdateLeaksTheNewCluster() throws {

@@ -16,7 +16,7 @@ public struct Step: Sendable {
     public var ruleLine: Int?
     /// Events raised after the request (pwritev_done).
     public var eventsAfter: [BlkdebugEvent] = []
-    /// The raise (and seed) that chose the [inject-error] rule that decided, if it has a trigger.
+    /// The raise (and seed) that activated the [inject-error] rule that decided.
     public var ruleChoice: Choice?
     /// blkfault's actions on this request.
     public var effects = Effects()

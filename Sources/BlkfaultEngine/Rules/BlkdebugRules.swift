@@ -17,7 +17,7 @@ public struct BlkdebugRules: Sendable {
     private var active: [Int32] = []
     /// blkfault: raises of each event so far (occurrence), per image.
     private var raises: [UInt64]
-    /// blkfault: draws of the rules with a probability, and what chose each active rule.
+    /// blkfault: draws of the rules with a probability, and the raise that activated each rule.
     private var dice: Dice
     private var choices: [Choice?]
     private let hasTriggers: Bool
@@ -75,6 +75,9 @@ public struct BlkdebugRules: Sendable {
                 }
             } else if !Self.matches(rule.state, before) {
                 continue
+            } else {
+                // For the trace: the raise that activated the rule.
+                choices[Int(index)] = Choice(occurrence: raises[event.rawValue], seed: nil)
             }
             if !replaced {
                 active.removeAll(keepingCapacity: true)

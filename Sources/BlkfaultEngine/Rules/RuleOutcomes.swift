@@ -40,6 +40,6 @@ public struct InjectDecision: Sendable, Equatable {
     public let immediately: Bool
     /// QEMU 11.1's delay-ns; with errno 0 the request is performed after it.
     public var delayNs: UInt64 = 0
-    /// blkfault: the raise (and seed) that chose a rule with occurrence or probability.
+    /// blkfault: the raise of its event (and the seed, for a probability) that activated the rule.
     public var choice: Choice? = nil
 }
