@@ -72,6 +72,23 @@ import BlkfaultEngine
         #expect(r.read(68608, 1024).effects.patches.isEmpty)
     }
 
+    @Test func tornL2WritePredictsTheLostEntries() throws {
+        var setup = try Replay(freshQcow2())
+        setup.file.write(offset: 2048, data: setup.refblock(2048, settingClusters: Array(67...196)))
+        setup.file.write(offset: 3072, data: be64((1 << 63) | 68608))
+        setup.file.write(offset: 68608, data: l2Slice(size: 1024, host: 69632, count: 64, cluster: 1024))
+        var r = try Replay(setup.file, rules: "[torn-write]\nevent = \"l2_update\"\nkeep-sectors = \"1\"\n")
+        r.open()
+        r.read(68608, 1024)
+        // Entries 10 (in the kept sector) and 100 (past it) change; only 100 is lost.
+        var table = l2Slice(size: 1024, host: 69632, count: 64, cluster: 1024)
+        table.replaceSubrange(80..<88, with: be64((1 << 63) | 200704))
+        table.replaceSubrange(800..<808, with: be64((1 << 63) | 201728))
+        let step = r.write(68608, table)
+        #expect(step.decision == .torn(keep: 512, then: .crash, loseUnsynced: false))
+        #expect(step.effects.lostL2Entries == [LostL2Entry(guestOffset: 100 * 1024, onDisk: 0, written: (1 << 63) | 201728)])
+    }
+
     @Test func plainRulesTakeNoAction() throws {
         let steps = try Self.s1("[inject-error]\nevent = \"l1_update\"\nerrno = \"5\"\n")
         #expect(steps["l1 write"]?.decision == .fail(errno: 5))

@@ -11,6 +11,9 @@ public struct Effects: Sendable {
     public var crashAfter: Bool?
     /// The action rules that acted, for the trace.
     public var taken: [TakenAction] = []
+    /// A torn write of an L2 table: the entries it changes that will not reach the file
+    /// (the prediction of what the image will lack).
+    public var lostL2Entries: [LostL2Entry] = []
 
     public var isEmpty: Bool { delayNs == 0 && breakTag == nil && patches.isEmpty && crashAfter == nil && taken.isEmpty }
     /// Something for the preload to do after the request.
@@ -24,4 +27,18 @@ public struct TakenAction: Sendable {
     public var choice: Choice
     /// For [corrupt]: where in the buffer.
     public var patch: BufferPatch?
+}
+
+/// An L2 entry a torn write would have changed but does not reach the file.
+public struct LostL2Entry: Sendable, Equatable {
+    /// The guest offset the entry maps.
+    public var guestOffset: UInt64
+    /// What the file keeps.
+    public var onDisk: UInt64
+    /// What the program wrote.
+    public var written: UInt64
+
+    public init(guestOffset: UInt64, onDisk: UInt64, written: UInt64) {
+        self.guestOffset = guestOffset; self.onDisk = onDisk; self.written = written
+    }
 }

@@ -100,6 +100,7 @@ public struct ImageEngine: Sendable {
         rules.endRequest()
         if !actions.isEmpty {
             actions.apply(armed, to: op, decision: &step.decision, header: shadow?.header, effects: &step.effects)
+            if case .torn(let keep, _, _) = step.decision { step.effects.lostL2Entries = lostL2Entries(op, keep: keep, file: file) }
         }
         switch step.decision {
         case .perform, .crash, .torn(_, .crash, _): return step
@@ -144,6 +145,31 @@ public struct ImageEngine: Sendable {
         case .pending(var c):
             let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .pending(c); return e
         }
+    }
+
+    /// The L2 entries of a torn write past the kept bytes that differ from the file.
+    private func lostL2Entries(_ op: Operation, keep: UInt64, file: ImageReader) -> [LostL2Entry] {
+        guard let shadow, let bytes = op.bytes, case .l2Table(let table, let l1Index) = shadow.region(at: op.offset) else { return [] }
+        let width = shadow.header.l2EntrySize
+        // The first entry not wholly kept.
+        let first = (op.offset - table + keep) / width
+        let last = (op.offset - table + op.length) / width
+        guard first < last else { return [] }
+        let start = table + first * width
+        let written = bytes(Int(start - op.offset), Int((last - first) * width))
+        let onDisk = file.read(offset: start, count: Int((last - first) * width)) ?? []
+        var lost: [LostL2Entry] = []
+        for k in 0..<Int(last - first) {
+            let at = k * Int(width)
+            guard at + 8 <= written.count else { break }
+            let new = written.be64(at: at)
+            let old = at + 8 <= onDisk.count ? onDisk.be64(at: at) : 0
+            if new != old {
+                let guest = l1Index * shadow.header.bytesPerL1Entry + (first + UInt64(k)) * shadow.clusterSize
+                lost.append(LostL2Entry(guestOffset: guest, onDisk: old, written: new))
+            }
+        }
+        return lost
     }
 
     /// An image created by the program becomes qcow2 once its header is on disk.

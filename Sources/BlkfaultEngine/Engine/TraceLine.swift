@@ -34,6 +34,11 @@ public struct TraceLine {
         if let line = step.ruleLine { s += ",\"rule_line\":\(line)" }
         if let choice = step.ruleChoice { s += Self.choice(choice) }
         if step.effects.delayNs > 0 { s += ",\"delay_ns\":\(step.effects.delayNs)" }
+        if !step.effects.lostL2Entries.isEmpty {
+            s += ",\"lost_l2_entries\":[" + step.effects.lostL2Entries.map {
+                "{\"guest_offset\":\($0.guestOffset),\"on_disk\":\"0x\(String($0.onDisk, radix: 16))\",\"written\":\"0x\(String($0.written, radix: 16))\"}"
+            }.joined(separator: ",") + "]"
+        }
         if !step.effects.taken.isEmpty {
             s += ",\"actions\":[" + step.effects.taken.map(Self.taken).joined(separator: ",") + "]"
         }
