@@ -37,6 +37,8 @@ final class TrackedImage: Sendable {
     let traceFD: Int32
     /// blkfault's actions (Actions.swift); nil when the rule file has none.
     let actions: ActionState?
+    /// BLKFAULT_SHARED_STATE (SharedState.swift); nil unless set.
+    let shared: SharedState? = sharedState
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
         self.path = path
@@ -172,7 +174,9 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
     guard let image = image(handle), let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
     let (step, model) = image.engine.withLock { engine in
-        (engine.before(operation, file: image.reader), engine.modelName)
+        if let shared = image.shared { shared.take(into: &engine) }
+        defer { if let shared = image.shared { shared.leave(from: engine) } }
+        return (engine.before(operation, file: image.reader), engine.modelName)
     }
     if image.traceFD >= 0 {
         let line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: image.path, model: model, op: operation, step: step)
@@ -189,7 +193,9 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
     // A short read or write: only what was transferred is on disk / in the buffer.
     if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
     image.engine.withLock { engine in
+        if let shared = image.shared { shared.take(into: &engine) }
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
+        if let shared = image.shared { shared.leave(from: engine) }
     }
     // After the engine learnt what the file holds: a [corrupt] alters only the buffer.
     if let actions = image.actions { finish(image, actions, operation, iov: iov, iovcnt: iovcnt, result: result) }

@@ -248,4 +248,24 @@ import Testing
         #expect(try bytes(image).range(of: pattern) != nil)
         #expect(try run(Built.cli, ["wait-break", "data", "--control", control, "--timeout", "0.2"]).status == 1)
     }
+
+    // MARK: state shared by the processes of a run
+
+    @Test func sharedStateSpansProcesses() throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let script = "\(qemuIO) -f qcow2 -c 'write 0 4k' \(image); \(qemuIO) -f qcow2 -c 'read 0 4k' \(image)"
+        func runBoth(_ extra: [String]) throws -> Outcome {
+            try run(Built.cli, ["run", "-c", Self.rules("state-across-processes.cfg"), "-i", image, "--library", Built.library]
+                    + extra + ["--", "/bin/bash", "-c", script])
+        }
+        let separate = try runBoth([])
+        #expect(separate.stdout.contains("read 4096/4096 bytes at offset 0"), "\(separate)")
+        let stateFile = s.path("state")
+        let shared = try runBoth(["--shared-state", stateFile])
+        #expect(shared.stdout.contains("wrote 4096/4096 bytes at offset 0"), "\(shared)")
+        #expect(shared.stdout.contains("read failed: Input/output error"), "\(shared)")
+        #expect(try bytes(stateFile) == Data([2, 0, 0, 0]))
+    }
 }

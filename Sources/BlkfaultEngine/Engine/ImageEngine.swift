@@ -72,6 +72,9 @@ public struct ImageEngine: Sendable {
         return nil
     }
 
+    /// blkfault: the state other processes of the run left (BLKFAULT_SHARED_STATE).
+    public mutating func adoptState(_ state: Int32) { rules.adoptState(state) }
+
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
         if case .qcow2(var c) = model { c.writable = c.writable || writable; model = .qcow2(c) }

@@ -39,6 +39,9 @@ public struct BlkdebugRules: Sendable {
         active.reserveCapacity(rules.injectRules.count)
     }
 
+    /// blkfault: takes the state another process left (state shared by one `blkfault run`).
+    public mutating func adoptState(_ shared: Int32) { state = shared }
+
     /// How often `event` was raised so far (the current raise's occurrence right after `raise`).
     public func occurrences(of event: BlkdebugEvent) -> UInt64 { raises[event.rawValue] }
 
