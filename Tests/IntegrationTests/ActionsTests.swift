@@ -129,6 +129,22 @@ import Testing
         #expect(try Self.plain(image, ["read -P 0x11 0 4k"], readOnly: true).status == 0)
     }
 
+    @Test func bitRotInAGuestDataRead() throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        #expect(try Self.plain(image, ["write -P 0x11 0 64k"]).status == 0)
+        let before = try bytes(image)
+        let r = try Self.io(Self.rules("bit-rot-data-read.cfg"), image, ["read -P 0x11 0 4k", "read -P 0x11 0 4k"])
+        // once: only the first read sees it.
+        #expect(r.stdout.components(separatedBy: "Pattern verification failed").count == 2, "\(r)")
+        // Byte 100 (0x64) with its low bit flipped, nothing else.
+        let dump = try Self.io(Self.rules("bit-rot-data-read.cfg"), image, ["read -v 0 128"])
+        #expect(dump.stdout.contains("00000060:  11 11 11 11 10 11 11 11 11 11 11 11 11 11 11 11"), "\(dump)")
+        #expect(dump.stdout.components(separatedBy: " 10 ").count == 2, "\(dump)")
+        #expect(try bytes(image) == before)
+    }
+
     @Test func corruptHeaderFieldRefusesReadWriteOpen() throws {
         try requireTools()
         let s = try Scratch()
