@@ -35,12 +35,17 @@ final class TrackedImage: Sendable {
     let bypassReported = Atomic<Bool>(false)
     /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.
     let traceFD: Int32
+    /// blkfault's actions (Actions.swift); nil when the rule file has none.
+    let actions: ActionState?
+    /// BLKFAULT_SHARED_STATE (SharedState.swift); nil unless set.
+    let shared: SharedState? = sharedState
 
-    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32) {
+    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
         self.path = path
         self.engine = Mutex(engine)
         self.reader = reader
         self.traceFD = traceFD
+        self.actions = actions
     }
 }
 
@@ -49,6 +54,8 @@ struct Configuration: Sendable {
     var rules: RuleSet
     var model: ModelChoice
     var traceFD: Int32
+    /// For rules with a probability (BLKFAULT_SEED or random).
+    var seed: UInt64 = 0
 }
 
 let images = Mutex<[TrackedImage]>([])
@@ -95,7 +102,13 @@ func loadConfiguration() -> Configuration {
             traceFD = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             if traceFD < 0 { fatal("BLKFAULT_TRACE: cannot open '\(path)': " + String(cString: strerror(errno))) }
         }
-        let c = Configuration(rules: rules, model: model, traceFD: traceFD)
+        var c = Configuration(rules: rules, model: model, traceFD: traceFD)
+        if rules.usesProbability {
+            c.seed = runSeed()
+            if traceFD >= 0 {
+                writeAll(traceFD, "{\"pid\":\(getpid()),\"seed\":\(c.seed),\"note\":\"seed of the probability rules without their own (replay: BLKFAULT_SEED=\(c.seed))\"}\n")
+            }
+        }
         config = c
         return c
     }
@@ -114,12 +127,14 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         }
         let readFD = open(path, O_RDONLY | O_CLOEXEC)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
-        var engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
+        var engine = ImageEngine(rules: config.rules, file: reader, model: config.model, seed: config.seed)
         engine.noteOpen(writable: writable)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
         }
-        list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD))
+        let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
+            : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())
+        list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions))
         return Int32(list.count - 1)
     }
 }
@@ -159,12 +174,15 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
     guard let image = image(handle), let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
     let (step, model) = image.engine.withLock { engine in
-        (engine.before(operation, file: image.reader), engine.modelName)
+        if let shared = image.shared { shared.take(into: &engine) }
+        defer { if let shared = image.shared { shared.leave(from: engine) } }
+        return (engine.before(operation, file: image.reader), engine.modelName)
     }
     if image.traceFD >= 0 {
         let line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: image.path, model: model, op: operation, step: step)
         writeAll(image.traceFD, line.json)
     }
+    if let actions = image.actions { return carryOut(image, actions, fd: fd, operation, iov: iov, iovcnt: iovcnt, step) }
     return step.decision.cValue
 }
 
@@ -175,8 +193,12 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
     // A short read or write: only what was transferred is on disk / in the buffer.
     if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
     image.engine.withLock { engine in
+        if let shared = image.shared { shared.take(into: &engine) }
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
+        if let shared = image.shared { shared.leave(from: engine) }
     }
+    // After the engine learnt what the file holds: a [corrupt] alters only the buffer.
+    if let actions = image.actions { finish(image, actions, operation, iov: iov, iovcnt: iovcnt, result: result) }
 }
 
 @_cdecl("blkfault_engine_detach")

@@ -8,12 +8,14 @@ struct Blkfault: AsyncParsableCommand {
         commandName: "blkfault",
         abstract: "QEMU's blkdebug fault injection for unmodified programs (LD_PRELOAD).",
         discussion: """
-            Rule files use QEMU blkdebug's format ([inject-error] and [set-state] sections). \
+            Rule files use QEMU blkdebug's format ([inject-error] and [set-state] sections), plus \
+            blkfault's [crash], [torn-write], [corrupt] and [break] (see `blkfault validate --syntax`). \
             libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
             of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
             BLKFAULT_MODEL (qemu-7.2, the default, or raw).
             """,
-        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, Trace.self, Sweep.self]
+        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, Trace.self, Sweep.self,
+                      WaitBreak.self, Resume.self]
     )
 
     /// Runs the command; our own errors print as `blkfault: ...` with their exit status.

@@ -31,6 +31,15 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Write a trace of recognised events to FILE.", valueName: "FILE"))
     var trace: String?
 
+    @Option(help: ArgumentHelp("Seed for rules with a probability (sets BLKFAULT_SEED).", valueName: "N"))
+    var seed: UInt64?
+
+    @Option(help: ArgumentHelp("Directory of [break] control sockets (sets BLKFAULT_CONTROL).", valueName: "DIR"))
+    var control: String?
+
+    @Option(help: ArgumentHelp("Share the blkdebug state among all processes of the run through FILE (emptied first: the state starts at 1; sets BLKFAULT_SHARED_STATE).", valueName: "FILE"))
+    var sharedState: String?
+
     @Option(help: ArgumentHelp("The libblkfault.so to preload.", valueName: "PATH"))
     var library: String?
 
@@ -55,6 +64,15 @@ struct Run: ParsableCommand {
             setenv("BLKFAULT_IMAGE", images.map(Paths.absolute).joined(separator: ":"), 1)
         }
         if let trace { setenv("BLKFAULT_TRACE", Paths.absolute(trace), 1) }
+        if let seed { setenv("BLKFAULT_SEED", String(seed), 1) }
+        if let control { setenv("BLKFAULT_CONTROL", Paths.absolute(control), 1) }
+        if let sharedState {
+            let path = Paths.absolute(sharedState)
+            guard FileManager.default.createFile(atPath: path, contents: Data()) else {
+                throw BlkfaultError.cannotOpen(path, "cannot create the shared state file")
+            }
+            setenv("BLKFAULT_SHARED_STATE", path, 1)
+        }
 
         fflush(nil)
         let cArgs = argv.map { strdup($0) } + [nil]

@@ -10,13 +10,20 @@ struct Validate: ParsableCommand {
     )
 
     @Argument(help: ArgumentHelp("Rule files.", valueName: "RULES"))
-    var files: [String]
+    var files: [String] = []
+
+    @Flag(help: "Print every section and key, and whether real blkdebug accepts it (markdown), and exit.")
+    var syntax = false
 
     func validate() throws {
-        if files.isEmpty { throw ValidationError("give at least one rule file") }
+        if files.isEmpty && !syntax { throw ValidationError("give at least one rule file") }
     }
 
     func run() throws {
+        if syntax {
+            print(RuleFile.syntaxTable, terminator: "")
+            return
+        }
         var failed = false
         for (n, file) in files.enumerated() {
             if n > 0 { say() }
@@ -54,9 +61,34 @@ enum RuleCheck {
         return IOType.allCases.filter { mask.contains($0) }.map(\.name).joined(separator: ",")
     }
 
+    static func triggerText(_ t: Trigger?) -> String {
+        guard let t else { return "" }
+        var s = ""
+        if let n = t.occurrence { s += " occurrence=\(n)" }
+        if let p = t.probability { s += " probability=\(p) seed=\(t.seed.map(String.init) ?? "BLKFAULT_SEED or random")" }
+        return s
+    }
+
+    static func actionText(_ a: Action) -> String {
+        switch a {
+        case .crash(let after, let lose): "-> SIGKILL \(after ? "after" : "before") the request\(lose ? ", losing unsynced writes" : "")"
+        case .tornWrite(let keep, let then, let lose):
+            switch then {
+            case .crash: "-> keep \(keep) bytes, then SIGKILL\(lose ? ", losing earlier unsynced writes" : "")"
+            case .fail(let e): "-> keep \(keep) bytes, then fail with \(errnoText(e))"
+            }
+        case .corrupt(.byte(let offset, let mask)): "-> read buffer byte \(offset) ^= 0x\(String(mask, radix: 16))"
+        case .corrupt(.entry(let index, let value)): "-> read buffer entry \(index) = 0x\(String(value, radix: 16))"
+        case .corrupt(.field(let field, let value)): "-> header field \(field.name) reads as 0x\(String(value, radix: 16))"
+        case .breakpoint(let tag): "-> stop until `blkfault resume \(tag)`"
+        }
+    }
+
     static func summary(file: String, rules: RuleSet) -> [String] {
-        let n = rules.injectRules.count + rules.setStateRules.count
-        var lines = ["\(file): \(n) rule\(n == 1 ? "" : "s") (\(rules.injectRules.count) inject-error, \(rules.setStateRules.count) set-state)"]
+        let n = rules.injectRules.count + rules.setStateRules.count + rules.actionRules.count
+        var counts = "\(rules.injectRules.count) inject-error, \(rules.setStateRules.count) set-state"
+        if !rules.actionRules.isEmpty { counts += ", \(rules.actionRules.count) blkfault action\(rules.actionRules.count == 1 ? "" : "s")" }
+        var lines = ["\(file): \(n) rule\(n == 1 ? "" : "s") (\(counts))"]
         var rows: [(line: Int, text: String, event: BlkdebugEvent)] = []
         for r in rules.injectRules {
             var t = "[inject-error]\(r.id.map { " \"\($0)\"" } ?? "")  event=\(r.event.name)"
@@ -66,7 +98,16 @@ enum RuleCheck {
             t += " once=\(r.once ? "on" : "off")"
             if r.immediately { t += " immediately=on" }
             t += " iotype=\(iotypeText(r.iotypeMask))"
+            t += triggerText(r.trigger)
+            if r.delayNs > 0 { t += " delay-ns=\(r.delayNs)" }
             rows.append((r.line, t, r.event))
+        }
+        for r in rules.actionRules {
+            var t = "[\(r.action.name)]\(r.id.map { " \"\($0)\"" } ?? "")  event=\(r.event?.name ?? "(reads of the header)")"
+            t += " state=\(r.state == 0 ? "any" : String(r.state))"
+            t += " sector=\(r.sectorOffset < 0 ? "any" : "\(r.sectorOffset / 512) (byte \(r.sectorOffset))")"
+            t += " once=\(r.once ? "on" : "off")" + triggerText(r.trigger) + " " + actionText(r.action)
+            rows.append((r.line, t, r.event ?? .none))
         }
         for r in rules.setStateRules {
             let t = "[set-state]\(r.id.map { " \"\($0)\"" } ?? "")  event=\(r.event.name)"

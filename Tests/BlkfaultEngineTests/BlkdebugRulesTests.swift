@@ -44,7 +44,8 @@ extension BlkdebugRules {
         var node = try rules("[inject-error]\nevent = \"l1_update\"\nonce = \"on\"\n")
         _ = node.raise(.l1Update)
         let decision = node.check(offset: 0, bytes: 8, iotype: .write)
-        #expect(decision == InjectDecision(errno: 5, line: 1, ruleIndex: 0, consumed: true, immediately: false))
+        #expect(decision == InjectDecision(errno: 5, line: 1, ruleIndex: 0, consumed: true, immediately: false,
+                                           choice: Choice(occurrence: 1, seed: nil)))
         #expect(node.write() == nil)
         #expect(!node.hasActiveRules)
         // Deleted from its event too: raising it again activates nothing.
@@ -341,7 +342,8 @@ extension BlkdebugRules {
         var node = try rules("# x\n[inject-error]\nevent = \"none\"\nimmediately = \"on\"\nerrno = \"28\"\n")
         _ = node.raise(.none)
         #expect(node.check(offset: 0, bytes: 1, iotype: .write)
-                == InjectDecision(errno: 28, line: 2, ruleIndex: 0, consumed: false, immediately: true))
+                == InjectDecision(errno: 28, line: 2, ruleIndex: 0, consumed: false, immediately: true,
+                                  choice: Choice(occurrence: 1, seed: nil)))
     }
 
     @Test func hasRulesCountsSetStateRules() throws {

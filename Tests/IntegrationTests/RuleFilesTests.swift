@@ -8,10 +8,18 @@ import Testing
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("rules")
 
-    static var files: [String] {
+    static var allFiles: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: rulesDirectory.path)) ?? [])
             .filter { $0.hasSuffix(".cfg") }.sorted()
     }
+
+    static func text(_ file: String) -> String {
+        (try? String(contentsOf: rulesDirectory.appendingPathComponent(file), encoding: .utf8)) ?? ""
+    }
+
+    /// Plain blkdebug files (a `# parity-test:` line); the others use blkfault's superset
+    /// and name their test in ActionsTests on a `# blkfault-test:` line.
+    static var files: [String] { allFiles.filter { text($0).contains("# parity-test:") } }
 
     /// `# parity-test: cluster_size=N size=S: cmd; cmd`
     static func workload(_ text: String) -> (clusterSize: Int, size: String, commands: [String])? {
@@ -32,7 +40,21 @@ import Testing
     @Test func everyShippedRuleFileIsListed() throws {
         #expect(Self.files.count >= 6)
         let readme = try String(contentsOf: Self.rulesDirectory.appendingPathComponent("README.md"), encoding: .utf8)
-        for f in Self.files { #expect(readme.contains(f), "rules/README.md does not list \(f)") }
+        for f in Self.allFiles { #expect(readme.contains(f), "rules/README.md does not list \(f)") }
+    }
+
+    /// A file that is not plain blkdebug names the test that runs it, and that test exists.
+    @Test func everyExtensionRuleFileHasItsTest() throws {
+        let tests = try String(contentsOf: Self.rulesDirectory.deletingLastPathComponent()
+            .appendingPathComponent("Tests/IntegrationTests/ActionsTests.swift"), encoding: .utf8)
+        let extensions = Self.allFiles.filter { !Self.files.contains($0) }
+        #expect(extensions.count >= 7)
+        for f in extensions {
+            let line = Self.text(f).split(separator: "\n").first { $0.hasPrefix("# blkfault-test: ") }
+            let name = try #require(line, "\(f) has neither '# parity-test:' nor '# blkfault-test:'").dropFirst("# blkfault-test: ".count)
+            #expect(tests.contains("func \(name)("), "\(f) names \(name), which ActionsTests does not define")
+            #expect(tests.contains("\"\(f)\""), "ActionsTests does not use \(f)")
+        }
     }
 
     @Test(arguments: RuleFilesTests.files)

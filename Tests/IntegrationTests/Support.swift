@@ -74,7 +74,8 @@ func run(_ tool: String, _ args: [String], env extra: [String: String] = [:]) th
     process.executableURL = URL(fileURLWithPath: tool)
     process.arguments = args
     var env = ProcessInfo.processInfo.environment
-    for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL"] { env[key] = nil }
+    for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL",
+                "BLKFAULT_SEED", "BLKFAULT_CONTROL", "BLKFAULT_UNSYNCED_LIMIT", "BLKFAULT_SHARED_STATE"] { env[key] = nil }
     env.merge(extra) { $1 }
     process.environment = env
     let out = Pipe(), err = Pipe()

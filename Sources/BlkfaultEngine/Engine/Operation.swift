@@ -57,13 +57,20 @@ public enum Decision: Equatable, Sendable {
     case fail(errno: Int32)
     /// Do not perform; report success (blkdebug's negative errno).
     case pretendSuccess
+    /// blkfault [crash]: SIGKILL before the request reaches the file.
+    case crash(loseUnsynced: Bool)
+    /// blkfault [torn-write]: only the first `keep` bytes reach the file, then `then`.
+    case torn(keep: UInt64, then: TornEnding, loseUnsynced: Bool)
 
-    /// The value `blkfault_engine_before` returns.
+    /// The value `blkfault_engine_before` returns (crash and torn are carried out by the preload).
     public var cValue: Int32 {
         switch self {
         case .perform: return 0
         case .fail(let e): return e
         case .pretendSuccess: return -1
+        case .crash: return 0
+        case .torn(_, .fail(let e), _): return e
+        case .torn(_, .crash, _): return 0
         }
     }
 }

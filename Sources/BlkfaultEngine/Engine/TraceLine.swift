@@ -23,9 +23,46 @@ public struct TraceLine {
         case .perform: s += ",\"action\":\"pass\""
         case .fail(let e): s += ",\"action\":\"fail\",\"errno\":\(e)"
         case .pretendSuccess: s += ",\"action\":\"pretend-success\""
+        case .crash(let lose): s += ",\"action\":\"crash\",\"when\":\"before\",\"lose_unsynced\":\(lose)"
+        case .torn(let keep, let then, let lose):
+            s += ",\"action\":\"torn-write\",\"kept\":\(keep)"
+            switch then {
+            case .crash: s += ",\"then\":\"crash\",\"lose_unsynced\":\(lose)"
+            case .fail(let e): s += ",\"then\":\"fail\",\"errno\":\(e)"
+            }
         }
         if let line = step.ruleLine { s += ",\"rule_line\":\(line)" }
+        if let choice = step.ruleChoice { s += Self.choice(choice) }
+        if step.effects.delayNs > 0 { s += ",\"delay_ns\":\(step.effects.delayNs)" }
+        if !step.effects.lostL2Entries.isEmpty {
+            s += ",\"lost_l2_entries\":[" + step.effects.lostL2Entries.map {
+                "{\"guest_offset\":\($0.guestOffset),\"on_disk\":\"0x\(String($0.onDisk, radix: 16))\",\"written\":\"0x\(String($0.written, radix: 16))\"}"
+            }.joined(separator: ",") + "]"
+        }
+        if !step.effects.taken.isEmpty {
+            s += ",\"actions\":[" + step.effects.taken.map(Self.taken).joined(separator: ",") + "]"
+        }
         return s + "}\n"
+    }
+
+    static func choice(_ c: Choice) -> String {
+        ",\"occurrence\":\(c.occurrence)" + (c.seed.map { ",\"seed\":\($0)" } ?? "")
+    }
+
+    /// One action rule that acted: what it did, its line, and the raise (and seed) that chose it.
+    static func taken(_ t: TakenAction) -> String {
+        var s = "{\"action\":\"\(t.action.name)\",\"rule_line\":\(t.line)" + choice(t.choice)
+        switch t.action {
+        case .crash(let after, let lose): s += ",\"when\":\"\(after ? "after" : "before")\",\"lose_unsynced\":\(lose)"
+        case .tornWrite(let keep, _, _): s += ",\"keep\":\(keep)"
+        case .corrupt:
+            if let p = t.patch {
+                s += ",\"buffer_offset\":\(p.offset),\"" + (p.xor ? "xor" : "set") + "\":\"0x"
+                    + p.bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() + "\""
+            }
+        case .breakpoint(let tag): s += ",\"tag\":" + quote(tag)
+        }
+        return s + "}"
     }
 
     static func list(_ names: [String]) -> String { "[" + names.map { "\"\($0)\"" }.joined(separator: ",") + "]" }

@@ -10,6 +10,9 @@ extension ConfigReader {
         for options in finished where options.section == .setState {
             rules.setStateRules.append(try setStateRule(options))
         }
+        for options in finished where !options.section.isBlkdebug {
+            rules.actionRules.append(try actionRule(options))
+        }
         return rules
     }
 
@@ -17,15 +20,7 @@ extension ConfigReader {
         let event = try event(of: options)
         // Numbers are C `int` / `int64_t` in blkdebug: truncate like C does.
         let sector = Int64(bitPattern: options.numbers["sector"] ?? UInt64.max)
-        var mask = IOTypeMask.blkdebugDefault
-        if let entry = options.entries["iotype"] {
-            guard let type = IOType(name: entry.valueText) else {
-                throw error(entry.line, "invalid parameter value: \(entry.valueText)",
-                            hint: Hint.forValue(entry) ?? didYouMean(entry.valueText, among: IOType.allCases.map(\.name))
-                                ?? "iotype is one of \(IOType.allCases.map(\.name).joined(separator: ", "))")
-            }
-            mask = IOTypeMask(type)
-        }
+        let mask = try iotypeMask(of: options)
         return InjectRule(
             event: event,
             state: Int32(truncatingIfNeeded: options.numbers["state"] ?? 0),
@@ -36,8 +31,20 @@ extension ConfigReader {
             iotypeMask: mask,
             line: options.headerLine,
             index: index,
-            id: options.id.map { String(decoding: $0, as: UTF8.self) }
+            id: options.id.map { String(decoding: $0, as: UTF8.self) },
+            trigger: try trigger(of: options),
+            delayNs: options.numbers["delay-ns"] ?? 0
         )
+    }
+
+    func iotypeMask(of options: RuleOptions) throws(RuleFileError) -> IOTypeMask {
+        guard let entry = options.entries["iotype"] else { return .blkdebugDefault }
+        guard let type = IOType(name: entry.valueText) else {
+            throw error(entry.line, "invalid parameter value: \(entry.valueText)",
+                        hint: Hint.forValue(entry) ?? didYouMean(entry.valueText, among: IOType.allCases.map(\.name))
+                            ?? "iotype is one of \(IOType.allCases.map(\.name).joined(separator: ", "))")
+        }
+        return IOTypeMask(type)
     }
 
     private func setStateRule(_ options: RuleOptions) throws(RuleFileError) -> SetStateRule {
@@ -50,7 +57,7 @@ extension ConfigReader {
         )
     }
 
-    private func event(of options: RuleOptions) throws(RuleFileError) -> BlkdebugEvent {
+    func event(of options: RuleOptions) throws(RuleFileError) -> BlkdebugEvent {
         guard let entry = options.entries["event"] else {
             throw error(options.headerLine, "Missing event name for rule",
                         hint: "every [\(options.section.rawValue)] needs a line event = \"NAME\"")

@@ -1,28 +1,6 @@
 // What QEMU does with each finished section (qemu_config_do_parse → qemu_opts_from_qdict):
 // look the group up, register the id, check and type every parameter.
 
-/// The option groups blkdebug registers, and their parameters (block/blkdebug.c).
-enum RuleSection: String, CaseIterable {
-    case injectError = "inject-error"
-    case setState = "set-state"
-
-    enum Kind { case string, number, bool }
-
-    var parameters: [(name: String, kind: Kind)] {
-        switch self {
-        case .injectError:
-            [("event", .string), ("state", .number), ("iotype", .string), ("errno", .number),
-             ("sector", .number), ("once", .bool), ("immediately", .bool)]
-        case .setState:
-            [("event", .string), ("state", .number), ("new_state", .number)]
-        }
-    }
-
-    func kind(of key: [UInt8]) -> Kind? {
-        parameters.first { $0.name.utf8.elementsEqual(key) }?.kind
-    }
-}
-
 /// A section QemuOpts accepted. Event names and iotypes are still unchecked strings:
 /// blkdebug looks at those only after the whole file is read (add_rule).
 struct RuleOptions {
@@ -87,7 +65,7 @@ extension ConfigReader {
         if name.utf8.first?.isCSpace == true { return "no space is allowed after '['" }
         if name.contains("\"") { return "separate the id from the section name with a space: [inject-error \"id\"]" }
         return didYouMean(name, among: RuleSection.allCases.map(\.rawValue))
-            ?? "the sections are [inject-error] and [set-state]"
+            ?? "the sections are [inject-error] and [set-state] (blkdebug), [crash], [torn-write], [corrupt] and [break] (blkfault)"
     }
 
     private static func keyHint(_ entry: ConfigEntry, in section: RuleSection) -> String? {

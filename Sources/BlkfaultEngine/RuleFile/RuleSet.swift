@@ -4,13 +4,31 @@ public struct RuleSet: Sendable, Equatable {
     public var injectRules: [InjectRule]
     /// The `[set-state]` sections, in file order.
     public var setStateRules: [SetStateRule]
+    /// blkfault's action sections ([crash], [torn-write], [corrupt], [break]), in file order.
+    public var actionRules: [ActionRule]
 
-    public init(injectRules: [InjectRule] = [], setStateRules: [SetStateRule] = []) {
+    public init(injectRules: [InjectRule] = [], setStateRules: [SetStateRule] = [], actionRules: [ActionRule] = []) {
         self.injectRules = injectRules
         self.setStateRules = setStateRules
+        self.actionRules = actionRules
     }
 
-    public var isEmpty: Bool { injectRules.isEmpty && setStateRules.isEmpty }
+    public var isEmpty: Bool { injectRules.isEmpty && setStateRules.isEmpty && actionRules.isEmpty }
+
+    /// Some rule undoes unsynced writes at a crash: every write's pre-image must be kept.
+    public var losesUnsynced: Bool {
+        actionRules.contains {
+            switch $0.action {
+            case .crash(_, let lose), .tornWrite(_, _, let lose): lose
+            default: false
+            }
+        }
+    }
+
+    /// Some rule draws at random: the trace names the seed.
+    public var usesProbability: Bool {
+        injectRules.contains { $0.trigger?.probability != nil } || actionRules.contains { $0.trigger?.probability != nil }
+    }
 }
 
 /// One `[inject-error]` section.
@@ -36,12 +54,18 @@ public struct InjectRule: Sendable, Equatable {
     public var index: Int
     /// The QemuOpts id (`[inject-error "id"]` or `id = "..."`), if given.
     public var id: String?
+    /// blkfault: occurrence / probability; nil for a plain blkdebug rule.
+    public var trigger: Trigger?
+    /// QEMU 11.1's `delay-ns`: wait this long before failing (or, with errno 0, performing) the request.
+    public var delayNs: UInt64
 
     public init(
         event: BlkdebugEvent, state: Int32 = 0, errno: Int32 = 5, sectorOffset: Int64 = -1,
         once: Bool = false, immediately: Bool = false, iotypeMask: IOTypeMask = .blkdebugDefault,
-        line: Int = 0, index: Int = 0, id: String? = nil
+        line: Int = 0, index: Int = 0, id: String? = nil, trigger: Trigger? = nil, delayNs: UInt64 = 0
     ) {
+        self.trigger = trigger
+        self.delayNs = delayNs
         self.event = event
         self.state = state
         self.errno = errno

@@ -15,8 +15,19 @@ public struct BlkdebugRules: Sendable {
     private var liveCount: [Int32]
     /// Indices into `injectRules`, front first.
     private var active: [Int32] = []
+    /// blkfault: raises of each event so far (occurrence), per image.
+    private var raises: [UInt64]
+    /// blkfault: draws of the rules with a probability, and the raise that activated each rule.
+    private var dice: Dice
+    private var choices: [Choice?]
+    private let hasTriggers: Bool
 
-    public init(_ rules: RuleSet) {
+    /// `seed`: the run's seed, for rules with a probability and no seed of their own.
+    public init(_ rules: RuleSet, seed: UInt64 = 0) {
+        raises = Array(repeating: 0, count: BlkdebugEvent.allCases.count)
+        dice = Dice(seeds: rules.injectRules.map { $0.trigger?.seed ?? seed }, lines: rules.injectRules.map(\.line))
+        choices = Array(repeating: nil, count: rules.injectRules.count)
+        hasTriggers = rules.injectRules.contains { $0.trigger != nil }
         injectRules = rules.injectRules
         setStateRules = rules.setStateRules
         let injects = RulesByEvent(rules.injectRules.map(\.event))
@@ -27,6 +38,12 @@ public struct BlkdebugRules: Sendable {
         liveCount = BlkdebugEvent.allCases.map { Int32(injects[$0].count + setStates[$0].count) }
         active.reserveCapacity(rules.injectRules.count)
     }
+
+    /// blkfault: takes the state another process left (state shared by one `blkfault run`).
+    public mutating func adoptState(_ shared: Int32) { state = shared }
+
+    /// How often `event` was raised so far (the current raise's occurrence right after `raise`).
+    public func occurrences(of event: BlkdebugEvent) -> UInt64 { raises[event.rawValue] }
 
     /// Whether raising `event` can do anything (change the state or the active list).
     public func hasRules(for event: BlkdebugEvent) -> Bool { liveCount[event.rawValue] > 0 }
@@ -46,7 +63,25 @@ public struct BlkdebugRules: Sendable {
     public mutating func raise(_ event: BlkdebugEvent) -> EventOutcome {
         let before = state
         var replaced = false
-        for index in injectByEvent[event] where !consumed[Int(index)] && Self.matches(injectRules[Int(index)].state, before) {
+        raises[event.rawValue] &+= 1
+        for index in injectByEvent[event] where !consumed[Int(index)] {
+            let rule = injectRules[Int(index)]
+            if let trigger = rule.trigger {
+                // blkfault: a rule with a trigger is active only from the raise that chose
+                // it to the next raise of its event.
+                let choice = Self.matches(rule.state, before)
+                    ? dice.chooses(trigger, index: Int(index), occurrence: raises[event.rawValue]) : nil
+                choices[Int(index)] = choice
+                if choice == nil {
+                    if !replaced, let position = active.firstIndex(of: index) { active.remove(at: position) }
+                    continue
+                }
+            } else if !Self.matches(rule.state, before) {
+                continue
+            } else {
+                // For the trace: the raise that activated the rule.
+                choices[Int(index)] = Choice(occurrence: raises[event.rawValue], seed: nil)
+            }
             if !replaced {
                 active.removeAll(keepingCapacity: true)
                 replaced = true
@@ -82,15 +117,25 @@ public struct BlkdebugRules: Sendable {
             let target = UInt64(bitPattern: rule.sectorOffset)
             let covers = rule.sectorOffset == -1 || (length > 0 && target >= start && target < start &+ length)
             guard covers, rule.iotypeMask.contains(iotype) else { continue }
-            guard rule.errno != 0 else { return nil }
+            // QEMU 11.1: with delay-ns, errno 0 means "succeed after the delay".
+            guard rule.errno != 0 || rule.delayNs != 0 else { return nil }
             if rule.once {
                 active.remove(at: position)
                 consumed[Int(index)] = true
                 liveCount[rule.event.rawValue] -= 1
             }
-            return InjectDecision(errno: rule.errno, line: rule.line, ruleIndex: Int(index), consumed: rule.once, immediately: rule.immediately)
+            return InjectDecision(errno: rule.errno, line: rule.line, ruleIndex: Int(index), consumed: rule.once,
+                                  immediately: rule.immediately, delayNs: rule.delayNs, choice: choices[Int(index)])
         }
         return nil
+    }
+
+    /// blkfault: a rule with occurrence or probability acts only on the request during
+    /// which its chosen raise happened (or, for an event raised after a request, the next
+    /// one), never on the I/O that follows: called once that request was checked.
+    public mutating func endRequest() {
+        guard hasTriggers else { return }
+        active.removeAll { injectRules[Int($0)].trigger != nil }
     }
 
     /// A rule's `state` filter: 0 matches any state.

@@ -38,4 +38,8 @@ public struct InjectDecision: Sendable, Equatable {
     /// The rule had `once` and is now gone for good.
     public let consumed: Bool
     public let immediately: Bool
+    /// QEMU 11.1's delay-ns; with errno 0 the request is performed after it.
+    public var delayNs: UInt64 = 0
+    /// blkfault: the raise of its event (and the seed, for a probability) that activated the rule.
+    public var choice: Choice? = nil
 }
