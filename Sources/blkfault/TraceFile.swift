@@ -16,9 +16,13 @@ struct TraceRecord: Codable {
     var action: String
     var errno: Int32?
     var rule_line: Int?
+    /// blkfault's own actions on this operation (crash, torn write, corrupt, break, delay).
+    var actions: [TakenAction]?
+
+    struct TakenAction: Codable { var action: String }
 
     /// Whether a rule did something to this operation.
-    var acted: Bool { action != "pass" }
+    var acted: Bool { action != "pass" || !(actions ?? []).isEmpty }
 }
 
 /// One event raised on a matched image, numbered per process and image as blkdebug counts

@@ -15,6 +15,7 @@ import Testing
     struct Case {
         var outcome: String
         var target: String
+        var check: String
         var repro: String?
         var rules: String
     }
@@ -33,6 +34,7 @@ import Testing
         var out: [String: Case] = [:]
         for c in list {
             out[c["id"] as! String] = Case(outcome: c["outcome"] as! String, target: c["target"] as! String,
+                                           check: c["check"] as! String,
                                            repro: c["repro"] as? String, rules: c["rules"] as! String)
         }
         return out
@@ -175,6 +177,32 @@ import Testing
             let again = try run("/bin/sh", [s.path("out/" + repro + "/repro.sh")])
             #expect(again.status == (expected == "corruption" ? 2 : 3), "\(again)")
         }
+    }
+
+    /// The CI case: qemu-img convert into a matched qcow2, with power-loss crashes at
+    /// every point, two jobs; each corruption or failed check reproduces from its bundle alone.
+    @Test func convertSweepWithCrashesRunsToTheEndAndItsReprosReproduce() throws {
+        try requireTools()
+        let s = try Scratch()
+        let setup = "qemu-img create -q -f raw src.raw 8M && qemu-io -f raw -c 'write -P 1 0 1M' -c 'write -P 2 3M 512k' -c 'write -P 3 7M 64k' src.raw"
+        let started = Date()
+        let (r, cases) = try sweep(s, ["--setup", setup, "-i", "dst.qcow2", "--crash", "--once", "on", "--jobs", "2", "--timeout", "60"],
+                                   command: ["qemu-img", "convert", "-O", "qcow2", "src.raw", "dst.qcow2"])
+        let seconds = Date().timeIntervalSince(started)
+        #expect(r.status == 0 || r.status == 1, "\(r)")
+        let crashes = cases.filter { $0.key.hasSuffix(".crash") }
+        #expect(crashes.count > 20 && crashes.count * 2 == cases.count, "\(cases.count) cases")
+        #expect(!cases.values.contains { $0.outcome == "target-hung" || $0.outcome == "target-crashed" })
+        // A crash fired in each crash case: none is "not reached".
+        #expect(!crashes.values.contains { $0.outcome == "fault-not-reached" })
+        var reproduced = 0
+        for (id, c) in cases.sorted(by: { $0.key < $1.key }) where ["corruption", "check-failed"].contains(c.outcome) {
+            let repro = try #require(c.repro, "\(id) has no repro")
+            let again = try run("/bin/sh", [s.path("out/" + repro + "/repro.sh")])
+            #expect("exit \(again.status)" == c.check, "\(id): repro \(again) vs sweep's check \(c.check)")
+            reproduced += 1
+        }
+        print("convert sweep with --crash: \(cases.count) cases in \(Int(seconds)) s; \(reproduced) corruption/check-failed repros rerun")
     }
 
     @Test func resumesAfterAnInterruption() throws {
