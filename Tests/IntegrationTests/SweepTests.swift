@@ -94,6 +94,27 @@ import Testing
         }
         #expect(total == 28 && agree == total)
         print("sweep vs real blkdebug (026's rules): \(agree)/\(total); vs 026.out: \(agree026)/\(total026)")
+
+        // Every case's rule file is plain blkdebug: real blkdebug runs it, and gives the same
+        // qemu-io exit status and the same qemu-img check status as the sweep recorded.
+        var same = 0
+        var differ: [String] = []
+        for (id, c) in cases.sorted(by: { $0.key < $1.key }) {
+            let img = s.path("replay.qcow2")
+            try? FileManager.default.removeItem(atPath: img)
+            _ = try run(qemuImg, ["create", "-q", "-f", "qcow2", "-o", "cluster_size=1024", img, "1G"])
+            let cfg = try s.write("replay.cfg", c.rules)
+            let io = try run(qemuIO, ["--cache", "writethrough", "-c", "write 0 128k", "blkdebug:\(cfg):\(img)"])
+            // Rejected files read "Invalid parameter ...", "There is no option group ...".
+            #expect(!io.stderr.contains("Invalid parameter") && !io.stderr.contains("option group"),
+                    "real blkdebug rejects \(id)'s rules: \(io.stderr)")
+            let chk = try run(qemuImg, ["check", img])
+            if "exit \(io.status)" == c.target && "exit \(chk.status)" == c.check { same += 1 } else {
+                differ.append("\(id): sweep \(c.target)/check \(c.check), blkdebug exit \(io.status)/check exit \(chk.status)")
+            }
+        }
+        print("sweep cases replayed under real blkdebug: \(same)/\(cases.count) identical\n" + differ.joined(separator: "\n"))
+        #expect(differ.isEmpty)
     }
 
     struct Verdict: Equatable, CustomStringConvertible {
@@ -166,11 +187,17 @@ import Testing
         var args = ["--setup", "qemu-img create -q -f qcow2 t.qcow2 64M", "-i", "t.qcow2", "--events", "l1_update",
                     "--errno", "5"]
         if !extra.contains("--once") { args += ["--once", "on"] }
-        let (r, cases) = try sweep(s, args + extra, command: ["sh", "-c", script.replacingOccurrences(of: "MARK", with: s.path("mark"))])
+        let junit = s.path("junit.xml")
+        let (r, cases) = try sweep(s, args + extra + ["--junit", junit],
+                                   command: ["sh", "-c", script.replacingOccurrences(of: "MARK", with: s.path("mark"))])
         let c = try #require(cases["l1_update.1.e5-\(extra.contains("off") ? "always" : "once")"], "\(r)")
         #expect(c.outcome == expected, "\(r)")
         let failure = ["corruption", "target-crashed", "target-hung", "check-failed"].contains(expected)
         #expect(r.status == (failure ? 1 : 0), "\(r)")
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(xml.contains("<testcase classname=\"blkfault.sweep.l1_update\""))
+        #expect(xml.contains("<failure message=\"\(expected):") == failure, "\(xml)")
+        #expect(xml.contains("failures=\"\(failure ? 1 : 0)\""))
         if ["leaks-only", "corruption"].contains(expected) {
             // The bundle reproduces the verdict when run alone: repro.sh exits with the check's status.
             let repro = try #require(c.repro)

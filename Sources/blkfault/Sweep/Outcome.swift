@@ -17,8 +17,12 @@ enum Outcome: String, Codable, CaseIterable, Comparable {
     /// A failure in JUnit and in the exit status: the program or the image is hurt.
     var isFailure: Bool { [.corruption, .crashed, .hung, .checkFailed].contains(self) }
 
-    /// Gets a repro bundle.
-    var needsRepro: Bool { ![.clean, .errorReportedClean, .notReached].contains(self) }
+    /// Gets a repro bundle: every fault that changed the run's result (the program's error
+    /// report included; a clean run or an unreached point has nothing to reproduce).
+    var needsRepro: Bool { ![.clean, .notReached].contains(self) }
+
+    /// Listed under "needs a look" in the summary: the image or the program got hurt.
+    var needsALook: Bool { isFailure || self == .leaks }
 
     var short: String {
         switch self {

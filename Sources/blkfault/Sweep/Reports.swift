@@ -23,7 +23,7 @@ enum Reports {
         var all: [Outcome: Int] = [:]
         for r in results { all[r.outcome, default: 0] += 1 }
         s += row("all", all)
-        let bad = results.filter { $0.outcome.needsRepro }.sorted { ($0.outcome, $0.id) < ($1.outcome, $1.id) }
+        let bad = results.filter { $0.outcome.needsALook }.sorted { ($0.outcome, $0.id) < ($1.outcome, $1.id) }
         if !bad.isEmpty {
             s += "\nNeeds a look (repro: OUT/<repro>/repro.sh):\n"
             for r in bad { s += "  \(r.outcome.rawValue): \(r.id)  -> \(r.repro ?? "-")\n" }
