@@ -420,6 +420,7 @@ _Static_assert(offsetof(struct shim_iocb_head, aio_fildes) == 20,
                "struct iocb: aio_fildes is at offset 20 in the kernel ABI");
 
 static const char aio_what[] = "linux-aio (io_submit)";
+static const char aio_setup_what[] = "linux-aio (a context was set up while it was open)";
 
 /* Read before the submission: once submitted, an iocb may complete and be reused. */
 static void bypass_iocbs(long nr, struct iocb *const *iocbs)
@@ -602,6 +603,9 @@ static void syscall_seen(long number, const long a[6])
         break;
     case SYS_io_submit: /* libaio's io_submit comes here too */
         bypass_iocbs(a[1], (struct iocb *const *)a[2]);
+        break;
+    case SYS_io_setup: /* raw linux-aio (libaio makes this syscall itself) */
+        shim_bypass_all(aio_setup_what);
         break;
 #ifdef SYS_io_uring_setup
     /* liburing 2.x makes these syscalls itself, not through syscall(); older

@@ -35,6 +35,8 @@ final class TrackedImage: Sendable {
     let bypassReported = Atomic<Bool>(false)
     /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.
     let traceFD: Int32
+    /// What this process saw done to the file, for the exit check (ExitCheck.swift).
+    let witness = Witness()
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32) {
         self.path = path
@@ -110,6 +112,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
         if let i = list.firstIndex(where: { $0.path == name }) {
             list[i].engine.withLock { $0.noteOpen(writable: writable) }
+            list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
         }
         let readFD = open(path, O_RDONLY | O_CLOEXEC)
@@ -119,7 +122,9 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
         }
-        list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD))
+        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD)
+        tracked.witness.attach(programFD: fd, reader: reader)
+        list.append(tracked)
         return Int32(list.count - 1)
     }
 }
@@ -177,6 +182,8 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
     image.engine.withLock { engine in
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
     }
+    image.witness.performed(operation.kind, offset: operation.offset, length: operation.length, succeeded: result >= 0,
+                            reader: image.reader, bytes: operation.bytes)
 }
 
 @_cdecl("blkfault_engine_detach")

@@ -13,7 +13,7 @@ struct Blkfault: ParsableCommand {
             of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
             BLKFAULT_MODEL (qemu-7.2, the default, or raw).
             """,
-        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self]
+        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, DoctorCommand.self]
     )
 
     /// Runs the command; our own errors print as `blkfault: ...` with their exit status.

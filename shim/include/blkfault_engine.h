@@ -75,11 +75,20 @@ void blkfault_engine_detach(int32_t image, int32_t fd);
  *                             io_uring_queue_init* (or the io_uring_setup syscall)
  *                             succeeded while the image was open; reported for
  *                             every tracked image, as a ring does not say its files
+ *   "linux-aio (a context was set up while it was open)"
+ *                             the io_setup syscall through syscall(), for every
+ *                             tracked image
  *   "io_uring (registered file)"  io_uring_register_files*
  *   "mmap"                    a file mapping of the fd (mmap, mmap64, syscall())
  *   "syscall()"               I/O on the fd through glibc's syscall() wrapper
  * May come many times per image and from several threads; the engine reports
  * once per image per process. */
 void blkfault_engine_bypass(int32_t image, const char *what);
+
+/* At exit (an atexit handler the shim registers at the first attach), with the
+ * guard held: the engine compares each image it follows with what it saw written
+ * (size, qcow2 header, L1 table) and reports a change it did not see as
+ * "blkfault: I/O bypassed blkfault on IMAGE: ..." on stderr and in the trace. */
+void blkfault_engine_exit(void);
 
 #endif
