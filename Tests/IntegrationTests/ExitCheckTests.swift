@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+/// The exit-time consistency check: an image changed in ways blkfault did not see is
+/// reported ("blkfault: I/O bypassed blkfault on IMAGE: ..."), and ordinary QEMU runs,
+/// whose every write blkfault sees, stay silent.
+@Suite(.serialized) struct ExitCheckTests {
+    static let bypassed = "blkfault: I/O bypassed blkfault on "
+
+    struct Run {
+        var outcome: Outcome
+        var trace: [String]
+        var exitLines: [String] { trace.filter { $0.contains("\"exit_check\"") } }
+        var reports: [Substring] { outcome.stderr.split(separator: "\n").filter { $0.hasPrefix(ExitCheckTests.bypassed) } }
+        var warnings: [Substring] { outcome.stderr.split(separator: "\n").filter { $0.hasPrefix("blkfault: warning:") } }
+    }
+
+    func traced(_ s: Scratch, _ tool: String, _ args: [String], image: String) throws -> Run {
+        let trace = s.path("trace-\(UUID().uuidString).jsonl")
+        let env = ["LD_PRELOAD": Built.library, "BLKFAULT_IMAGE": image, "BLKFAULT_TRACE": trace]
+        let out = try run(tool, args, env: env)
+        let text = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
+        return Run(outcome: out, trace: text.split(separator: "\n").map(String.init))
+    }
+
+    @Test(arguments: [
+        ("syscall", "syscall()"),
+        ("mmap", "mmap"),
+        ("stdio", nil),
+        ("grow", "syscall()"),
+    ] as [(String, String?)])
+    func unseenWriteIsReportedAtExit(mode: String, warning: String?) throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let writer = try CPrograms.build(s, "writer", CPrograms.writer)
+        let r = try traced(s, writer, [mode, image], image: image)
+        #expect(r.outcome.status == 0, "\(r.outcome)")
+        #expect(r.reports.count == 1, "\(r.outcome)")
+        let report = String(r.reports.first ?? "")
+        #expect(report.hasPrefix(Self.bypassed + image + ": "), "\(report)")
+        if mode == "grow" {
+            #expect(report.contains("its size is"), "\(report)")
+        } else {
+            #expect(report.contains("its header (at 0x0) differs from what blkfault saw written, first at byte 0x48"), "\(report)")
+        }
+        #expect(r.exitLines.count == 1, "\(r.trace)")
+        if let line = r.exitLines.first {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(json["image"] as? String == image)
+        }
+        // The run-time warning, when the way is one the shim notices; stdio is not.
+        if let warning {
+            #expect(r.warnings.count == 1 && r.warnings[0].contains("through \(warning)"), "\(r.outcome)")
+        } else {
+            #expect(r.warnings.isEmpty, "\(r.outcome)")
+        }
+    }
+
+    /// The same change through pwrite, which blkfault sees: nothing to report.
+    @Test(arguments: ["pwrite", "none"])
+    func seenWriteIsSilent(mode: String) throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let writer = try CPrograms.build(s, "writer", CPrograms.writer)
+        let r = try traced(s, writer, [mode, image], image: image)
+        #expect(r.outcome.status == 0, "\(r.outcome)")
+        #expect(r.outcome.stderr.isEmpty, "\(r.outcome)")
+        #expect(r.exitLines.isEmpty, "\(r.trace)")
+        if mode == "pwrite" { #expect(r.trace.contains { $0.contains("\"op\":\"write\"") }, "the write was seen: \(r.trace)") }
+    }
+
+    /// Raw linux-aio and io_uring set up through syscall() while the image is open: the
+    /// run-time warning (no I/O is made, so the exit check has nothing to say).
+    @Test(arguments: [("io_setup", "linux-aio"), ("io_uring", "io_uring")])
+    func rawAsyncSetupIsWarned(mode: String, way: String) throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let writer = try CPrograms.build(s, "writer", CPrograms.writer)
+        let r = try traced(s, writer, [mode, image], image: image)
+        #expect(r.outcome.status == 0, "\(r.outcome)")
+        #expect(r.warnings.count == 1 && r.warnings[0].contains("I/O on \(image) through \(way)"), "\(r.outcome)")
+        #expect(r.trace.contains { $0.contains("\"bypass\":\"\(way)") }, "\(r.trace)")
+        #expect(r.reports.isEmpty, "\(r.outcome)")
+    }
+
+    /// Ordinary qemu-img and qemu-io runs: every write goes through libc, so the check
+    /// must stay silent, whatever the operation.
+    @Test func ordinaryQemuRunsAreSilent() throws {
+        try requireTools()
+        let s = try Scratch()
+        let a = s.path("a.qcow2"), b = s.path("b.qcow2"), c = s.path("c.qcow2"), top = s.path("top.qcow2")
+        let pattern = s.path("*.qcow2")
+        let steps: [(String, [String])] = [
+            (qemuImg, ["create", "-q", "-f", "qcow2", a, "64M"]),
+            (qemuIO, ["-f", "qcow2", "-c", "write -P 1 0 4k", "-c", "write 1M 1M", "-c", "write 60M 64k", a]),
+            (qemuImg, ["snapshot", "-c", "s1", a]),
+            (qemuIO, ["-f", "qcow2", "-c", "write -P 2 0 64k", "-c", "discard 1M 64k", a]),
+            (qemuImg, ["resize", "-q", a, "2G"]),
+            (qemuIO, ["-f", "qcow2", "-c", "write 1500M 4k", a]),
+            (qemuImg, ["check", "-q", a]),
+            (qemuImg, ["snapshot", "-d", "s1", a]),
+            (qemuImg, ["convert", "-O", "qcow2", a, b]),
+            (qemuImg, ["convert", "-c", "-O", "qcow2", a, c]),
+            (qemuImg, ["amend", "-o", "compat=0.10", b]),
+            (qemuImg, ["create", "-q", "-f", "qcow2", "-b", a, "-F", "qcow2", top]),
+            (qemuIO, ["-f", "qcow2", "-c", "write -P 3 0 4k", top]),
+            (qemuImg, ["commit", "-q", top]),
+            (qemuImg, ["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", c, "16M"]),
+            (qemuImg, ["resize", "-q", "--shrink", c, "8M"]),
+            (qemuImg, ["check", "-r", "all", "-q", b]),
+        ]
+        for (tool, args) in steps {
+            let r = try traced(s, tool, args, image: pattern)
+            let what = "\((tool as NSString).lastPathComponent) \(args.joined(separator: " "))"
+            #expect(r.outcome.status == 0, "\(what): \(r.outcome)")
+            #expect(r.reports.isEmpty && r.warnings.isEmpty, "\(what): \(r.outcome)")
+            #expect(r.exitLines.isEmpty, "\(what): \(r.exitLines)")
+            #expect(!r.trace.isEmpty, "\(what): blkfault followed nothing, so the check proves nothing")
+        }
+    }
+}
