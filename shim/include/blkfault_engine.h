@@ -75,9 +75,6 @@ void blkfault_engine_detach(int32_t image, int32_t fd);
  *                             io_uring_queue_init* (or the io_uring_setup syscall)
  *                             succeeded while the image was open; reported for
  *                             every tracked image, as a ring does not say its files
- *   "linux-aio (a context was set up while it was open)"
- *                             the io_setup syscall through syscall(), for every
- *                             tracked image
  *   "io_uring (registered file)"  io_uring_register_files*
  *   "mmap"                    a file mapping of the fd (mmap, mmap64, syscall())
  *   "syscall()"               I/O on the fd through glibc's syscall() wrapper
