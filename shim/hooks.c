@@ -6,6 +6,7 @@
 #include "shim.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,6 +451,12 @@ struct shim_iocb {
     uint32_t aio_resfd;
 };
 _Static_assert(sizeof(struct shim_iocb) == 64, "struct iocb is 64 bytes in the kernel ABI");
+/* aio_key and aio_rw_flags share 8 bytes, in byte order (linux/aio_abi.h's PADDED). */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define IOCB_RW_FLAGS 1
+#else
+#define IOCB_RW_FLAGS 0
+#endif
 enum { SHIM_IOCB_PREAD = 0, SHIM_IOCB_PWRITE = 1, SHIM_IOCB_FSYNC = 2, SHIM_IOCB_FDSYNC = 3,
        SHIM_IOCB_PREADV = 7, SHIM_IOCB_PWRITEV = 8, SHIM_IOCB_FLAG_RESFD = 1 };
 
@@ -466,7 +473,7 @@ static int64_t aio_perform(const struct shim_iocb *cb)
         cnt = (int)cb->aio_nbytes;
     }
     int fd = (int)cb->h.aio_fildes;
-    int rwf = (int)cb->h.aio_key_or_rw_flags[1]; /* aio_rw_flags on little-endian */
+    int rwf = (int)cb->h.aio_key_or_rw_flags[IOCB_RW_FLAGS];
     int64_t r;
     switch (cb->h.aio_lio_opcode) {
     case SHIM_IOCB_PREAD:
@@ -483,35 +490,36 @@ static int64_t aio_perform(const struct shim_iocb *cb)
  * its request by the iocb's address and aio_data, and may be woken through
  * aio_resfd) turned into a read of `res` bytes of /dev/zero into scratch memory,
  * which the kernel completes with exactly `res` through the program's own ring.
- * The iocb is restored as soon as io_submit has copied it. */
-enum { AIO_JUNK = 1 << 20, AIO_JUNK_IOVS = 1024 };
+ * The kernel copies the iocb and the iovecs at submission, so both are restored /
+ * dropped as soon as io_submit returns. */
+enum { AIO_JUNK = 4 << 20, AIO_JUNK_IOVS = 256 };
+static int aio_zero_fd = -1;
+static void *aio_junk;
+static pthread_once_t aio_junk_once = PTHREAD_ONCE_INIT;
+
+static void aio_junk_init(void)
+{
+    void *mem = mmap(NULL, AIO_JUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = REAL(open)("/dev/zero", O_RDONLY | O_CLOEXEC);
+    if (mem == MAP_FAILED || fd < 0)
+        return;
+    aio_junk = mem;
+    aio_zero_fd = fd;
+}
 
 static int aio_complete_with(enum shim_sym sym, io_context_t ctx, struct shim_iocb *cb, int64_t res)
 {
-    static _Atomic int zero_fd = -1;
-    static void *junk;
-    int zfd = atomic_load(&zero_fd);
-    if (zfd < 0) {
-        int fd = REAL(open)("/dev/zero", O_RDONLY | O_CLOEXEC);
-        void *mem = mmap(NULL, AIO_JUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (fd < 0 || mem == MAP_FAILED)
-            return -EIO;
-        junk = mem;
-        int expected = -1;
-        if (!atomic_compare_exchange_strong(&zero_fd, &expected, fd))
-            REAL(close)(fd);
-        zfd = atomic_load(&zero_fd);
-    }
-    if (res < 0 || res > (int64_t)AIO_JUNK * AIO_JUNK_IOVS)
+    pthread_once(&aio_junk_once, aio_junk_init);
+    if (aio_zero_fd < 0 || res < 0 || res > (int64_t)AIO_JUNK * AIO_JUNK_IOVS)
         return -EIO;
     struct iovec iov[AIO_JUNK_IOVS];
     int cnt = 0;
-    for (int64_t left = res; left > 0 && cnt < AIO_JUNK_IOVS; left -= AIO_JUNK)
-        iov[cnt++] = (struct iovec){junk, (size_t)(left < AIO_JUNK ? left : AIO_JUNK)};
+    for (int64_t left = res; left > 0; left -= AIO_JUNK)
+        iov[cnt++] = (struct iovec){aio_junk, (size_t)(left < AIO_JUNK ? left : AIO_JUNK)};
     struct shim_iocb saved = *cb;
     cb->h.aio_lio_opcode = SHIM_IOCB_PREADV;
-    cb->h.aio_key_or_rw_flags[1] = 0;
-    cb->h.aio_fildes = (uint32_t)zfd;
+    cb->h.aio_key_or_rw_flags[IOCB_RW_FLAGS] = 0;
+    cb->h.aio_fildes = (uint32_t)aio_zero_fd;
     cb->aio_buf = (uint64_t)(uintptr_t)iov;
     cb->aio_nbytes = (uint64_t)cnt;
     cb->aio_offset = 0;

@@ -9,9 +9,9 @@ struct DoctorCommand: ParsableCommand {
         discussion: """
             Reads the program's ELF and the shared libraries the loader would load (DT_NEEDED through \
             DT_RPATH/DT_RUNPATH, LD_LIBRARY_PATH, /etc/ld.so.cache and the default directories) with libelf. \
-            Verdicts: yes; yes, with these options (a QEMU tool whose aio options bypass libc); partly (it \
-            imports ways around libc, e.g. linux-aio, io_uring, stdio, sendfile, that matter only if it uses \
-            them on the image); no (statically linked, no glibc, setuid/setgid, file capabilities). \
+            Verdicts: yes; yes, with these options (a QEMU tool whose aio options bypass libc, i.e. io_uring, \
+            or linux-aio with BLKFAULT_AIO=report); partly (it imports ways around libc, e.g. io_uring, stdio, \
+            sendfile, splice, POSIX AIO, that matter only if it uses them on the image); no (statically linked, no glibc, setuid/setgid, file capabilities). \
             The first line is the verdict; details follow. Exit status 0 whatever the verdict; 1 if CMD is \
             not found or unreadable.
             """

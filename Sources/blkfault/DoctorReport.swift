@@ -110,8 +110,9 @@ enum Doctor {
         if report.dynamicLibc == nil {
             report.downgrade(to: .no, "it does not load glibc's libc.so.6 (libblkfault.so interposes glibc's calls and needs it)")
         }
-        classifyImports(elf, &report)
-        qemuOptions(&report)
+        let aioReportOnly = HookTable.aioReportOnly(environment)
+        classifyImports(elf, aioReportOnly: aioReportOnly, &report)
+        qemuOptions(aioReportOnly: aioReportOnly, &report)
         return report
     }
 
@@ -142,7 +143,7 @@ enum Doctor {
     }
 
     /// The program's and its libraries' imports, sorted by how blkfault stands to them.
-    static func classifyImports(_ program: ELFFile, _ report: inout DoctorReport) {
+    static func classifyImports(_ program: ELFFile, aioReportOnly: Bool, _ report: inout DoctorReport) {
         // libc and the loader implement these calls; libaio and liburing export them.
         let providers: Set<String> = ["libc.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libaio.so.1", "liburing.so.2"]
         var objects: [(String, ELFFile, Bool)] = [(program.path, program, true)]
@@ -154,13 +155,13 @@ enum Doctor {
         var anyUnseen: [BypassSymbol] = []
         for (path, elf, isMain) in objects {
             for symbol in Set(elf.imports).sorted() {
-                guard let standing = HookTable.standing(symbol) else { continue }
+                guard let standing = HookTable.standing(symbol, aioReportOnly: aioReportOnly) else { continue }
                 report.imports[standing, default: [:]][symbol, default: []].append(path)
                 if standing == .unseen, let b = HookTable.unseen(symbol) {
                     if !b.commonElsewhere { anyUnseen.append(b) } else if isMain { mainUnseen.append(b) }
                 }
                 if standing == .watched, symbol == "io_submit" || symbol.hasPrefix("io_uring_") {
-                    anyUnseen.append(BypassSymbol(name: symbol, way: symbol == "io_submit" ? "linux-aio (libaio)" : "io_uring (liburing)",
+                    anyUnseen.append(BypassSymbol(name: symbol, way: symbol == "io_submit" ? "linux-aio (BLKFAULT_AIO=report)" : "io_uring (liburing)",
                                                   commonElsewhere: false))
                 }
             }
@@ -191,8 +192,9 @@ enum Doctor {
 
     /// QEMU options that route image I/O around libc: qemu-io `-i MODE`/`--aio MODE`,
     /// qemu-nbd `--aio=MODE`, and `aio=MODE` in -drive/-blockdev/--image-opts strings and
-    /// JSON filenames. MODE native (linux-aio) or io_uring bypasses blkfault; threads does not.
-    static func qemuOptions(_ report: inout DoctorReport) {
+    /// JSON filenames. MODE io_uring bypasses blkfault; native (linux-aio) does only with
+    /// BLKFAULT_AIO=report (otherwise blkfault performs its requests); threads does not.
+    static func qemuOptions(aioReportOnly: Bool, _ report: inout DoctorReport) {
         guard report.qemuTool != nil else { return }
         let args = report.arguments
         var chosen: [(String, String)] = []
@@ -215,10 +217,14 @@ enum Doctor {
         }
         report.qemuAIO = chosen
         var bad: [(String, String)] = []
-        for (option, mode) in chosen where mode == "native" || mode == "io_uring" { bad.append((option, mode)) }
+        for (option, mode) in chosen where mode == "io_uring" || (mode == "native" && aioReportOnly) { bad.append((option, mode)) }
+        if chosen.contains(where: { $0.1 == "native" }) && !aioReportOnly {
+            report.notes.append("aio=native (linux-aio): blkfault performs each request on the image itself, synchronously, "
+                + "when it is submitted, and queues its completion; the order in which concurrent requests complete can differ")
+        }
         if bad.isEmpty {
-            report.notes.append("QEMU does its image I/O through libc with aio=threads (the default; qemu-io -i threads): "
-                + "blkfault sees it. aio=native (-i native) or aio=io_uring (-i io_uring) would bypass it")
+            report.notes.append("QEMU does its image I/O through libc with aio=threads (the default; qemu-io -i threads), "
+                + "and blkfault performs aio=native requests itself: blkfault sees both. aio=io_uring (-i io_uring) would bypass it")
             return
         }
         for (option, mode) in bad {

@@ -31,14 +31,21 @@ enum HookTable {
         return out
     }()
 
-    /// The families of hooks.def that only report (hooks.c: "bypasses").
+    /// The families of hooks.def that only report (hooks.c: "bypasses"). io_submit
+    /// performs requests on images itself, unless BLKFAULT_AIO=report.
     static let reportingFamilies: Set<String> = [
-        "io_submit", "uring_init", "uring_init_params", "uring_init_mem", "uring_files", "uring_files_tags",
+        "uring_init", "uring_init_params", "uring_init_mem", "uring_files", "uring_files_tags",
         "uring_files_update", "uring_files_update_tag", "mmap", "syscall",
     ]
 
-    static func standing(_ symbol: String) -> SymbolStanding? {
-        if let family = rows[symbol] { return reportingFamilies.contains(family) ? .watched : .hooked }
+    /// Does the library only report linux-aio (BLKFAULT_AIO=report) instead of performing it?
+    static func aioReportOnly(_ environment: [String: String]) -> Bool { environment["BLKFAULT_AIO"] == "report" }
+
+    static func standing(_ symbol: String, aioReportOnly: Bool = false) -> SymbolStanding? {
+        if let family = rows[symbol] {
+            if family == "io_submit" { return aioReportOnly ? .watched : .hooked }
+            return reportingFamilies.contains(family) ? .watched : .hooked
+        }
         return unseen(symbol) != nil ? .unseen : nil
     }
 
@@ -49,8 +56,6 @@ enum HookTable {
             return BypassSymbol(name: symbol, way: "io_uring (liburing)", commonElsewhere: false)
         }
         switch symbol {
-        case "io_getevents", "io_pgetevents", "io_setup", "io_queue_init", "io_queue_run", "io_cancel", "io_destroy":
-            return BypassSymbol(name: symbol, way: "linux-aio (libaio)", commonElsewhere: false)
         case "aio_read", "aio_read64", "aio_write", "aio_write64", "aio_fsync", "aio_fsync64", "lio_listio", "lio_listio64":
             return BypassSymbol(name: symbol, way: "POSIX AIO, whose threads call pread/pwrite inside libc", commonElsewhere: false)
         case "splice", "vmsplice", "tee", "sendfile", "sendfile64", "copy_file_range":

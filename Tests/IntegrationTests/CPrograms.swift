@@ -10,13 +10,19 @@ enum CPrograms {
     ///   stdio       the same through fopen/fwrite (libc's internal write: unseen)
     ///   mmap        the same through a shared mapping
     ///   grow        64 KiB appended through syscall(SYS_pwrite64)
-    ///   io_setup    a linux-aio context made with syscall(SYS_io_setup), no I/O
+    ///   aio_raw     the same through raw linux-aio system calls (syscall(SYS_io_submit))
+    ///   libaio      the same through libaio (dlopen'ed; io_submit found as the program
+    ///               would link it, so libblkfault.so's comes first); prints
+    ///               "submit=N res=R" (io_submit's result, the completion's result)
     ///   io_uring    an io_uring made with syscall(SYS_io_uring_setup), no I/O
     ///   none        nothing
     static let writer = #"""
     #define _GNU_SOURCE
+    #include <dlfcn.h>
     #include <fcntl.h>
     #include <linux/aio_abi.h>
+    #include <time.h>
+    #include <errno.h>
     #include <stdio.h>
     #include <stdlib.h>
     #include <string.h>
@@ -49,10 +55,36 @@ enum CPrograms {
             struct stat st;
             static char block[65536];
             if (fstat(fd, &st) || syscall(SYS_pwrite64, fd, block, sizeof block, st.st_size) != sizeof block) { perror("grow"); return 1; }
-        } else if (!strcmp(mode, "io_setup")) {
+        } else if (!strcmp(mode, "aio_raw") || !strcmp(mode, "libaio")) {
+            int (*setup)(int, aio_context_t *) = NULL;
+            int (*submit)(aio_context_t, long, struct iocb **) = NULL;
+            int (*getevents)(aio_context_t, long, long, struct io_event *, struct timespec *) = NULL;
+            if (!strcmp(mode, "libaio")) {
+                if (!dlopen("libaio.so.1", RTLD_NOW | RTLD_GLOBAL)) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+                setup = (int (*)(int, aio_context_t *))dlsym(RTLD_DEFAULT, "io_setup");
+                submit = (int (*)(aio_context_t, long, struct iocb **))dlsym(RTLD_DEFAULT, "io_submit");
+                getevents = (int (*)(aio_context_t, long, long, struct io_event *, struct timespec *))dlsym(RTLD_DEFAULT, "io_getevents");
+            }
             aio_context_t ctx = 0;
-            if (syscall(SYS_io_setup, 1, &ctx) == 0)
-                syscall(SYS_io_destroy, ctx);
+            long r = setup ? setup(8, &ctx) : syscall(SYS_io_setup, 8, &ctx);
+            if (r != 0) { fprintf(stderr, "io_setup: %ld\n", r); return 1; }
+            struct iocb cb;
+            memset(&cb, 0, sizeof cb);
+            cb.aio_data = 42;
+            cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+            cb.aio_fildes = (unsigned)fd;
+            cb.aio_buf = (unsigned long)buf;
+            cb.aio_nbytes = 8;
+            cb.aio_offset = at;
+            struct iocb *list[1] = {&cb};
+            long submitted = submit ? submit(ctx, 1, list) : (syscall(SYS_io_submit, ctx, 1, list) < 0 ? -errno : 1);
+            long res = 0;
+            if (submitted == 1) {
+                struct io_event ev;
+                long got = getevents ? getevents(ctx, 1, 1, &ev, NULL) : syscall(SYS_io_getevents, ctx, 1, 1, &ev, NULL);
+                res = got == 1 && ev.data == 42 ? (long)ev.res : -1000 - got;
+            }
+            printf("submit=%ld res=%ld\n", submitted, res);
         } else if (!strcmp(mode, "io_uring")) {
             char params[120] = {0}; /* struct io_uring_params */
             long ring = syscall(SYS_io_uring_setup, 1, params);
@@ -92,7 +124,7 @@ enum CPrograms {
     static func build(_ s: Scratch, _ name: String, _ source: String, flags: [String] = []) throws -> String {
         let c = try s.write(name + ".c", source)
         let out = s.path(name)
-        let r = try run("/usr/bin/gcc", ["-O1", "-o", out, c] + flags)
+        let r = try run("/usr/bin/gcc", ["-O1", "-o", out, c] + flags + ["-ldl"])
         try #require(r.status == 0, "gcc failed (scripts/setup installs gcc and libc6-dev): \(r)")
         return out
     }
