@@ -539,15 +539,29 @@ static void aio_kick(const struct shim_iocb *cb)
     }
 }
 
+/* Can aio_perform and aio_complete_with handle it? The commands a file request uses,
+ * and no more bytes than one scratch completion can carry. */
 static int aio_decodable(const struct shim_iocb *cb)
 {
+    uint64_t total = 0;
     switch (cb->h.aio_lio_opcode) {
-    case SHIM_IOCB_PREAD: case SHIM_IOCB_PWRITE: case SHIM_IOCB_PREADV: case SHIM_IOCB_PWRITEV:
     case SHIM_IOCB_FSYNC: case SHIM_IOCB_FDSYNC:
         return 1;
+    case SHIM_IOCB_PREAD: case SHIM_IOCB_PWRITE:
+        total = cb->aio_nbytes;
+        break;
+    case SHIM_IOCB_PREADV: case SHIM_IOCB_PWRITEV: {
+        const struct iovec *iov = (const struct iovec *)(uintptr_t)cb->aio_buf;
+        if (iov == NULL || cb->aio_nbytes > 1024 /* UIO_MAXIOV */)
+            return 0;
+        for (uint64_t i = 0; i < cb->aio_nbytes; i++)
+            total += iov[i].iov_len;
+        break;
+    }
     default:
         return 0;
     }
+    return total <= (uint64_t)AIO_JUNK * AIO_JUNK_IOVS;
 }
 
 /* libaio's io_submit. Requests on untracked fds go to the kernel as they are. A
