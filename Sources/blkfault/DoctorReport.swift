@@ -75,8 +75,12 @@ enum Doctor {
         var target = report.program
         // A script: the loader runs its interpreter (up to 4 levels, as the kernel does).
         for _ in 0..<4 {
-            guard let (interpreter, _) = shebang(target) else { break }
+            guard case (var interpreter, let argument)? = shebang(target) else { break }
             report.scripts.append(target)
+            // `#!/usr/bin/env NAME`: env looks NAME up in PATH and runs it.
+            if (interpreter as NSString).lastPathComponent == "env", let a = argument?.split(separator: " ").first(where: { !$0.hasPrefix("-") }) {
+                interpreter = String(a)
+            }
             guard let resolved = Paths.which(interpreter) else {
                 report.downgrade(to: .no, "its interpreter \(interpreter) does not exist")
                 return report
@@ -172,9 +176,11 @@ enum Doctor {
         // through hooked calls. The options decide (qemuOptions).
         guard report.qemuTool == nil else { return }
         // stdio and mremap/msync are everywhere: they count only when the program itself
-        // can open a file with stdio (fwrite alone reaches stdout and stderr only).
+        // opens files with stdio and never with a hooked open (bash, python: both; a small
+        // C tool that only knows fopen: its files are never seen, not even opened).
         let stdioOpens: Set<String> = ["fopen", "fopen64", "freopen", "freopen64", "fdopen"]
-        if !mainUnseen.contains(where: { stdioOpens.contains($0.name) }) { mainUnseen = [] }
+        let hookedOpens = program.imports.contains { HookTable.rows[$0].map { $0.hasPrefix("open") || $0 == "creat" } ?? false }
+        if hookedOpens || !mainUnseen.contains(where: { stdioOpens.contains($0.name) }) { mainUnseen = [] }
         mainUnseen.removeAll { !$0.way.hasPrefix("stdio") }
         var ways: [String: [String]] = [:]
         for b in mainUnseen + anyUnseen where !(ways[b.way]?.contains(b.name) ?? false) { ways[b.way, default: []].append(b.name) }
