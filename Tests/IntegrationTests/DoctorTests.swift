@@ -162,6 +162,48 @@ import Testing
         #expect((d.json["scripts"] as? [String]) == [script], "\(d.json)")
     }
 
+    @Test func envScriptIsJudgedByTheProgramEnvRuns() throws {
+        let s = try Scratch()
+        let script = try s.write("s.sh", "#!/usr/bin/env sh\necho hi\n")
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script)
+        let d = try doctor([script])
+        let notes = (d.json["notes"] as? [String]) ?? []
+        #expect(notes.contains { $0.hasPrefix("a script run by ") && $0.contains("sh:") && !$0.contains("/env") }, "\(notes)")
+    }
+
+    /// DT_RUNPATH/DT_RPATH with $ORIGIN, LD_LIBRARY_PATH and a missing library, against ld.so's own answer (ldd).
+    @Test func librariesAreFoundWhereTheLoaderFindsThem() throws {
+        let s = try Scratch()
+        try FileManager.default.createDirectory(atPath: s.path("lib"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: s.path("elsewhere"), withIntermediateDirectories: true)
+        let lib = try s.write("bf.c", "int bf(void) { return 7; }\n")
+        let built = try run("/usr/bin/gcc", ["-shared", "-fPIC", "-Wl,-soname,libbf.so.1", "-o", s.path("lib/libbf.so.1"), lib])
+        try #require(built.status == 0, "\(built)")
+        let main = try s.write("main.c", "int bf(void);\nint main(void) { return bf() - 7; }\n")
+        let linked = try run("/usr/bin/gcc", ["-o", s.path("prog"), main, s.path("lib/libbf.so.1"), "-Wl,-rpath,$ORIGIN/lib"])
+        try #require(linked.status == 0, "\(linked)")
+        func found(_ d: Diagnosis) -> String? {
+            ((d.json["libraries"] as? [[String: Any]]) ?? []).first { $0["name"] as? String == "libbf.so.1" }?["path"] as? String
+        }
+        func ldd(_ program: String, env: [String: String] = [:]) throws -> String? {
+            let r = try run("/usr/bin/ldd", [program], env: env)
+            return r.stdout.split(separator: "\n").first { $0.contains("libbf.so.1 =>") }
+                .map { String($0.split(separator: " ")[2]) }
+        }
+        let viaOrigin = try doctor([s.path("prog")])
+        #expect(found(viaOrigin) == s.path("lib/libbf.so.1"), "\(viaOrigin.json)")
+        #expect(try ldd(s.path("prog")) == found(viaOrigin))
+
+        let moved = try s.copy(s.path("prog"), to: "elsewhere/prog")
+        let viaPath = try doctor([moved], env: ["LD_LIBRARY_PATH": s.path("lib")])
+        #expect(found(viaPath) == s.path("lib/libbf.so.1"), "\(viaPath.json)")
+        #expect(try ldd(moved, env: ["LD_LIBRARY_PATH": s.path("lib")]) == found(viaPath))
+
+        let missing = try doctor([moved])
+        #expect(found(missing) == nil)
+        #expect(((missing.json["notes"] as? [String]) ?? []).contains { $0.contains("libbf.so.1") && $0.contains("not found") }, "\(missing.json)")
+    }
+
     @Test func missingCommandExits1() throws {
         let r = try run(Built.cli, ["doctor", "--", "no-such-command-blkfault"])
         #expect(r.status == 1)
