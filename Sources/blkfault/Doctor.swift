@@ -105,7 +105,7 @@ enum DoctorOutput {
         if let tool = r.qemuTool {
             o["qemu"] = ["tool": tool, "aio": r.qemuAIO.map { ["option": $0.option, "mode": $0.mode] }] as [String: Any]
         }
-        let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data = (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 }

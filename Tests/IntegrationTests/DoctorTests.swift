@@ -204,6 +204,15 @@ import Testing
         #expect(((missing.json["notes"] as? [String]) ?? []).contains { $0.contains("libbf.so.1") && $0.contains("not found") }, "\(missing.json)")
     }
 
+    /// libelf is the CLI's: the preloaded library must not bring it into every program.
+    @Test func onlyTheCLILinksLibelf() throws {
+        try requireTools()
+        let library = try run("/usr/bin/ldd", [Built.library])
+        #expect(library.status == 0 && !library.stdout.contains("libelf"), "\(library)")
+        let cli = try run("/usr/bin/ldd", [Built.cli])
+        #expect(cli.stdout.contains("libelf"), "\(cli)")
+    }
+
     @Test func missingCommandExits1() throws {
         let r = try run(Built.cli, ["doctor", "--", "no-such-command-blkfault"])
         #expect(r.status == 1)
