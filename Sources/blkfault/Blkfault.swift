@@ -10,8 +10,9 @@ struct Blkfault: ParsableCommand {
         discussion: """
             Rule files use QEMU blkdebug's format ([inject-error] and [set-state] sections). \
             libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
-            of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
-            BLKFAULT_MODEL (qemu-7.2, the default, or raw).
+            of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines), \
+            BLKFAULT_MODEL (qemu-7.2, the default, or raw) and BLKFAULT_AIO (report: only warn about \
+            linux-aio requests on images instead of performing them).
             """,
         subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, DoctorCommand.self]
     )
