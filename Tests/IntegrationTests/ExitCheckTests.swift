@@ -119,8 +119,8 @@ import Testing
         #expect(reported.reports.count == 1, "\(reported.outcome)")
     }
 
-    /// Ordinary qemu-img and qemu-io runs: every write goes through libc, so the check
-    /// must stay silent, whatever the operation.
+    /// Ordinary qemu-img and qemu-io runs: every write goes through libc (or linux-aio,
+    /// which blkfault performs), so the check must stay silent, whatever the operation.
     @Test func ordinaryQemuRunsAreSilent() throws {
         try requireTools()
         let s = try Scratch()
@@ -131,6 +131,8 @@ import Testing
             (qemuIO, ["-f", "qcow2", "-c", "write -P 1 0 4k", "-c", "write 1M 1M", "-c", "write 60M 64k", a]),
             (qemuImg, ["snapshot", "-c", "s1", a]),
             (qemuIO, ["-f", "qcow2", "-c", "write -P 2 0 64k", "-c", "discard 1M 64k", a]),
+            (qemuIO, ["-f", "qcow2", "-i", "native", "-t", "none", "-c", "write -P 5 32M 128k", "-c", "aio_write 40M 64k",
+                      "-c", "aio_write 48M 64k", "-c", "aio_flush", a]),
             (qemuImg, ["resize", "-q", a, "2G"]),
             (qemuIO, ["-f", "qcow2", "-c", "write 1500M 4k", a]),
             (qemuImg, ["check", "-q", a]),
