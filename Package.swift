@@ -26,10 +26,21 @@ let package = Package(
             path: "Sources/BlkfaultPreload",
             linkerSettings: [.unsafeFlags(["-static-stdlib"])]
         ),
+        // libelf for `blkfault doctor`; only the CLI links it, never libblkfault.so.
+        .systemLibrary(
+            name: "CLibElf",
+            path: "Sources/CLibElf",
+            pkgConfig: "libelf",
+            providers: [.apt(["libelf-dev"])]
+        ),
+        // shim/hooks.def's rows (name, family) as data, for `blkfault doctor`.
+        .target(name: "CHookTable", path: "Sources/CHookTable"),
         .executableTarget(
             name: "blkfault",
             dependencies: [
                 "BlkfaultEngine",
+                "CLibElf",
+                "CHookTable",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),

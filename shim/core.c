@@ -305,6 +305,25 @@ static int is_target(int fd, int dirfd, const char *path, int flags, char real[P
     return 1;
 }
 
+/* The exit-time consistency check (blkfault_engine_exit): registered with atexit
+ * at the first attach, not in a constructor, so a process that never opens an
+ * image pays nothing and runs nothing at exit. */
+static void exit_check_run(void)
+{
+    int saved = errno;
+    shim_in_hook = 1; /* the engine's own fstat/pread go straight to libc */
+    blkfault_engine_exit();
+    shim_in_hook = 0;
+    errno = saved;
+}
+
+static void exit_check_arm(void)
+{
+    static atomic_flag armed = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&armed))
+        atexit(exit_check_run);
+}
+
 int shim_opened(int fd, int dirfd, const char *path, int flags)
 {
     if (fd < 0 || fd >= SHIM_FD_MAX || shim_in_hook || !active())
@@ -315,6 +334,8 @@ int shim_opened(int fd, int dirfd, const char *path, int flags)
     int32_t image = -1;
     if (is_target(fd, dirfd, path, flags, real))
         image = blkfault_engine_attach(real, fd); /* may exit(1) on a bad config */
+    if (image >= 0)
+        exit_check_arm();
     /* Always assign: a fresh fd carrying an old entry means we missed its close. */
     fd_assign(fd, image);
     shim_in_hook = 0;

@@ -6,7 +6,9 @@
 #include "shim.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 
@@ -438,13 +440,176 @@ static void bypass_iocbs(long nr, struct iocb *const *iocbs)
 
 typedef io_submit_fn fam_io_submit;
 
+/* The rest of the kernel's struct iocb (linux/aio_abi.h), after the head above. */
+struct shim_iocb {
+    struct shim_iocb_head h;
+    uint64_t aio_buf;
+    uint64_t aio_nbytes;
+    int64_t aio_offset;
+    uint64_t aio_reserved2;
+    uint32_t aio_flags;
+    uint32_t aio_resfd;
+};
+_Static_assert(sizeof(struct shim_iocb) == 64, "struct iocb is 64 bytes in the kernel ABI");
+/* aio_key and aio_rw_flags share 8 bytes, in byte order (linux/aio_abi.h's PADDED). */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define IOCB_RW_FLAGS 1
+#else
+#define IOCB_RW_FLAGS 0
+#endif
+enum { SHIM_IOCB_PREAD = 0, SHIM_IOCB_PWRITE = 1, SHIM_IOCB_FSYNC = 2, SHIM_IOCB_FDSYNC = 3,
+       SHIM_IOCB_PREADV = 7, SHIM_IOCB_PWRITEV = 8, SHIM_IOCB_FLAG_RESFD = 1 };
+
+/* Performs a linux-aio request on a tracked fd synchronously through the hooked
+ * calls, so the engine sees, traces and may fail it like any other. Returns the
+ * io_event result the kernel would have given: bytes done, or -errno. */
+static int64_t aio_perform(const struct shim_iocb *cb)
+{
+    struct iovec one = {(void *)(uintptr_t)cb->aio_buf, (size_t)cb->aio_nbytes};
+    const struct iovec *iov = &one;
+    int cnt = 1;
+    if (cb->h.aio_lio_opcode == SHIM_IOCB_PREADV || cb->h.aio_lio_opcode == SHIM_IOCB_PWRITEV) {
+        iov = (const struct iovec *)(uintptr_t)cb->aio_buf;
+        cnt = (int)cb->aio_nbytes;
+    }
+    int fd = (int)cb->h.aio_fildes;
+    int rwf = (int)cb->h.aio_key_or_rw_flags[IOCB_RW_FLAGS];
+    int64_t r;
+    switch (cb->h.aio_lio_opcode) {
+    case SHIM_IOCB_PREAD:
+    case SHIM_IOCB_PREADV: r = preadv2(fd, iov, cnt, cb->aio_offset, rwf); break;
+    case SHIM_IOCB_PWRITE:
+    case SHIM_IOCB_PWRITEV: r = pwritev2(fd, iov, cnt, cb->aio_offset, rwf); break;
+    case SHIM_IOCB_FSYNC: r = fsync(fd); break;
+    default: r = fdatasync(fd); break;
+    }
+    return r < 0 ? -(int64_t)errno : r;
+}
+
+/* A completion for a request already performed: the same iocb (the program finds
+ * its request by the iocb's address and aio_data, and may be woken through
+ * aio_resfd) turned into a read of `res` bytes of /dev/zero into scratch memory,
+ * which the kernel completes with exactly `res` through the program's own ring.
+ * The kernel copies the iocb and the iovecs at submission, so both are restored /
+ * dropped as soon as io_submit returns. */
+enum { AIO_JUNK = 4 << 20, AIO_JUNK_IOVS = 256 };
+static int aio_zero_fd = -1;
+static void *aio_junk;
+static pthread_once_t aio_junk_once = PTHREAD_ONCE_INIT;
+
+static void aio_junk_init(void)
+{
+    void *mem = mmap(NULL, AIO_JUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int fd = REAL(open)("/dev/zero", O_RDONLY | O_CLOEXEC);
+    if (mem == MAP_FAILED || fd < 0)
+        return;
+    aio_junk = mem;
+    aio_zero_fd = fd;
+}
+
+static int aio_complete_with(enum shim_sym sym, io_context_t ctx, struct shim_iocb *cb, int64_t res)
+{
+    pthread_once(&aio_junk_once, aio_junk_init);
+    if (aio_zero_fd < 0 || res < 0 || res > (int64_t)AIO_JUNK * AIO_JUNK_IOVS)
+        return -EIO;
+    struct iovec iov[AIO_JUNK_IOVS];
+    int cnt = 0;
+    for (int64_t left = res; left > 0; left -= AIO_JUNK)
+        iov[cnt++] = (struct iovec){aio_junk, (size_t)(left < AIO_JUNK ? left : AIO_JUNK)};
+    struct shim_iocb saved = *cb;
+    cb->h.aio_lio_opcode = SHIM_IOCB_PREADV;
+    cb->h.aio_key_or_rw_flags[IOCB_RW_FLAGS] = 0;
+    cb->h.aio_fildes = (uint32_t)aio_zero_fd;
+    cb->aio_buf = (uint64_t)(uintptr_t)iov;
+    cb->aio_nbytes = (uint64_t)cnt;
+    cb->aio_offset = 0;
+    struct iocb *one = (struct iocb *)cb;
+    int r = REAL_AS(fam_io_submit, sym)(ctx, 1, &one);
+    *cb = saved;
+    return r;
+}
+
+/* Wakes a program waiting on the request's eventfd (QEMU): after a refused first
+ * request it resubmits the rest only when woken. */
+static void aio_kick(const struct shim_iocb *cb)
+{
+    if (cb->aio_flags & SHIM_IOCB_FLAG_RESFD) {
+        uint64_t one = 1;
+        (void)!REAL(write)((int)cb->aio_resfd, &one, sizeof one);
+    }
+}
+
+/* Can aio_perform and aio_complete_with handle it? The commands a file request uses,
+ * and no more bytes than one scratch completion can carry. */
+static int aio_decodable(const struct shim_iocb *cb)
+{
+    uint64_t total = 0;
+    switch (cb->h.aio_lio_opcode) {
+    case SHIM_IOCB_FSYNC: case SHIM_IOCB_FDSYNC:
+        return 1;
+    case SHIM_IOCB_PREAD: case SHIM_IOCB_PWRITE:
+        total = cb->aio_nbytes;
+        break;
+    case SHIM_IOCB_PREADV: case SHIM_IOCB_PWRITEV: {
+        const struct iovec *iov = (const struct iovec *)(uintptr_t)cb->aio_buf;
+        if (iov == NULL || cb->aio_nbytes > 1024 /* UIO_MAXIOV */)
+            return 0;
+        for (uint64_t i = 0; i < cb->aio_nbytes; i++)
+            total += iov[i].iov_len;
+        break;
+    }
+    default:
+        return 0;
+    }
+    return total <= (uint64_t)AIO_JUNK * AIO_JUNK_IOVS;
+}
+
+/* libaio's io_submit. Requests on untracked fds go to the kernel as they are. A
+ * request on a tracked fd is performed here, synchronously, through the hooked
+ * calls (aio_perform); the call then stops there, as io_submit may (it returns how
+ * many it took, and the program submits the rest again, as QEMU does):
+ *  - requests before it are submitted and their count returned;
+ *  - if it is first and succeeded (or a rule pretended success), its completion is
+ *    queued (aio_complete_with) and 1 returned;
+ *  - if it is first and failed (a rule, or the real call), -errno is returned: the
+ *    kernel's own way to fail the first request of a submission, which QEMU
+ *    completes with that error through its usual path.
+ * BLKFAULT_AIO=report turns this off: the requests go to the kernel unseen and are
+ * reported as a bypass, as io_uring's are. */
 static int io_submit_hook(enum shim_sym sym, io_context_t ctx, long nr, struct iocb **iocbs)
 {
     if (SHIM_UNLIKELY(shim_real_missing(sym)))
         return -ENOSYS;
-    if (shim_tracking())
-        bypass_iocbs(nr, iocbs);
-    return REAL_AS(fam_io_submit, sym)(ctx, nr, iocbs);
+    if (!shim_tracking() || iocbs == NULL || nr <= 0)
+        return REAL_AS(fam_io_submit, sym)(ctx, nr, iocbs);
+    static int mode = -1; /* 1: perform tracked requests here; 0: only report */
+    if (mode < 0) {
+        const char *e = getenv("BLKFAULT_AIO");
+        mode = !(e != NULL && strcmp(e, "report") == 0);
+    }
+    long first = nr;
+    for (long i = 0; i < nr && first == nr; i++) {
+        struct shim_iocb *cb = (struct shim_iocb *)iocbs[i];
+        if (cb != NULL && shim_fd_image((int)cb->h.aio_fildes) >= 0) {
+            if (mode && aio_decodable(cb))
+                first = i;
+            else
+                shim_bypass_fd((int)cb->h.aio_fildes, aio_what);
+        }
+    }
+    if (first == nr)
+        return REAL_AS(fam_io_submit, sym)(ctx, nr, iocbs);
+    if (first > 0)
+        return REAL_AS(fam_io_submit, sym)(ctx, first, iocbs);
+    struct shim_iocb *cb = (struct shim_iocb *)iocbs[0];
+    int64_t res = aio_perform(cb);
+    if (res < 0) {
+        if (nr > 1)
+            aio_kick(cb);
+        return (int)res;
+    }
+    int r = aio_complete_with(sym, ctx, cb, res);
+    return r < 0 ? r : 1;
 }
 
 /* io_uring (liburing). A request names its fd only inside its submission queue

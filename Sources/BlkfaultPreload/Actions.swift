@@ -84,6 +84,9 @@ func carryOut(_ image: TrackedImage, _ state: ActionState, fd: Int32, _ op: Oper
         }
         journal(image, state, fd: fd, op)
         writeAt(fd, prefix, offset: op.offset)
+        // The exit check must know the prefix came from blkfault, not from around it.
+        image.witness.performed(.write, offset: op.offset, length: UInt64(prefix.count), succeeded: true,
+                                reader: image.reader, bytes: { from, count in Array(prefix[from..<(from + count)]) })
         return step.decision.cValue
     case .perform:
         var work = AfterWork(patches: effects.patches, crashAfter: effects.crashAfter)

@@ -39,6 +39,8 @@ final class TrackedImage: Sendable {
     let actions: ActionState?
     /// BLKFAULT_SHARED_STATE (SharedState.swift); nil unless set.
     let shared: SharedState? = sharedState
+    /// What this process saw done to the file, for the exit check (ExitCheck.swift).
+    let witness = Witness()
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
         self.path = path
@@ -123,6 +125,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
         if let i = list.firstIndex(where: { $0.path == name }) {
             list[i].engine.withLock { $0.noteOpen(writable: writable) }
+            list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
         }
         let readFD = open(path, O_RDONLY | O_CLOEXEC)
@@ -134,7 +137,9 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         }
         let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
             : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())
-        list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions))
+        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions)
+        tracked.witness.attach(programFD: fd, reader: reader)
+        list.append(tracked)
         return Int32(list.count - 1)
     }
 }
@@ -197,6 +202,8 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
         if let shared = image.shared { shared.leave(from: engine) }
     }
+    image.witness.performed(operation.kind, offset: operation.offset, length: operation.length, succeeded: result >= 0,
+                            reader: image.reader, bytes: operation.bytes)
     // After the engine learnt what the file holds: a [corrupt] alters only the buffer.
     if let actions = image.actions { finish(image, actions, operation, iov: iov, iovcnt: iovcnt, result: result) }
 }

@@ -11,11 +11,12 @@ struct Blkfault: AsyncParsableCommand {
             Rule files use QEMU blkdebug's format ([inject-error] and [set-state] sections), plus \
             blkfault's [crash], [torn-write], [corrupt] and [break] (see `blkfault validate --syntax`). \
             libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
-            of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines) and \
-            BLKFAULT_MODEL (qemu-7.2, the default, or raw).
+            of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines), \
+            BLKFAULT_MODEL (qemu-7.2, the default, or raw) and BLKFAULT_AIO (report: only warn about \
+            linux-aio requests on images instead of performing them).
             """,
-        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, Trace.self, Sweep.self,
-                      WaitBreak.self, Resume.self]
+        subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, DoctorCommand.self, Trace.self,
+                      Sweep.self, WaitBreak.self, Resume.self]
     )
 
     /// Runs the command; our own errors print as `blkfault: ...` with their exit status.

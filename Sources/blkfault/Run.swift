@@ -11,7 +11,7 @@ struct Run: ParsableCommand {
             Then replaces itself with CMD (found through PATH) with LD_PRELOAD=libblkfault.so prepended \
             to any existing LD_PRELOAD, BLKFAULT_CONFIG=RULES, BLKFAULT_IMAGE=the -i globs joined by ':' \
             (unset without -i: every qcow2 file the command opens is a target) and BLKFAULT_TRACE=FILE \
-            if given. Paths are made absolute.
+            if given. Paths are made absolute. Unless `blkfault doctor` would say a clean yes for CMD,             its one-line verdict is printed on stderr first.
 
             The library is --library, else $BLKFAULT_LIBRARY, else libblkfault.so next to this binary, \
             else ../lib/libblkfault.so.
@@ -72,6 +72,12 @@ struct Run: ParsableCommand {
                 throw BlkfaultError.cannotOpen(path, "cannot create the shared state file")
             }
             setenv("BLKFAULT_SHARED_STATE", path, 1)
+        }
+
+        // The doctor's verdict, unless it is a clean yes: a run that cannot see the image's
+        // I/O should not look like one where no rule fired.
+        if let report = try? Doctor.examine(argv), report.verdict != .yes {
+            printError(report.line)
         }
 
         fflush(nil)

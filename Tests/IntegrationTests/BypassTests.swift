@@ -1,10 +1,11 @@
 import Foundation
 import Testing
 
-/// qemu-io's `-i native` (linux-aio) and `-i io_uring` do their image I/O without
-/// libc's pread/pwrite: blkfault cannot see or fail it, and must say so (a warning,
-/// once per image, and a trace line) instead of looking as if no rule applied. The
-/// default thread pool goes through libc: no warning, and the rule fires.
+/// qemu-io's `-i io_uring` does its image I/O without libc's pread/pwrite: blkfault
+/// cannot see or fail it, and must say so (a warning, once per image, and a trace line)
+/// instead of looking as if no rule applied; so does `-i native` (linux-aio) with
+/// BLKFAULT_AIO=report. By default blkfault performs linux-aio requests itself, and
+/// they fail as under real blkdebug. The thread pool goes through libc: no warning.
 @Suite(.serialized) struct BypassTests {
     /// Fails every data write blkfault sees (once = off).
     static let rules = "[inject-error]\nevent = \"write_aio\"\n"
@@ -24,10 +25,11 @@ import Testing
     }
 
     /// qemu-io with extra options under blkfault, with a trace.
-    func underBlkfault(_ s: Scratch, image: String, options: [String]) throws -> Traced {
+    func underBlkfault(_ s: Scratch, image: String, options: [String], env extra: [String: String] = [:]) throws -> Traced {
         let rules = try s.write("rules.cfg", Self.rules)
         let trace = s.path("trace.jsonl")
-        let env = ["LD_PRELOAD": Built.library, "BLKFAULT_CONFIG": rules, "BLKFAULT_IMAGE": image, "BLKFAULT_TRACE": trace]
+        var env = ["LD_PRELOAD": Built.library, "BLKFAULT_CONFIG": rules, "BLKFAULT_IMAGE": image, "BLKFAULT_TRACE": trace]
+        env.merge(extra) { $1 }
         let out = try run(qemuIO, ["-f", "qcow2"] + options + Self.commands.flatMap { ["-c", $0] } + [image], env: env)
         let text = (try? String(contentsOfFile: trace, encoding: .utf8)) ?? ""
         let lines = text.split(separator: "\n").map(String.init)
@@ -57,12 +59,40 @@ import Testing
         #expect(check.stdout.contains("read 4096/4096 bytes at offset 0"), "\(check)", sourceLocation: sourceLocation)
     }
 
-    @Test func linuxAIOIsReportedNotFaulted() throws {
+    /// BLKFAULT_AIO=report: linux-aio requests go to the kernel as they are, reported.
+    @Test func linuxAIOReportOnlyIsReportedNotFaulted() throws {
         try requireTools()
         let s = try Scratch()
         let image = try s.image("a.qcow2")
-        let r = try underBlkfault(s, image: image, options: ["-i", "native", "-t", "none"])
+        let r = try underBlkfault(s, image: image, options: ["-i", "native", "-t", "none"], env: ["BLKFAULT_AIO": "report"])
         try expectReportedBypass(r, image: image, way: "linux-aio (io_submit)")
+    }
+
+    /// By default blkfault performs linux-aio requests on the image itself: `-i native`
+    /// fails like real blkdebug does with the same options, and like `-i threads` under blkfault.
+    @Test(arguments: [
+        (Self.rules, ["write -P 0x5a 0 4k", "read -P 0x5a 0 4k"]),
+        ("[inject-error]\nevent = \"l2_update\"\nerrno = \"28\"\nonce = \"on\"\n",
+         ["write -P 1 0 2M", "aio_write -P 2 4M 64k", "aio_write -P 3 8M 64k", "aio_flush", "read -P 2 4M 64k", "write -z 16M 1M", "discard 0 64k"]),
+        ("[inject-error]\nevent = \"refblock_update_part\"\nerrno = \"5\"\n", ["write -P 1 0 1M", "writev -P 7 20M 4k 4k"]),
+        ("", ["write -P 1 0 1M", "read -P 1 0 1M", "write -z 1M 64k"]),
+    ])
+    func linuxAIOIsSeenAndFaulted(rulesText: String, commands: [String]) throws {
+        try requireTools()
+        let s = try Scratch()
+        let mine = try s.image("a.qcow2"), theirs = try s.image("b.qcow2")
+        let rules = try s.write("rules.cfg", rulesText)
+        let trace = s.path("trace.jsonl")
+        let options = ["-f", "qcow2", "-i", "native", "-t", "none"] + commands.flatMap { ["-c", $0] }
+        let env = ["LD_PRELOAD": Built.library, "BLKFAULT_CONFIG": rules, "BLKFAULT_IMAGE": mine, "BLKFAULT_TRACE": trace]
+        let got = try run(qemuIO, options + [mine], env: env).normalized
+        let want = try run(qemuIO, options + ["blkdebug:\(rules):\(theirs)"]).normalized
+        #expect(got.stdout == want.stdout && got.status == want.status, "blkfault:\n\(got)\nblkdebug:\n\(want)")
+        #expect(!got.stderr.contains("blkfault:"), "no warning, no exit report: \(got)")
+        #expect(try bytes(mine) == bytes(theirs), "image bytes differ from blkdebug's")
+        let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(lines.contains { $0.contains("\"op\":\"write\"") }, "the writes were seen")
+        #expect(!lines.contains { $0.contains("\"bypass\"") || $0.contains("\"exit_check\"") }, "\(lines)")
     }
 
     /// If this kernel or sandbox refuses io_uring, qemu-io itself fails to open the

@@ -70,7 +70,9 @@ void blkfault_engine_detach(int32_t image, int32_t fd);
 /* A way to a tracked image around the hooked calls was noticed: I/O the engine
  * will not see. The call itself is forwarded untouched. `what` is a short static
  * string naming the way, one of
- *   "linux-aio (io_submit)"   an iocb on the fd (libaio's io_submit, or syscall())
+ *   "linux-aio (io_submit)"   an iocb on the fd that the shim passes to the kernel:
+ *                             through syscall(), with BLKFAULT_AIO=report, or one it
+ *                             cannot perform itself (hooks.c: io_submit_hook)
  *   "io_uring (a ring was set up while it was open)"
  *                             io_uring_queue_init* (or the io_uring_setup syscall)
  *                             succeeded while the image was open; reported for
@@ -81,5 +83,11 @@ void blkfault_engine_detach(int32_t image, int32_t fd);
  * May come many times per image and from several threads; the engine reports
  * once per image per process. */
 void blkfault_engine_bypass(int32_t image, const char *what);
+
+/* At exit (an atexit handler the shim registers at the first attach), with the
+ * guard held: the engine compares each image it follows with what it saw written
+ * (size, qcow2 header, L1 table) and reports a change it did not see as
+ * "blkfault: I/O bypassed blkfault on IMAGE: ..." on stderr and in the trace. */
+void blkfault_engine_exit(void);
 
 #endif
