@@ -105,6 +105,20 @@ import Testing
         #expect(map.stdout.contains("0x\(String(cluster * 65536, radix: 16))") && map.stdout.contains("leaked, 1 cluster"), "\(map)")
     }
 
+    /// A torn write that fails with an errno lets the program go on to exit: the bytes blkfault
+    /// wrote itself are not "I/O around blkfault" for the exit check.
+    @Test func tornWriteWithAnErrnoIsNotABypass() throws {
+        try requireTools()
+        let s = try Scratch()
+        let image = try s.image("a.qcow2")
+        let rules = try s.write("torn.cfg", "[torn-write]\nevent = \"l1_update\"\nkeep = \"4\"\nthen = \"5\"\n")
+        let before = try bytes(image)
+        let r = try Self.io(rules, image, ["write -P 0x22 0 64k"])
+        #expect(r.stdout.contains("write failed: Input/output error") || r.stderr.contains("Input/output error"), "\(r)")
+        #expect(try bytes(image) != before, "the kept prefix should have reached the file")
+        #expect(!r.stderr.contains("bypassed"), "\(r)")
+    }
+
     // MARK: [corrupt]
 
     @Test func corruptL2EntryOnLoadLeavesTheFileAlone() throws {
