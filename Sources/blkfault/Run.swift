@@ -11,7 +11,8 @@ struct Run: ParsableCommand {
             Then replaces itself with CMD (found through PATH) with LD_PRELOAD=libblkfault.so prepended \
             to any existing LD_PRELOAD, BLKFAULT_CONFIG=RULES, BLKFAULT_IMAGE=the -i globs joined by ':' \
             (unset without -i: every qcow2 file the command opens is a target) and BLKFAULT_TRACE=FILE \
-            if given. Paths are made absolute. Unless `blkfault doctor` would say a clean yes for CMD,             its one-line verdict is printed on stderr first.
+            if given. Paths are made absolute. Unless `blkfault doctor` would say a clean yes for CMD, \
+            its one-line verdict is printed on stderr first.
 
             The library is --library, else $BLKFAULT_LIBRARY, else libblkfault.so next to this binary, \
             else ../lib/libblkfault.so.

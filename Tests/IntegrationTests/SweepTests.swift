@@ -306,6 +306,15 @@ import Testing
         #expect(other.status == 1 && other.stderr.contains("holds a different sweep"), "\(other)")
     }
 
+    /// io_uring goes around libc: the sweep says so before it starts (the doctor's verdict).
+    @Test func sweepOfAProgramBlkfaultCannotSeeSaysSo() throws {
+        try requireTools()
+        let s = try Scratch()
+        let r = try run(Built.cli, ["sweep", "-o", s.path("out"), "--setup", "qemu-img create -q -f qcow2 t.qcow2 64M",
+                                    "-i", "t.qcow2", "--", "qemu-io", "-t", "none", "-i", "io_uring", "-c", "write 0 4k", "t.qcow2"])
+        #expect(r.stderr.contains("blkfault can see this program's image I/O: yes, with these options"), "\(r)")
+    }
+
     /// The HTML report in a real browser: the page draws its heatmap and a case's details from
     /// its embedded data, so the DOM after the scripts ran is what a user sees.
     @Test func htmlReportRendersInChromium() throws {

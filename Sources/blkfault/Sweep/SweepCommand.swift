@@ -140,6 +140,11 @@ struct SweepRun: AsyncParsableCommand {
         let context = SweepContext(out: store.out, template: store.template, command: argv, globs: images,
                                    check: check, timeout: timeout, library: try Paths.library(option: library),
                                    blkfault: Paths.executable, setup: setup, keep: keep)
+        // A sweep of a program blkfault cannot fully see would report "clean" for faults
+        // that never reached it: say so first, as `blkfault run` does.
+        if let report = try? Doctor.examine(argv), report.verdict != .yes {
+            printError(report.line)
+        }
         let interrupt = Interrupt.install()
 
         // 1-2: setup once, then the traced run that finds the fault points.
