@@ -117,7 +117,13 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
         engine.noteOpen(writable: writable)
         if let reason = engine.rawReason, config.traceFD >= 0 {
-            writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
+            writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")
+        }
+        if let reason = engine.rawReason, engine.degraded {
+            // Once per image per process (later opens find it in the list): the program's
+            // I/O goes on untouched, but qcow2 events will not be recognised on this file.
+            writeAll(2, "blkfault: warning: \(name) has the qcow2 magic but cannot be modelled (\(reason)): "
+                + "followed as raw, so only raw events (none, read_aio, write_aio, pwritev, pwritev_zero, pwritev_done) can fire\n")
         }
         list.append(TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD))
         return Int32(list.count - 1)
