@@ -112,7 +112,8 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
             list[i].engine.withLock { $0.noteOpen(writable: writable) }
             return Int32(i)
         }
-        let readFD = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO target for reading must not wait for a writer.
+        let readFD = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model)
         engine.noteOpen(writable: writable)
