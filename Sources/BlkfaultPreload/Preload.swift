@@ -128,12 +128,19 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
             list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
         }
-        let readFD = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO target for reading must not wait for a writer.
+        let readFD = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model, seed: config.seed)
         engine.noteOpen(writable: writable)
         if let reason = engine.rawReason, config.traceFD >= 0 {
-            writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":\"following as raw: " + reason + "\"}\n")
+            writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")
+        }
+        if let reason = engine.rawReason, engine.degraded {
+            // Once per image per process (later opens find it in the list): the program's
+            // I/O goes on untouched, but qcow2 events will not be recognised on this file.
+            writeAll(2, "blkfault: warning: \(name) has the qcow2 magic but cannot be modelled (\(reason)): "
+                + "followed as raw, so only raw events (none, read_aio, write_aio, pwritev, pwritev_zero, pwritev_done) can fire\n")
         }
         let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
             : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())

@@ -6,7 +6,12 @@ import Foundation
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check blkdebug rule files and summarise their rules.",
-        discussion: "Exit status 1 if any file has a problem (printed as FILE:LINE: message)."
+        discussion: """
+            Exit status 1 if any file has a problem (printed as FILE:LINE: message). What QEMU \
+            accepts but is probably a mistake (a repeated key, an empty file, new_state 0, binary \
+            content, with --image a sector past the end of the image file) is printed as \
+            FILE:LINE: warning: message, exit status 0: the library accepts such files, as QEMU does.
+            """
     )
 
     @Argument(help: ArgumentHelp("Rule files.", valueName: "RULES"))
@@ -14,6 +19,10 @@ struct Validate: ParsableCommand {
 
     @Flag(help: "Print every section and key, and whether real blkdebug accepts it (markdown), and exit.")
     var syntax = false
+
+    @Option(name: [.customShort("i"), .long], help: ArgumentHelp(
+        "An image the rules are meant for: warns about sectors past the end of its file.", valueName: "IMAGE"))
+    var image: String?
 
     func validate() throws {
         if files.isEmpty && !syntax { throw ValidationError("give at least one rule file") }
@@ -28,7 +37,9 @@ struct Validate: ParsableCommand {
         for (n, file) in files.enumerated() {
             if n > 0 { say() }
             do throws(BlkfaultError) {
-                let rules = try RuleCheck.load(file)
+                let (rules, warnings) = try RuleCheck.loadWithWarnings(file)
+                for w in warnings { printError("blkfault: \(w)") }
+                if let image { for w in RuleCheck.sectorWarnings(file: file, rules: rules, image: image) { printError("blkfault: \(w)") } }
                 for line in RuleCheck.summary(file: file, rules: rules) { say(line) }
             } catch {
                 printError(error.description)
@@ -47,6 +58,26 @@ enum RuleCheck {
             return try RuleFile.load(path: path)
         } catch {
             throw .rules(error.description)
+        }
+    }
+
+    static func loadWithWarnings(_ path: String) throws(BlkfaultError) -> (RuleSet, [RuleFileWarning]) {
+        do {
+            return try RuleFile.loadWithWarnings(path: path)
+        } catch {
+            throw .rules(error.description)
+        }
+    }
+
+    /// blkdebug's `sector` is a byte offset into the image file (it sits below the qcow2
+    /// driver): a rule past the file's end fires only once the file grows that far.
+    static func sectorWarnings(file: String, rules: RuleSet, image: String) -> [RuleFileWarning] {
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: image)[.size]) as? NSNumber else {
+            return [RuleFileWarning(fileName: file, line: 0, message: "cannot read the size of '\(image)'")]
+        }
+        return rules.injectRules.filter { $0.sectorOffset >= size.int64Value }.map { rule in
+            RuleFileWarning(fileName: file, line: rule.line, message: "sector \(rule.sectorOffset / 512) (byte \(rule.sectorOffset)) "
+                + "is past the end of \(image) (\(size.int64Value) bytes): the rule fires only if the file grows that far")
         }
     }
 

@@ -31,6 +31,9 @@ public struct ImageEngine: Sendable {
     private var model: Model
     /// Why the image is followed in raw mode, if it is.
     public private(set) var rawReason: String?
+    /// The file says it is qcow2 (magic) but its metadata cannot be modelled (damaged,
+    /// truncated, hostile): followed in raw mode, and the user should be told once.
+    public private(set) var degraded = false
 
     enum Model: Sendable {
         case qcow2(Qcow2Classifier)
@@ -55,6 +58,7 @@ public struct ImageEngine: Sendable {
                 model = .pending(RawClassifier())
             } else {
                 model = .raw(RawClassifier())
+                degraded = file.read(offset: 0, count: 4).map { $0.count == 4 && $0.be32(at: 0) == Qcow2Header.magic } ?? false
             }
             rawReason = error.description
         }

@@ -89,10 +89,13 @@ public struct ShadowImage: Sendable {
     /// What the byte at `offset` belongs to.
     public func region(at offset: UInt64) -> Region {
         if offset < clusterSize { return .header }
-        let l1Start = header.l1TableOffset, l1End = l1Start + UInt64(l1.count) * 8
-        if offset >= l1Start && offset < l1End { return .l1Table(firstIndex: (offset - l1Start) / 8) }
-        let rtStart = header.refcountTableOffset, rtEnd = rtStart + header.refcountTableSize
-        if offset >= rtStart && offset < rtEnd { return .refcountTable(firstIndex: (offset - rtStart) / 8) }
+        // Differences, not sums: a hostile header's offsets may lie near 2^64.
+        let l1Start = header.l1TableOffset
+        if offset >= l1Start && offset - l1Start < UInt64(l1.count) * 8 { return .l1Table(firstIndex: (offset - l1Start) / 8) }
+        let rtStart = header.refcountTableOffset
+        if offset >= rtStart && offset - rtStart < header.refcountTableSize {
+            return .refcountTable(firstIndex: (offset - rtStart) / 8)
+        }
         let cluster = clusterStart(offset)
         if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
         if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
@@ -252,7 +255,9 @@ public struct ShadowImage: Sendable {
 
     private mutating func release(offset: UInt64, bytes: UInt64) {
         var c = offset >> UInt64(header.clusterBits)
-        let end = (offset + bytes + clusterSize - 1) >> UInt64(header.clusterBits)
+        // Saturating: the old table's offset came from the file and may be anything.
+        let last = offset.addingReportingOverflow(bytes).partialValue.addingReportingOverflow(clusterSize - 1)
+        let end = (last.overflow || offset.addingReportingOverflow(bytes).overflow ? UInt64.max : last.partialValue) >> UInt64(header.clusterBits)
         while c < end && releasedClusters.count < 1 << 20 { releasedClusters.insert(c); c += 1 }
     }
 }

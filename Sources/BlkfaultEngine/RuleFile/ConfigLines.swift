@@ -1,11 +1,17 @@
+import Glibc
+
 // QEMU's `-readconfig` line syntax (util/qemu-config.c, qemu_config_foreach), emulated
 // byte for byte: it reads with fgets into a 1024-byte buffer and recognises lines with
 // two sscanf formats each, and every quirk of the format follows from those.
 
 /// One line as QEMU sees it: at most 1023 bytes, newline included when it fits, so a
-/// longer physical line arrives as several lines.
+/// longer physical line arrives as several lines. fgets reads NUL bytes like any other,
+/// but sscanf stops at the first one: `bytes` ends there (a NUL in column 0 leaves an
+/// empty line, which is a parse error, as in QEMU).
 struct ConfigLine {
     var bytes: ArraySlice<UInt8>
+    /// The line contained a NUL byte (cut there).
+    var hadNul = false
     /// Physical line (1-based) this piece starts on.
     var number: Int
     /// Part of a physical line longer than 1023 bytes.
@@ -16,25 +22,36 @@ let qemuLineLimit = 1023
 let newline = UInt8(ascii: "\n")
 let doubleQuote = UInt8(ascii: "\"")
 
-func configLines(_ bytes: [UInt8]) -> [ConfigLine] {
-    var lines: [ConfigLine] = []
+/// The lines of a file one at a time (a rule file may be 100 MB of comments: no array of them).
+struct ConfigLines: Sequence, IteratorProtocol {
+    let bytes: [UInt8]
     var start = 0
     var number = 1
     var continuesPrevious = false
-    while start < bytes.count {
-        var end = start
-        while end < bytes.count, end - start < qemuLineLimit {
-            end += 1
-            if bytes[end - 1] == newline { break }
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func next() -> ConfigLine? {
+        guard start < bytes.count else { return nil }
+        // memchr, not a byte loop: a 100 MB file must parse quickly even in a debug build.
+        let limit = Swift.min(bytes.count - start, qemuLineLimit)
+        let (end, nul): (Int, Int?) = bytes.withUnsafeBytes { raw in
+            let base = raw.baseAddress! + start
+            let lineEnd = memchr(base, Int32(newline), limit).map { UnsafeRawPointer($0) - base + 1 } ?? limit
+            let zero = memchr(base, 0, lineEnd).map { UnsafeRawPointer($0) - base }
+            return (start + lineEnd, zero.map { start + $0 })
         }
         let endsLine = bytes[end - 1] == newline || end == bytes.count
-        lines.append(ConfigLine(bytes: bytes[start..<end], number: number, isPiece: continuesPrevious || !endsLine))
+        let line = ConfigLine(bytes: bytes[start..<(nul ?? end)], hadNul: nul != nil, number: number,
+                              isPiece: continuesPrevious || !endsLine)
         continuesPrevious = !endsLine
         if bytes[end - 1] == newline { number += 1 }
         start = end
+        return line
     }
-    return lines
 }
+
+func configLines(_ bytes: [UInt8]) -> ConfigLines { ConfigLines(bytes) }
 
 extension UInt8 {
     /// C `isspace` in the C locale.

@@ -10,6 +10,8 @@ struct ConfigReader {
     private var group: [UInt8] = []
     /// The group of `current`, saved when its header was read.
     private var currentGroup: [UInt8] = []
+    /// Things QEMU accepts silently that are probably mistakes.
+    private(set) var warnings: [RuleFileWarning] = []
 
     init(fileName: String) { self.fileName = fileName }
 
@@ -43,7 +45,11 @@ struct ConfigReader {
                             : pair.key.first == UInt8(ascii: "#") ? Hint.commentColumn
                             : "put an [inject-error] or [set-state] header before it")
         }
-        current!.put(ConfigEntry(key: pair.key, value: pair.value, line: line.number, form: pair.form, isPiece: line.isPiece))
+        if let replaced = current!.put(ConfigEntry(key: pair.key, value: pair.value, line: line.number, form: pair.form, isPiece: line.isPiece)),
+           warnings.count < 100 {
+            warnings.append(RuleFileWarning(fileName: fileName, line: line.number,
+                message: "'\(replaced.keyText)' given again (first on line \(replaced.line)); QEMU keeps this last value"))
+        }
     }
 
     /// End of file: QEMU validates the last section under the group buffer's name.
@@ -59,6 +65,7 @@ struct ConfigReader {
     }
 
     private static func blankLineHint(_ line: ConfigLine) -> String {
+        if line.hadNul && line.bytes.allSatisfy(\.isCSpace) { return Hint.nulByte }
         if line.isPiece { return Hint.longLine }
         if line.bytes.contains(UInt8(ascii: "\r")) {
             return "a blank line with a CRLF ending is an error; QEMU skips only truly empty lines"

@@ -19,11 +19,16 @@ struct ConfigSection {
 
     init(headerLine: Int) { self.headerLine = headerLine }
 
-    mutating func put(_ entry: ConfigEntry) {
+    /// Returns the entry a repeated key replaced, if any.
+    @discardableResult
+    mutating func put(_ entry: ConfigEntry) -> ConfigEntry? {
         if let slot = entries.firstIndex(where: { $0.key == entry.key }) {
+            let replaced = entries[slot]
             entries[slot] = entry
+            return replaced
         } else {
             entries.append(entry)
+            return nil
         }
     }
 

@@ -31,6 +31,7 @@ private func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
 enum Hint {
     static let quoteValues = "values must be in double quotes: key = \"value\""
     static let closeQuote = "the closing double quote is missing, so the value runs to the end of the line"
+    static let nulByte = "the line starts with a NUL byte; QEMU's parser stops reading a line at a NUL"
     static let longLine = "QEMU reads at most 1023 characters of a line and parses the rest as a new line"
     static let commentColumn = "'#' starts a comment only in the first column"
     static let identifiers = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
