@@ -23,6 +23,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O read compressed data: a write to a new cluster right after it
+    /// is the copy-on-write of a partial write over a compressed cluster.
+    private var previousWasCompressedRead = false
     /// New L2 tables whose first slice went out (their `l2_alloc_write`s are raised).
     private var newL2Tables: Set<UInt64> = []
     /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
@@ -66,14 +69,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events += [.clusterFree, .refblockAlloc, .refblockLoad]
             oldTableFreePending = false
         }
-        defer { previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }() }
+        defer {
+            previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
+            previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
+        }
 
         switch op.kind {
         case .read:
             events += readEvents(op, region)
         case .write:
             events += writeEvents(op, region, file: file)
-            pendingGuestWrite = events.contains(.writeAio)
+            pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
             events.append(.pwritev)
         case .writeZeroes:
             if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
@@ -161,6 +167,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             return []
         case .data:
             return [.readAio]
+        case .unreferenced where shadow.holdsCompressedData(op.offset):
+            return [.readCompressed]
         default:
             return []
         }
@@ -252,14 +260,45 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         } else if newL2Tables.contains(first) {
             return [.l2Update]
         }
+        if isCompressedWrite(op, first: first) { return compressedWriteEvents(touched) }
         // New guest data: its refcount is still in QEMU's cache. A write that extends
         // a host run starts in the allocated cluster; one that starts here did not.
         contiguousAllocation = false
+        if previousWasCompressedRead {
+            // Copy-on-write over a compressed cluster: the COW region and the guest
+            // data go out as one write (perform_cow: write_aio, then cow_write).
+            return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
+        }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
         for c in touched { zeroedClusters.remove(c) }
         return events + [.writeAio]
+    }
+
+    /// Compressed data (qcow2_co_pwritev_compressed_task): shorter than a cluster, at
+    /// the byte-granular offset qcow2_alloc_bytes chose, with no zero-fill before it
+    /// (a partial write of a new cluster is zero-filled first, cluster_alloc_space).
+    /// Its length is the compressed size, so it is rarely a whole number of sectors.
+    private func isCompressedWrite(_ op: Operation, first: UInt64) -> Bool {
+        op.length < shadow.clusterSize && !zeroedClusters.contains(first)
+            && (op.offset % 512 != 0 || op.length % 512 != 0)
+    }
+
+    /// qcow2_alloc_compressed_cluster_offset: cluster_alloc_bytes, the refcount
+    /// update of the bytes (one refblock_alloc + refblock_load per refcount block),
+    /// the L2 entry set in the cache (l2_update_compressed), then write_compressed.
+    private mutating func compressedWriteEvents(_ touched: [UInt64]) -> [BlkdebugEvent] {
+        requestAllocated = true
+        var events: [BlkdebugEvent] = [.clusterAllocBytes]
+        var blocks: [UInt64] = []
+        for c in touched {
+            let b = shadow.reftableIndex(clusterOffset: c)
+            if !blocks.contains(b) { blocks.append(b); events += [.refblockAlloc, .refblockLoad] }
+        }
+        clusterAllocRaised = false
+        contiguousAllocation = false
+        return events + [.l2UpdateCompressed, .writeCompressed]
     }
 
     /// QEMU grows the L1 table by factors of 1.5 from its current size.

@@ -31,6 +31,8 @@ public struct ShadowImage: Sendable {
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
     public private(set) var dataClusters: Set<UInt64> = []
+    /// Host cluster indices holding compressed data an L2 entry we have seen points to.
+    public private(set) var compressedClusters: Set<UInt64> = []
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
     /// Host cluster indices that held metadata or data we saw released (an old L1
@@ -220,11 +222,32 @@ public struct ShadowImage: Sendable {
         var k = 0
         while k + 8 <= data.count {
             let e = data.be64(at: k)
-            if e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 {
+            if e & Qcow2Entry.compressed != 0 {
+                learnCompressedEntry(e)
+            } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
                 dataClusters.insert(host >> UInt64(header.clusterBits))
             }
             k += step
         }
+    }
+
+    /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
+    /// 62 − (cluster_bits − 8) bits, then the number of 512-byte sectors minus one.
+    private mutating func learnCompressedEntry(_ e: UInt64) {
+        let shift = UInt64(62 - (header.clusterBits - 8))
+        let host = e & ((1 << shift) - 1)
+        let sectors = ((e >> shift) & ((1 << UInt64(header.clusterBits - 8)) - 1)) + 1
+        guard host != 0 else { return }
+        let end = (host & ~511) + sectors * 512
+        var c = host >> UInt64(header.clusterBits)
+        while c << UInt64(header.clusterBits) < end && c - (host >> UInt64(header.clusterBits)) < 4 {
+            compressedClusters.insert(c); c += 1
+        }
+    }
+
+    /// Whether the byte at `offset` lies in a cluster that holds compressed data.
+    public func holdsCompressedData(_ offset: UInt64) -> Bool {
+        compressedClusters.contains(offset >> UInt64(header.clusterBits))
     }
 
     /// The L2 entries of a slice we read or wrote: whether any allocated cluster is
