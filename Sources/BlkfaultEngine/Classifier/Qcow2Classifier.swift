@@ -26,6 +26,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O read compressed data: a write to a new cluster right after it
     /// is the copy-on-write of a partial write over a compressed cluster.
     private var previousWasCompressedRead = false
+    /// L2 tables an L1 shrink dropped (qcow2_shrink_l1_table), freed with no I/O of
+    /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
+    private var shrinkDroppedTables: Int?
     /// New L2 tables whose first slice went out (their `l2_alloc_write`s are raised).
     private var newL2Tables: Set<UInt64> = []
     /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
@@ -65,6 +68,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
         if !(isWriteBack || op.kind == .flush) { events += flush.interrupted() }
+        if let dropped = shrinkDroppedTables, op.kind != .flush {
+            events.append(.l1ShrinkFreeL2Clusters)
+            for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
+            shrinkDroppedTables = nil
+        }
         if oldTableFreePending && op.kind != .flush {
             events += [.clusterFree, .refblockAlloc, .refblockLoad]
             oldTableFreePending = false
@@ -82,7 +90,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
             events.append(.pwritev)
         case .writeZeroes:
-            if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
+            if case .l1Table(let first) = region {
+                // qemu-img resize --shrink: the dropped L1 entries are zeroed.
+                let end = min(UInt64(shadow.l1.count), first + op.length / 8)
+                shrinkDroppedTables = (first..<max(first, end)).filter { shadow.l1[Int($0)] & Qcow2Entry.offsetMask != 0 }.count
+                for i in first..<max(first, end) { shadow.setL1(index: Int(i), 0) }
+                events.append(.l1ShrinkWriteTable)
+            } else if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
                 events += allocationEvents(newClusters: clusters(of: op))
                 events.append(.clusterAllocSpace)
                 zeroedClusters.formUnion(clusters(of: op))
