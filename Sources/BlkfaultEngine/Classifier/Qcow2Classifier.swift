@@ -148,6 +148,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // Freed clusters: L2 entries and refcounts are dirty.
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true)
             case .writeZeroes:
+                // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
+                if case .l1Table = shadow.region(at: op.offset) { break }
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
             default: break
             }
