@@ -1092,6 +1092,9 @@ def parse_args(argv=None):
                          "blkdebug/plain test the harness itself")
     ap.add_argument("--full", action="store_true",
                     help="whole cross product events x errno x once x immediately x workloads")
+    ap.add_argument("--gaps", action="store_true",
+                    help="only the workloads of scenarios.GAP_WORKLOADS (snapshots, backing "
+                         "files, check -r, convert, resize grow), left out of the default set")
     ap.add_argument("--026", dest="t026", action="store_true",
                     help="reproduce qemu-iotests 026 through the subject and diff with 026.out")
     ap.add_argument("--filter", action="append", default=[], metavar="EVENT",
@@ -1121,8 +1124,8 @@ def parse_args(argv=None):
 
 
 def select_cases(args) -> list[Case]:
-    cases = scenarios.matrix_cases(args.full)
-    if not args.no_chains:
+    cases = scenarios.matrix_cases(args.full, args.gaps)
+    if not args.no_chains and not args.gaps:
         cases += scenarios.chain_cases()
     evs = {e for f in args.filter for e in f.split(",") if e}
     if evs:
