@@ -342,11 +342,11 @@ def set_state_rule(event, state, new_state) -> str:
 # Workloads where blkfault's model is known to fall short (README, "Differences from
 # real blkdebug"): internal snapshots (snapshot table and L1 copies are taken for
 # table writes, shared clusters are not modelled), backing files (their reads are on
-# another file), qemu-img check -r / convert / resize-grow (the model misreads some
-# of their metadata writes). They break the no-injection separation, so they run
+# another file), qemu-img check -r / convert / resize (the model misreads some of
+# their metadata writes; at qemu-img's close no flush_to_os is raised). They break the no-injection separation, so they run
 # only with --full or --gaps, and their figures are reported apart.
 GAP_WORKLOADS = {"snapc", "snapw", "snapa", "snapd", "bread", "bcow", "checkr",
-                 "convert", "grow"}
+                 "convert", "grow", "shrink"}
 
 
 def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:

@@ -29,6 +29,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// L2 tables an L1 shrink dropped (qcow2_shrink_l1_table), freed with no I/O of
     /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
     private var shrinkDroppedTables: Int?
+    /// A shrink is in progress (until the header's size is written): its discards
+    /// are qcow2's own, not guest requests that a full flush follows.
+    private var shrinking = false
+    /// Clusters of a table other than L1/L2 whose refcount reached the disk before
+    /// it was written (a snapshot table): written in pieces, with no event.
+    private var otherTables: Set<UInt64> = []
     /// New L2 tables whose first slice went out (their `l2_alloc_write`s are raised).
     private var newL2Tables: Set<UInt64> = []
     /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
@@ -96,6 +102,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 shrinkDroppedTables = (first..<max(first, end)).filter { shadow.l1[Int($0)] & Qcow2Entry.offsetMask != 0 }.count
                 for i in first..<max(first, end) { shadow.setL1(index: Int(i), 0) }
                 events.append(.l1ShrinkWriteTable)
+                shrinking = true
+                flush.requestContinues()
             } else if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
                 events += allocationEvents(newClusters: clusters(of: op))
                 events.append(.clusterAllocSpace)
@@ -146,7 +154,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 }
             case .discard:
                 // Freed clusters: L2 entries and refcounts are dirty.
-                flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true)
+                if !shrinking { flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true) }
             case .writeZeroes:
                 // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
                 if case .l1Table = shadow.region(at: op.offset) { break }
@@ -166,8 +174,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .l1Table(let first) where first == 0 && op.length >= UInt64(shadow.l1.count) * 8:
             l1TableReads += 1
             return []
-        case .l2Table:
-            return l1TableReads > 1 ? [] : [.l2Load]
+        case .l2Table(_, let l1Index):
+            if l1TableReads > 1 { return [] }
+            // l2_allocate copying a table shared with a snapshot (its L1 entry lacks
+            // the COPIED flag): the new table's refcount went out, now the old one is read.
+            if !pendingTables.isEmpty, Int(l1Index) < shadow.l1.count,
+               shadow.l1[Int(l1Index)] & Qcow2Entry.copied == 0 {
+                return [.l2AllocCowRead, .l2Load]
+            }
+            return [.l2Load]
         case .refcountBlock:
             // A refcount cache miss: the free-cluster search of a new allocation,
             // or the free check of an allocation that extends a host run.
@@ -195,6 +210,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
+            if op.offset <= 24 && op.end >= 32 { shrinking = false }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
@@ -203,6 +219,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return []
         case .l1Table:
+            // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
+            // rewrite of the whole table (snapshot refcount update, snapshot apply)
+            // raises no event.
+            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 { return [] }
             flush.requestContinues()
             return [.l1Update]
         case .refcountTable:
@@ -273,8 +293,20 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
                 return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
             }
+            if op.length % 512 != 0 || op.offset % 512 != 0 {
+                // Another table written in pieces (the snapshot table): no event of its own.
+                otherTables.formUnion(touched)
+                return []
+            }
         } else if newL2Tables.contains(first) {
             return [.l2Update]
+        } else if otherTables.contains(first) {
+            return []
+        }
+        if op.length == UInt64(shadow.l1.count) * 8, looksLikeTableCopy(head, of: shadow.l1, allowZero: false) {
+            // A copy of the active L1 table (qcow2_snapshot_create): allocated like
+            // any cluster run, written with no event of its own.
+            return allocationEvents(newClusters: touched)
         }
         if isCompressedWrite(op, first: first) { return compressedWriteEvents(touched) }
         // New guest data: its refcount is still in QEMU's cache. A write that extends
