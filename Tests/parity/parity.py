@@ -484,7 +484,9 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
                               "what": "base image, no injection", "rc": p.rc,
                               "stdout": normalise(p.stdout, run_dir, None),
                               "stderr": normalise(p.stderr, run_dir, None)})
-    p = runner.create(img, wl.cluster_size, wl.size, wl.opts, backing)
+    # The overlay names its backing file relative to itself: the header then holds the
+    # same bytes in every run directory.
+    p = runner.create(img, wl.cluster_size, wl.size, wl.opts, "base.qcow2" if backing else None)
     res.setup.append({"cmd": f"qemu-img create -f qcow2 -o {wl.create_opts()} "
                              + ("-b TEST_DIR/base.qcow2 -F qcow2 " if backing else "")
                              + f"TEST_DIR/{IMG_NAME} {wl.size}", "what": "setup",
@@ -754,7 +756,7 @@ def repro_script(case: Case, runner: Runner) -> str:
         for cmds in wl.base:
             L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds)
                      + ' "$W/$1/base.qcow2" >/dev/null   # base image, no injection')
-        bk = '-b "$W/$1/base.qcow2" -F qcow2 '
+        bk = '-b base.qcow2 -F qcow2 '
     L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} {bk}"$IMG" {wl.size}')
 
     def img_cmd(cmds, target):
