@@ -286,7 +286,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if pendingTables.contains(first >> UInt64(shadow.header.clusterBits)) {
             // A table whose refcount reached the disk before it: L1 growth or a new L2 table.
             for c in touched { pendingTables.remove(c >> UInt64(shadow.header.clusterBits)) }
-            if isL1GrowthLength(op.length) && (head.isEmpty || looksLikeTableCopy(head, of: shadow.l1, allowZero: true)) {
+            if isL1GrowthLength(op.length) && (head.isEmpty || looksLikeTableCopy(head, of: shadow.l1, allowZero: true))
+                || (op.length > UInt64(shadow.l1.count) * 8 && op.length % 8 == 0 && looksLikeTableCopy(head, of: shadow.l1, allowZero: false)) {
+                // Growth by 1.5 (a write beyond the table), or to an exact size (qemu-img resize).
                 return [.l1GrowWriteTable]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {

@@ -27,6 +27,9 @@ public struct ShadowImage: Sendable {
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
     public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
+    /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
+    public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
     /// Refblock cluster offset -> refcount table index.
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
@@ -56,6 +59,26 @@ public struct ShadowImage: Sendable {
         l1 = []; reftable = []
         try loadL1(file)
         try loadReftable(file)
+        loadSnapshotL2Tables(file)
+    }
+
+    /// The snapshot table's entries (notes §4.8): L1 offset at 0, L1 size at 8, then
+    /// id and name lengths, dates, VM state size and extra data; padded to 8 bytes.
+    private mutating func loadSnapshotL2Tables(_ file: ImageReader) {
+        var offset = header.snapshotsOffset
+        for _ in 0..<min(Int(header.nbSnapshots), 1024) {
+            guard let e = file.read(offset: offset, count: 40), e.count == 40 else { return }
+            let l1Offset = e.be64(at: 0), l1Size = Int(e.be32(at: 8))
+            let idLen = UInt64(e[12]) << 8 | UInt64(e[13]), nameLen = UInt64(e[14]) << 8 | UInt64(e[15])
+            let extra = UInt64(e.be32(at: 36))
+            if l1Size > 0, l1Size < 1 << 22, let t = file.read(offset: l1Offset, count: l1Size * 8), t.count == l1Size * 8 {
+                for i in 0..<l1Size {
+                    let l2 = t.be64(at: i * 8) & Qcow2Entry.offsetMask
+                    if l2 != 0, snapshotL2Tables[l2] == nil { snapshotL2Tables[l2] = UInt64(i) }
+                }
+            }
+            offset = (offset + 40 + extra + idLen + nameLen + 7) & ~7
+        }
     }
 
     private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
@@ -97,6 +120,7 @@ public struct ShadowImage: Sendable {
         if offset >= rtStart && offset < rtEnd { return .refcountTable(firstIndex: (offset - rtStart) / 8) }
         let cluster = clusterStart(offset)
         if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+        if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
         if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
         if dataClusters.contains(cluster >> UInt64(header.clusterBits)) { return .data }
         return .unreferenced
