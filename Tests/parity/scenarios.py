@@ -357,10 +357,10 @@ def set_state_rule(event, state, new_state) -> str:
 
 
 # Workloads where blkfault's model is known to fall short (README, "Differences from
-# real blkdebug"): qemu-img snapshot -a/-d, check -r, convert and resize (the model
-# misreads some of their metadata writes; at qemu-img's close no flush_to_os is raised). They break the no-injection separation, so they run
+# real blkdebug"): qemu-img snapshot -a/-d, check -r and convert (the model misreads
+# some of their metadata writes and cache flushes). They break the no-injection separation, so they run
 # only with --full or --gaps, and their figures are reported apart.
-GAP_WORKLOADS = {"snapa", "snapd", "checkr", "convert", "grow", "shrink"}
+GAP_WORKLOADS = {"snapa", "snapd", "checkr", "convert"}
 
 
 def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:

@@ -32,6 +32,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// A shrink is in progress (until the header's size is written): its discards
     /// are qcow2's own, not guest requests that a full flush follows.
     private var shrinking = false
+    /// The image size in the header was just written (qcow2_co_truncate): qcow2 then
+    /// re-reads its options and flushes both caches itself, with no full flush.
+    private var resizeCacheFlush = false
     /// Clusters of a table other than L1/L2 whose refcount reached the disk before
     /// it was written (a snapshot table): written in pieces, with no event.
     private var otherTables: Set<UInt64> = []
@@ -73,7 +76,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
-        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted() }
+        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted(); resizeCacheFlush = false }
         if let dropped = shrinkDroppedTables, op.kind != .flush {
             events.append(.l1ShrinkFreeL2Clusters)
             for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
@@ -210,7 +213,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
-            if op.offset <= 24 && op.end >= 32 { shrinking = false }
+            if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
@@ -230,6 +233,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
+            if resizeCacheFlush { return [.l2Update] }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
@@ -246,6 +250,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = false
                 return events
             }
+            if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
             // Existing data; a write that runs on into new clusters extends the host run.
