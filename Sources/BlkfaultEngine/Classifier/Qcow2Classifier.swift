@@ -194,7 +194,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return []
             }
             if writable { flush.requestContinues() }
-            if writable && !clusterAllocRaised {
+            // A metadata walk (qemu-img check) reads refblocks without allocating.
+            if writable && !clusterAllocRaised && l1TableReads <= 1 {
                 clusterAllocRaised = true
                 return [.clusterAlloc]
             }
@@ -233,7 +234,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
-            if resizeCacheFlush { return [.l2Update] }
+            // l2_allocate flushes the L2 cache after the new table's refcount went out
+            // (pendingTables): other dirty tables are written back there, not in a full flush.
+            if resizeCacheFlush || !pendingTables.isEmpty { return [.l2Update] }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
