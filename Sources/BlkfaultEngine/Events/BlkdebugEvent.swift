@@ -51,7 +51,7 @@ extension BlkdebugEvent {
         .init(event: .l2Load, name: "l2_load", recognition: .exact, howRecognised: "read of an L2 table slice (an L2 cache miss)"),
         .init(event: .l2Update, name: "l2_update", recognition: .exact, howRecognised: "write of an L2 table slice (L2 cache write-back)"),
         .init(event: .l2UpdateCompressed, name: "l2_update_compressed", recognition: .inferred, howRecognised: "before a compressed data write (the L2 entry is set in the cache)"),
-        .init(event: .l2AllocCowRead, name: "l2_alloc_cow_read", recognition: .notYet, howRecognised: "shared L2 tables (internal snapshots) are not modelled yet"),
+        .init(event: .l2AllocCowRead, name: "l2_alloc_cow_read", recognition: .inferred, howRecognised: "before the read of a table shared with a snapshot that l2_allocate copies (not raised when that table is cached)"),
         .init(event: .l2AllocWrite, name: "l2_alloc_write", recognition: .inferred, howRecognised: "before the first write of a new L2 table not yet referenced by L1"),
         .init(event: .readAio, name: "read_aio", recognition: .exact, howRecognised: "read of a guest data cluster"),
         .init(event: .readBackingAio, name: "read_backing_aio", recognition: .notYet, howRecognised: "undecidable from the image file: the read goes to the backing file, another file; a rule on it never fires"),
