@@ -113,9 +113,27 @@ class Runner:
         return Proc(argv, rc, (out or b"").decode("utf-8", "replace"),
                     "" if merge else (err or b"").decode("utf-8", "replace"))
 
-    def create(self, img: str, cluster_size: int, size: str) -> Proc:
-        return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o",
-                          f"cluster_size={cluster_size}", img, size], self.env)
+    def create(self, img: str, cluster_size: int, size: str, opts: str = "",
+               backing: str | None = None) -> Proc:
+        o = f"cluster_size={cluster_size}" + (f",{opts}" if opts else "")
+        b = ["-b", backing, "-F", "qcow2"] if backing else []
+        return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o", o, *b, img, size], self.env)
+
+    def qemu_img(self, variant: str, args, img: str, cfg: str | None, run_dir: str) -> Proc:
+        """A qemu-img command of a workload (args[0] == "qemu-img"): IMG is the image,
+        through blkdebug for the reference; TEST_DIR/ is the run directory."""
+        how = variant
+        if variant == "subject":
+            how = {"blkdebug": "reference", "plain": "plain"}.get(self.subject, "preload")
+        target = f"blkdebug:{cfg}:{img}" if how == "reference" else img
+        argv = [QEMU_IMG] + [target if a == "IMG" else a.replace("TEST_DIR/", run_dir + "/")
+                             for a in args[1:]]
+        env = self.env
+        if how == "preload":
+            env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg, BLKFAULT_IMAGE=img)
+        p = self._run(argv, env)
+        p.label = how
+        return p
 
     def check(self, img: str) -> Proc:
         return self._run([QEMU_IMG, "check", "-f", "qcow2", img], self.env, merge=True)
@@ -157,15 +175,38 @@ def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     return TIMING_RE.sub(TIMING_SUB, text)
 
 
-def sha256(path: str) -> str:
+def sha256(path: str, mask_snapshot_dates: bool = False) -> str:
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+            if mask_snapshot_dates:
+                h.update(_masked_snapshot_dates(f.read()))
+            else:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
     except FileNotFoundError:
         return "missing"
     return h.hexdigest()
+
+
+def _masked_snapshot_dates(b: bytes) -> bytes:
+    """The image with every snapshot table entry's date_sec/date_nsec zeroed:
+    qemu-img snapshot -c stamps the wall clock, the only bytes two otherwise
+    identical runs cannot share."""
+    b = bytearray(b)
+    try:
+        n = int.from_bytes(b[60:64], "big")
+        off = int.from_bytes(b[64:72], "big")
+        for _ in range(min(n, 10000)):
+            id_len = int.from_bytes(b[off + 12:off + 14], "big")
+            name_len = int.from_bytes(b[off + 14:off + 16], "big")
+            extra = int.from_bytes(b[off + 36:off + 40], "big")
+            b[off + 16:off + 24] = bytes(8)
+            off += 40 + extra + id_len + name_len
+            off = (off + 7) & ~7
+    except (IndexError, ValueError):
+        pass
+    return bytes(b)
 
 
 # ---- syscall traces (used only to say which request blkdebug failed first) ----
@@ -415,6 +456,9 @@ class RunResult:
 
 
 def _cmd_str(cmds, what, cfg_shown):
+    if cmds[0] == "qemu-img":
+        return " ".join(f"{cfg_shown}TEST_DIR/{IMG_NAME}" if a == "IMG" else shlex.quote(a)
+                        for a in cmds)
     s = "qemu-io -f qcow2 " + " ".join(f"-c {shlex.quote(c)}" for c in cmds)
     return s + f" {cfg_shown}TEST_DIR/{IMG_NAME}"
 
@@ -426,20 +470,46 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     os.makedirs(run_dir, exist_ok=True)
     img = os.path.join(run_dir, IMG_NAME)
     res = RunResult(variant=variant, img=img)
-    p = runner.create(img, wl.cluster_size, wl.size)
-    res.setup.append({"cmd": f"qemu-img create -f qcow2 -o cluster_size={wl.cluster_size} "
-                             f"TEST_DIR/{IMG_NAME} {wl.size}", "what": "setup",
+    backing = None
+    if wl.base:
+        backing = os.path.join(run_dir, "base.qcow2")
+        p = runner.create(backing, wl.cluster_size, wl.size, wl.opts)
+        res.setup.append({"cmd": f"qemu-img create -f qcow2 -o {wl.create_opts()} "
+                                 f"TEST_DIR/base.qcow2 {wl.size}", "what": "setup",
+                          "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
+                          "stderr": normalise(p.stderr, run_dir, None)})
+        for cmds in wl.base:
+            p = runner.qemu_io("plain", cmds, backing, None)
+            res.setup.append({"cmd": _cmd_str(cmds, "pre", "").replace(IMG_NAME, "base.qcow2"),
+                              "what": "base image, no injection", "rc": p.rc,
+                              "stdout": normalise(p.stdout, run_dir, None),
+                              "stderr": normalise(p.stderr, run_dir, None)})
+    # The overlay names its backing file relative to itself: the header then holds the
+    # same bytes in every run directory.
+    p = runner.create(img, wl.cluster_size, wl.size, wl.opts, "base.qcow2" if backing else None)
+    res.setup.append({"cmd": f"qemu-img create -f qcow2 -o {wl.create_opts()} "
+                             + ("-b TEST_DIR/base.qcow2 -F qcow2 " if backing else "")
+                             + f"TEST_DIR/{IMG_NAME} {wl.size}", "what": "setup",
                       "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                       "stderr": normalise(p.stderr, run_dir, None)})
     for cmds in wl.pre:
-        p = runner.qemu_io("plain", cmds, img, None)
+        if cmds[0] == "qemu-img":
+            p = runner.qemu_img("plain", cmds, img, None, run_dir)
+        elif cmds[0].startswith("@"):  # qemu-io on another file of the run directory
+            p = runner.qemu_io("plain", cmds[1:], os.path.join(run_dir, cmds[0][1:]), None)
+        else:
+            p = runner.qemu_io("plain", cmds, img, None)
         res.setup.append({"cmd": _cmd_str(cmds, "pre", ""), "what": "pre-step, no injection",
                           "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                           "stderr": normalise(p.stderr, run_dir, None)})
     qvar = {"reference": "reference", "subject": "subject", "baseline": "plain"}[variant]
     for i, cmds in enumerate(wl.runs):
         tr = os.path.join(run_dir, f"strace.{i}") if trace else None
-        p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
+        if cmds[0] == "qemu-img":
+            p = runner.qemu_img(qvar, cmds, img, cfg, run_dir)
+            tr = None
+        else:
+            p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
         if tr:
             res.trace += parse_trace(tr, img, i, wl.cluster_size)
             p.stderr = "".join(ln for ln in p.stderr.splitlines(True)
@@ -454,7 +524,7 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     p = runner.check(img)
     res.check_rc = p.rc
     res.check_out = normalise(p.stdout, run_dir, None)
-    res.digest = sha256(img)
+    res.digest = sha256(img, wl.snapshots)
     try:
         res.size = os.path.getsize(img)
     except OSError:
@@ -679,11 +749,39 @@ def repro_script(case: Case, runner: Runner) -> str:
          "W=$(mktemp -d /tmp/blkfault-repro.XXXXXX)",
          "run() {",
          '    mkdir -p "$W/$1"; IMG="$W/$1/t.qcow2"',
-         f'    qemu-img create -q -f qcow2 -o cluster_size={wl.cluster_size} "$IMG" {wl.size}']
+         ]
+    bk = ""
+    if wl.base:
+        L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} "$W/$1/base.qcow2" {wl.size}')
+        for cmds in wl.base:
+            L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds)
+                     + ' "$W/$1/base.qcow2" >/dev/null   # base image, no injection')
+        bk = '-b base.qcow2 -F qcow2 '
+    L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} {bk}"$IMG" {wl.size}')
+
+    def img_cmd(cmds, target):
+        return " ".join(target if a == "IMG" else q(a).replace("TEST_DIR/", '"$W/$1"/')
+                        for a in cmds)
     for cmds in wl.pre:
+        if cmds[0] == "qemu-img":
+            L.append("    " + img_cmd(cmds, '"$IMG"') + " >/dev/null   # pre-step, no injection")
+            continue
+        if cmds[0].startswith("@"):
+            L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds[1:])
+                     + f' "$W/$1/{cmds[0][1:]}" >/dev/null   # pre-step, no injection')
+            continue
         L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds)
                  + ' "$IMG" >/dev/null   # pre-step, no injection')
     for cmds in wl.runs:
+        if cmds[0] == "qemu-img":
+            L += ['    if [ "$1" = reference ]; then',
+                  "        " + img_cmd(cmds, '"blkdebug:$RULES:$IMG"'),
+                  "    else",
+                  '        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE="$IMG" '
+                  + img_cmd(cmds, '"$IMG"'),
+                  "    fi",
+                  '    echo "qemu-img rc=$?"']
+            continue
         cs = " ".join(f"-c {q(c)}" for c in cmds)
         L += ['    if [ "$1" = reference ]; then',
               f'        qemu-io -f qcow2 {cs} "blkdebug:$RULES:$IMG"',
@@ -996,6 +1094,9 @@ def parse_args(argv=None):
                          "blkdebug/plain test the harness itself")
     ap.add_argument("--full", action="store_true",
                     help="whole cross product events x errno x once x immediately x workloads")
+    ap.add_argument("--gaps", action="store_true",
+                    help="only the workloads of scenarios.GAP_WORKLOADS (snapshots, backing "
+                         "files, check -r, convert, resize grow), left out of the default set")
     ap.add_argument("--026", dest="t026", action="store_true",
                     help="reproduce qemu-iotests 026 through the subject and diff with 026.out")
     ap.add_argument("--filter", action="append", default=[], metavar="EVENT",
@@ -1025,8 +1126,8 @@ def parse_args(argv=None):
 
 
 def select_cases(args) -> list[Case]:
-    cases = scenarios.matrix_cases(args.full)
-    if not args.no_chains:
+    cases = scenarios.matrix_cases(args.full, args.gaps)
+    if not args.no_chains and not args.gaps:
         cases += scenarios.chain_cases()
     evs = {e for f in args.filter for e in f.split(",") if e}
     if evs:

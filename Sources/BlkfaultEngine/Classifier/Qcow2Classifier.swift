@@ -23,6 +23,21 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O read compressed data: a write to a new cluster right after it
+    /// is the copy-on-write of a partial write over a compressed cluster.
+    private var previousWasCompressedRead = false
+    /// L2 tables an L1 shrink dropped (qcow2_shrink_l1_table), freed with no I/O of
+    /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
+    private var shrinkDroppedTables: Int?
+    /// A shrink is in progress (until the header's size is written): its discards
+    /// are qcow2's own, not guest requests that a full flush follows.
+    private var shrinking = false
+    /// The image size in the header was just written (qcow2_co_truncate): qcow2 then
+    /// re-reads its options and flushes both caches itself, with no full flush.
+    private var resizeCacheFlush = false
+    /// Clusters of a table other than L1/L2 whose refcount reached the disk before
+    /// it was written (a snapshot table): written in pieces, with no event.
+    private var otherTables: Set<UInt64> = []
     /// New L2 tables whose first slice went out (their `l2_alloc_write`s are raised).
     private var newL2Tables: Set<UInt64> = []
     /// Clusters zeroed for an allocation (cluster_alloc_space); their data write follows.
@@ -61,22 +76,38 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
-        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted() }
+        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted(); resizeCacheFlush = false }
+        if let dropped = shrinkDroppedTables, op.kind != .flush {
+            events.append(.l1ShrinkFreeL2Clusters)
+            for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
+            shrinkDroppedTables = nil
+        }
         if oldTableFreePending && op.kind != .flush {
             events += [.clusterFree, .refblockAlloc, .refblockLoad]
             oldTableFreePending = false
         }
-        defer { previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }() }
+        defer {
+            previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
+            previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
+        }
 
         switch op.kind {
         case .read:
             events += readEvents(op, region)
         case .write:
             events += writeEvents(op, region, file: file)
-            pendingGuestWrite = events.contains(.writeAio)
+            pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
             events.append(.pwritev)
         case .writeZeroes:
-            if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
+            if case .l1Table(let first) = region {
+                // qemu-img resize --shrink: the dropped L1 entries are zeroed.
+                let end = min(UInt64(shadow.l1.count), first + op.length / 8)
+                shrinkDroppedTables = (first..<max(first, end)).filter { shadow.l1[Int($0)] & Qcow2Entry.offsetMask != 0 }.count
+                for i in first..<max(first, end) { shadow.setL1(index: Int(i), 0) }
+                events.append(.l1ShrinkWriteTable)
+                shrinking = true
+                flush.requestContinues()
+            } else if case .unreferenced = region, shadow.isCovered(clusterOffset: op.offset) {
                 events += allocationEvents(newClusters: clusters(of: op))
                 events.append(.clusterAllocSpace)
                 zeroedClusters.formUnion(clusters(of: op))
@@ -126,8 +157,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 }
             case .discard:
                 // Freed clusters: L2 entries and refcounts are dirty.
-                flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true)
+                if !shrinking { flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true) }
             case .writeZeroes:
+                // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
+                if case .l1Table = shadow.region(at: op.offset) { break }
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
             default: break
             }
@@ -144,8 +177,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .l1Table(let first) where first == 0 && op.length >= UInt64(shadow.l1.count) * 8:
             l1TableReads += 1
             return []
-        case .l2Table:
-            return l1TableReads > 1 ? [] : [.l2Load]
+        case .l2Table(_, let l1Index):
+            if l1TableReads > 1 { return [] }
+            // l2_allocate copying a table shared with a snapshot (its L1 entry lacks
+            // the COPIED flag): the new table's refcount went out, now the old one is read.
+            if !pendingTables.isEmpty, Int(l1Index) < shadow.l1.count,
+               shadow.l1[Int(l1Index)] & Qcow2Entry.copied == 0 {
+                return [.l2AllocCowRead, .l2Load]
+            }
+            return [.l2Load]
         case .refcountBlock:
             // A refcount cache miss: the free-cluster search of a new allocation,
             // or the free check of an allocation that extends a host run.
@@ -154,13 +194,16 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return []
             }
             if writable { flush.requestContinues() }
-            if writable && !clusterAllocRaised {
+            // A metadata walk (qemu-img check) reads refblocks without allocating.
+            if writable && !clusterAllocRaised && l1TableReads <= 1 {
                 clusterAllocRaised = true
                 return [.clusterAlloc]
             }
             return []
         case .data:
             return [.readAio]
+        case .unreferenced where shadow.holdsCompressedData(op.offset):
+            return [.readCompressed]
         default:
             return []
         }
@@ -171,6 +214,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
+            if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
@@ -179,6 +223,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return []
         case .l1Table:
+            // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
+            // rewrite of the whole table (snapshot refcount update, snapshot apply)
+            // raises no event.
+            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 { return [] }
             flush.requestContinues()
             return [.l1Update]
         case .refcountTable:
@@ -186,6 +234,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
+            // l2_allocate flushes the L2 cache after the new table's refcount went out
+            // (pendingTables): other dirty tables are written back there, not in a full flush.
+            if resizeCacheFlush || !pendingTables.isEmpty { return [.l2Update] }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
@@ -202,6 +253,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = false
                 return events
             }
+            if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
             // Existing data; a write that runs on into new clusters extends the host run.
@@ -242,24 +294,69 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if pendingTables.contains(first >> UInt64(shadow.header.clusterBits)) {
             // A table whose refcount reached the disk before it: L1 growth or a new L2 table.
             for c in touched { pendingTables.remove(c >> UInt64(shadow.header.clusterBits)) }
-            if isL1GrowthLength(op.length) && (head.isEmpty || looksLikeTableCopy(head, of: shadow.l1, allowZero: true)) {
+            if isL1GrowthLength(op.length) && (head.isEmpty || looksLikeTableCopy(head, of: shadow.l1, allowZero: true))
+                || (op.length > UInt64(shadow.l1.count) * 8 && op.length % 8 == 0 && looksLikeTableCopy(head, of: shadow.l1, allowZero: false)) {
+                // Growth by 1.5 (a write beyond the table), or to an exact size (qemu-img resize).
                 return [.l1GrowWriteTable]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
                 let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
                 return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
             }
+            if op.length % 512 != 0 || op.offset % 512 != 0 {
+                // Another table written in pieces (the snapshot table): no event of its own.
+                otherTables.formUnion(touched)
+                return []
+            }
         } else if newL2Tables.contains(first) {
             return [.l2Update]
+        } else if otherTables.contains(first) {
+            return []
         }
+        if op.length == UInt64(shadow.l1.count) * 8, looksLikeTableCopy(head, of: shadow.l1, allowZero: false) {
+            // A copy of the active L1 table (qcow2_snapshot_create): allocated like
+            // any cluster run, written with no event of its own.
+            return allocationEvents(newClusters: touched)
+        }
+        if isCompressedWrite(op, first: first) { return compressedWriteEvents(touched) }
         // New guest data: its refcount is still in QEMU's cache. A write that extends
         // a host run starts in the allocated cluster; one that starts here did not.
         contiguousAllocation = false
+        if previousWasCompressedRead {
+            // Copy-on-write over a compressed cluster: the COW region and the guest
+            // data go out as one write (perform_cow: write_aio, then cow_write).
+            return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
+        }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
         for c in touched { zeroedClusters.remove(c) }
         return events + [.writeAio]
+    }
+
+    /// Compressed data (qcow2_co_pwritev_compressed_task): shorter than a cluster, at
+    /// the byte-granular offset qcow2_alloc_bytes chose, with no zero-fill before it
+    /// (a partial write of a new cluster is zero-filled first, cluster_alloc_space).
+    /// Its length is the compressed size, so it is rarely a whole number of sectors.
+    private func isCompressedWrite(_ op: Operation, first: UInt64) -> Bool {
+        op.length < shadow.clusterSize && !zeroedClusters.contains(first)
+            && (op.offset % 512 != 0 || op.length % 512 != 0)
+    }
+
+    /// qcow2_alloc_compressed_cluster_offset: cluster_alloc_bytes, the refcount
+    /// update of the bytes (one refblock_alloc + refblock_load per refcount block),
+    /// the L2 entry set in the cache (l2_update_compressed), then write_compressed.
+    private mutating func compressedWriteEvents(_ touched: [UInt64]) -> [BlkdebugEvent] {
+        requestAllocated = true
+        var events: [BlkdebugEvent] = [.clusterAllocBytes]
+        var blocks: [UInt64] = []
+        for c in touched {
+            let b = shadow.reftableIndex(clusterOffset: c)
+            if !blocks.contains(b) { blocks.append(b); events += [.refblockAlloc, .refblockLoad] }
+        }
+        clusterAllocRaised = false
+        contiguousAllocation = false
+        return events + [.l2UpdateCompressed, .writeCompressed]
     }
 
     /// QEMU grows the L1 table by factors of 1.5 from its current size.

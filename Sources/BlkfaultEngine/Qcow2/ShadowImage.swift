@@ -27,10 +27,15 @@ public struct ShadowImage: Sendable {
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
     public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
+    /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
+    public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
     /// Refblock cluster offset -> refcount table index.
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
     public private(set) var dataClusters: Set<UInt64> = []
+    /// Host cluster indices holding compressed data an L2 entry we have seen points to.
+    public private(set) var compressedClusters: Set<UInt64> = []
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
     /// Host cluster indices that held metadata or data we saw released (an old L1
@@ -54,6 +59,26 @@ public struct ShadowImage: Sendable {
         l1 = []; reftable = []
         try loadL1(file)
         try loadReftable(file)
+        loadSnapshotL2Tables(file)
+    }
+
+    /// The snapshot table's entries (notes §4.8): L1 offset at 0, L1 size at 8, then
+    /// id and name lengths, dates, VM state size and extra data; padded to 8 bytes.
+    private mutating func loadSnapshotL2Tables(_ file: ImageReader) {
+        var offset = header.snapshotsOffset
+        for _ in 0..<min(Int(header.nbSnapshots), 1024) {
+            guard let e = file.read(offset: offset, count: 40), e.count == 40 else { return }
+            let l1Offset = e.be64(at: 0), l1Size = Int(e.be32(at: 8))
+            let idLen = UInt64(e[12]) << 8 | UInt64(e[13]), nameLen = UInt64(e[14]) << 8 | UInt64(e[15])
+            let extra = UInt64(e.be32(at: 36))
+            if l1Size > 0, l1Size < 1 << 22, let t = file.read(offset: l1Offset, count: l1Size * 8), t.count == l1Size * 8 {
+                for i in 0..<l1Size {
+                    let l2 = t.be64(at: i * 8) & Qcow2Entry.offsetMask
+                    if l2 != 0, snapshotL2Tables[l2] == nil { snapshotL2Tables[l2] = UInt64(i) }
+                }
+            }
+            offset = (offset + 40 + extra + idLen + nameLen + 7) & ~7
+        }
     }
 
     private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
@@ -98,6 +123,7 @@ public struct ShadowImage: Sendable {
         }
         let cluster = clusterStart(offset)
         if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+        if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
         if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
         if dataClusters.contains(cluster >> UInt64(header.clusterBits)) { return .data }
         return .unreferenced
@@ -223,11 +249,32 @@ public struct ShadowImage: Sendable {
         var k = 0
         while k + 8 <= data.count {
             let e = data.be64(at: k)
-            if e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 {
+            if e & Qcow2Entry.compressed != 0 {
+                learnCompressedEntry(e)
+            } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
                 dataClusters.insert(host >> UInt64(header.clusterBits))
             }
             k += step
         }
+    }
+
+    /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
+    /// 62 − (cluster_bits − 8) bits, then the number of 512-byte sectors minus one.
+    private mutating func learnCompressedEntry(_ e: UInt64) {
+        let shift = UInt64(62 - (header.clusterBits - 8))
+        let host = e & ((1 << shift) - 1)
+        let sectors = ((e >> shift) & ((1 << UInt64(header.clusterBits - 8)) - 1)) + 1
+        guard host != 0 else { return }
+        let end = (host & ~511) + sectors * 512
+        var c = host >> UInt64(header.clusterBits)
+        while c << UInt64(header.clusterBits) < end && c - (host >> UInt64(header.clusterBits)) < 4 {
+            compressedClusters.insert(c); c += 1
+        }
+    }
+
+    /// Whether the byte at `offset` lies in a cluster that holds compressed data.
+    public func holdsCompressedData(_ offset: UInt64) -> Bool {
+        compressedClusters.contains(offset >> UInt64(header.clusterBits))
     }
 
     /// The L2 entries of a slice we read or wrote: whether any allocated cluster is
