@@ -7,6 +7,8 @@ let package = Package(
         // LD_PRELOAD=libblkfault.so: the C shim plus the engine, Swift stdlib linked in statically.
         .library(name: "blkfault", type: .dynamic, targets: ["BlkfaultPreload", "CShim"]),
         .executable(name: "blkfault-cli", targets: ["blkfault"]),
+        // For Benchmarks/ (a separate package that depends on this one by path).
+        .library(name: "BlkfaultEngine", targets: ["BlkfaultEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
