@@ -23,7 +23,7 @@ let package = Package(
             name: "BlkfaultPreload",
             dependencies: ["BlkfaultEngine", "CShim"],
             path: "Sources/BlkfaultPreload",
-            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(Context.packageDirectory)/shim/exports.map"])]
         ),
         .executableTarget(
             name: "blkfault",

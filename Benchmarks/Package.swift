@@ -13,12 +13,16 @@ let package = Package(
     ],
     targets: [
         .target(name: "CHeap"),
+        // The recorded sequence, its replay, and the synthetic 1 TiB image.
+        .target(name: "EngineWorkloads", dependencies: [.product(name: "BlkfaultEngine", package: "blkfault"), "CHeap"]),
+        // The same replay without the benchmark harness, for valgrind --tool=callgrind.
+        .executableTarget(name: "EngineProfile", dependencies: [.product(name: "BlkfaultEngine", package: "blkfault"), "EngineWorkloads"]),
         .executableTarget(
             name: "EngineCost",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "BlkfaultEngine", package: "blkfault"),
-                "CHeap",
+                "EngineWorkloads",
             ],
             path: "Benchmarks/EngineCost",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

@@ -30,7 +30,10 @@ public struct ShadowImage: Sendable {
     /// Refblock cluster offset -> refcount table index.
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
-    public private(set) var dataClusters: Set<UInt64> = []
+    public private(set) var dataClusters = ClusterSet()
+    /// Host cluster indices that are L2 tables or refblocks: `region(at:)` looks the
+    /// dictionaries up only for these.
+    private var tableClusters = ClusterSet()
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
     /// Host cluster indices that held metadata or data we saw released (an old L1
@@ -67,6 +70,7 @@ public struct ShadowImage: Sendable {
         for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             l2Tables[e & Qcow2Entry.offsetMask] = UInt64(i)
         }
+        rebuildTableClusters()
     }
 
     private mutating func loadReftable(_ file: ImageReader) throws(Qcow2Error) {
@@ -80,6 +84,7 @@ public struct ShadowImage: Sendable {
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             refblocks[e & Qcow2Entry.offsetMask] = UInt64(i)
         }
+        rebuildTableClusters()
     }
 
     // MARK: Classification
@@ -94,9 +99,12 @@ public struct ShadowImage: Sendable {
         let rtStart = header.refcountTableOffset, rtEnd = rtStart + header.refcountTableSize
         if offset >= rtStart && offset < rtEnd { return .refcountTable(firstIndex: (offset - rtStart) / 8) }
         let cluster = clusterStart(offset)
-        if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-        if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
-        if dataClusters.contains(cluster >> UInt64(header.clusterBits)) { return .data }
+        let index = cluster >> UInt64(header.clusterBits)
+        if tableClusters.contains(index) {
+            if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+            if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
+        }
+        if dataClusters.contains(index) { return .data }
         return .unreferenced
     }
 
@@ -205,6 +213,7 @@ public struct ShadowImage: Sendable {
         l1[index] = entry
         let new = entry & Qcow2Entry.offsetMask
         if new != 0 { l2Tables[new] = UInt64(index) }
+        markTable(old); markTable(new)
     }
 
     mutating func setReftable(index: Int, _ entry: UInt64) {
@@ -213,6 +222,20 @@ public struct ShadowImage: Sendable {
         reftable[index] = entry
         let new = entry & Qcow2Entry.offsetMask
         if new != 0 { refblocks[new] = UInt64(index) }
+        markTable(old); markTable(new)
+    }
+
+    /// Keeps `tableClusters` equal to the clusters of `l2Tables` and `refblocks`.
+    private mutating func markTable(_ cluster: UInt64) {
+        guard cluster != 0 else { return }
+        let index = cluster >> UInt64(header.clusterBits)
+        if l2Tables[cluster] != nil || refblocks[cluster] != nil { tableClusters.insert(index) } else { tableClusters.remove(index) }
+    }
+
+    private mutating func rebuildTableClusters() {
+        tableClusters.removeAll()
+        for c in l2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
+        for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
     }
 
     private mutating func learnL2Entries(_ data: [UInt8]) {

@@ -5,7 +5,7 @@ import CHeap
 /// tenth guest cluster allocated, every L2 table present. Layout in host clusters:
 /// 0 header, 1.. reftable, then L1, L2 tables, refblocks, data. Nothing is stored:
 /// each read is computed, so the only memory that grows is the engine's.
-struct SyntheticImage: ImageReader {
+public struct SyntheticImage: ImageReader {
     let bits: UInt64
     var cluster: UInt64 { 1 << bits }
     let virtualSize: UInt64 = 1 << 40
@@ -41,9 +41,9 @@ struct SyntheticImage: ImageReader {
     }
 
     var totalClusters: UInt64 { dataStart + dataClusters }
-    var size: UInt64 { totalClusters << bits }
+    public var size: UInt64 { totalClusters << bits }
 
-    func read(offset: UInt64, count: Int) -> [UInt8]? {
+    public func read(offset: UInt64, count: Int) -> [UInt8]? {
         guard offset < size else { return offset == size ? [] : nil }
         let end = min(size, offset + UInt64(count))
         var out = [UInt8](repeating: 0, count: Int(end - offset))
@@ -101,12 +101,12 @@ struct SyntheticImage: ImageReader {
 }
 
 /// Heap bytes the engine holds for the synthetic image after qemu-img check's reads.
-enum ShadowMemory {
-    struct Result { var bytes = 0, tables = 0, l2 = 0, refblocks = 0, dataClusters = 0 }
+public enum ShadowMemory {
+    public struct Result { public var bytes = 0, tables = 0, l2 = 0, refblocks = 0, dataClusters = 0 }
 
     static func heapInUse() -> Int { Int(cheap_heap_in_use()) }
 
-    static func measure(clusterBits: UInt32) -> Result {
+    public static func measure(clusterBits: UInt32) -> Result {
         let image = SyntheticImage(clusterBits: clusterBits)
         let before = heapInUse()
         var engine = ImageEngine(rules: RuleSet(), file: image)

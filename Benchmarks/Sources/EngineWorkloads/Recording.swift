@@ -1,21 +1,20 @@
-import Benchmark
 import BlkfaultEngine
 import Foundation
 import Synchronization
 
 // Foundation has an Operation too.
-typealias EngineOp = BlkfaultEngine.Operation
+public typealias EngineOp = BlkfaultEngine.Operation
 
 /// An operation sequence recorded from a real QEMU run with BLKFAULT_TRACE, and the
 /// image file as that run left it (scripts/bench-engine makes both in
 /// $BLKFAULT_BENCH_DIR: trace.jsonl, image.qcow2, image.start.qcow2). Replayed against
 /// the image as it was at the start; metadata bytes come from the final image.
-struct Recording: @unchecked Sendable {
-    var name: String
-    var start: MemoryImage
-    var ops: [EngineOp]
+public struct Recording: @unchecked Sendable {
+    public var name: String
+    public var start: MemoryImage
+    public var ops: [EngineOp]
 
-    static func load() -> Recording {
+    public static func load() -> Recording {
         guard let dir = ProcessInfo.processInfo.environment["BLKFAULT_BENCH_DIR"] else {
             fatalError("BLKFAULT_BENCH_DIR is not set: run scripts/bench-engine, which records the sequence")
         }
@@ -62,7 +61,7 @@ struct Recording: @unchecked Sendable {
         }
     }
 
-    func freshEngine() -> ImageEngine {
+    public func freshEngine() -> ImageEngine {
         var engine = ImageEngine(rules: RuleSet(), file: start)
         engine.noteOpen(writable: true)
         return engine
@@ -70,16 +69,16 @@ struct Recording: @unchecked Sendable {
 }
 
 /// Replays a sequence one operation per call, cyclically, as the preload drives the engine.
-final class Player: @unchecked Sendable {
+public final class Player: @unchecked Sendable {
     private var engine: ImageEngine
     private var ops: [EngineOp]
     private let file: MemoryImage
     private var next = 0
 
-    init(_ r: Recording) { engine = r.freshEngine(); ops = r.ops; file = r.start }
+    public init(_ r: Recording) { engine = r.freshEngine(); ops = r.ops; file = r.start }
 
     /// Data reads and writes only, on an engine that has replayed the whole sequence.
-    static func steady(_ r: Recording) -> Player {
+    public static func steady(_ r: Recording) -> Player {
         let p = Player(r)
         for _ in r.ops { p.step() }
         let shadow = p.engine.shadow
@@ -88,25 +87,28 @@ final class Player: @unchecked Sendable {
         p.next = 0
         return p
     }
-    @inline(__always)
-    func step() {
+
+    /// Operations in one round.
+    public var count: Int { ops.count }
+
+    public func step() {
         let op = ops[next]
         next += 1
         if next == ops.count { next = 0 }
         let s = engine.before(op, file: file)
-        if s.decision == .perform { blackHole(engine.after(op, succeeded: true, file: file)) }
+        if s.decision == .perform { sink(engine.after(op, succeeded: true, file: file)) }
     }
 }
 
-/// One engine behind a lock (as Sources/BlkfaultPreload keeps each image), driven by threads.
-final class SharedEngine: @unchecked Sendable {
-    let engine: Mutex<ImageEngine>
+/// One engine behind its lock (LockedEngine, as Sources/BlkfaultPreload keeps each image), driven by threads.
+public final class SharedEngine: @unchecked Sendable {
+    let engine: LockedEngine
     let ops: [EngineOp]
     let file: MemoryImage
 
-    init(_ r: Recording) { engine = Mutex(r.freshEngine()); ops = r.ops; file = r.start }
+    public init(_ r: Recording) { engine = LockedEngine(r.freshEngine()); ops = r.ops; file = r.start }
 
-    func run(threads: Int, opsPerRun: Int) {
+    public func run(threads: Int, opsPerRun: Int) {
         let per = opsPerRun / threads
         let done = DispatchSemaphore(value: 0)
         for t in 0..<threads {
@@ -117,7 +119,7 @@ final class SharedEngine: @unchecked Sendable {
                     i += 1
                     if i == ops.count { i = 0 }
                     let d = engine.withLock { $0.before(op, file: file).decision }
-                    if d == .perform { engine.withLock { blackHole($0.after(op, succeeded: true, file: file)) } }
+                    if d == .perform { engine.withLock { sink($0.after(op, succeeded: true, file: file)) } }
                 }
                 done.signal()
             }
@@ -126,3 +128,6 @@ final class SharedEngine: @unchecked Sendable {
         for _ in 0..<threads { done.wait() }
     }
 }
+
+/// Keeps a result alive so the optimiser cannot drop the work that made it.
+@inline(never) public func sink<T>(_ value: T) { withExtendedLifetime(value) {} }
