@@ -14,6 +14,17 @@ let benchmarks: @Sendable () -> Void = {
     let steady = Player.steady(recording)
     let sequence = "replay \(recording.name) (\(recording.ops.count) ops)"
 
+    // The harness's own cost per iteration (its clock reads, its malloc counting):
+    // subtract it from the per-op figures below.
+    Benchmark(
+        "baseline: empty iteration",
+        configuration: .init(
+            metrics: [.wallClock, .mallocCountTotal], timeUnits: .nanoseconds,
+            warmupIterations: 10_000, maxDuration: .seconds(5), maxIterations: 200_000)
+    ) { _ in
+        sink(0)
+    }
+
     // One operation per measured iteration (before, then after as the preload does):
     // the percentiles are per operation, the clock read included.
     Benchmark(

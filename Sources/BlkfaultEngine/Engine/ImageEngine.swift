@@ -82,7 +82,8 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
-        for e in step.events { _ = rules.raise(e) }
+        // An event no rule names changes nothing: skip building its outcome.
+        for e in step.events where rules.hasRules(for: e) { _ = rules.raise(e) }
         step.stateAfter = rules.state
         if let iotype = op.kind.ioType,
            let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {
@@ -92,7 +93,7 @@ public struct ImageEngine: Sendable {
         if step.decision != .perform {
             // blkdebug failed the request: the block layer still finishes it.
             step.eventsAfter = classifyAfter(op, performed: false, succeeded: false, file: file)
-            for e in step.eventsAfter { _ = rules.raise(e) }
+            for e in step.eventsAfter where rules.hasRules(for: e) { _ = rules.raise(e) }
             step.stateAfter = rules.state
         }
         return step
@@ -101,7 +102,7 @@ public struct ImageEngine: Sendable {
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
-        for e in events { _ = rules.raise(e) }
+        for e in events where rules.hasRules(for: e) { _ = rules.raise(e) }
         return events
     }
 
