@@ -30,7 +30,7 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark(
         "engine per op: \(sequence)",
         configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal, .instructions],
+            metrics: [.wallClock, .mallocCountTotal],
             timeUnits: .nanoseconds, warmupIterations: recording.ops.count,
             maxDuration: .seconds(10), maxIterations: 3 * recording.ops.count)
     ) { _ in
@@ -42,7 +42,7 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark(
         "engine per op, steady path: data reads and writes",
         configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal, .instructions],
+            metrics: [.wallClock, .mallocCountTotal],
             timeUnits: .nanoseconds, warmupIterations: 10_000,
             maxDuration: .seconds(10), maxIterations: 1_000_000)
     ) { _ in
