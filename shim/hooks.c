@@ -137,6 +137,8 @@ static int64_t do_read(const struct shim_req *r)
 
 static ssize_t read_hook(enum shim_sym sym, int fd, void *buf, size_t n)
 {
+    if (SHIM_UNTRACKED(fd)) /* before building the request: most calls stop here */
+        return REAL_AS(fam_read, sym)(fd, buf, n);
     struct iovec v = {buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, &v, 1)}, do_read);
 }
@@ -160,6 +162,8 @@ static int64_t do_pread(const struct shim_req *r)
 
 static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
 {
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pread, sym)(fd, buf, n, off);
     struct iovec v = {buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off},
                    do_pread);
@@ -198,6 +202,8 @@ static int64_t do_preadv(const struct shim_req *r)
 
 static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_preadv, sym)(fd, iov, cnt, off);
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off},
                    do_preadv);
 }
@@ -234,6 +240,8 @@ static int64_t do_write(const struct shim_req *r)
 
 static ssize_t write_hook(enum shim_sym sym, int fd, const void *buf, size_t n)
 {
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_write, sym)(fd, buf, n);
     struct iovec v = {(void *)buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, SHIM_POS, &v, 1)}, do_write);
 }
@@ -245,6 +253,8 @@ static int64_t do_pwrite(const struct shim_req *r)
 
 static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
 {
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pwrite, sym)(fd, buf, n, off);
     struct iovec v = {(void *)buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off},
                    do_pwrite);
@@ -268,6 +278,8 @@ static int64_t do_pwritev(const struct shim_req *r)
 
 static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pwritev, sym)(fd, iov, cnt, off);
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off},
                    do_pwritev);
 }

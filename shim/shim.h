@@ -99,6 +99,11 @@ static inline int32_t shim_fd_image(int fd)
     return e - 1;
 }
 
+/* The hot hooks' first test: no image behind fd (one load; the guard is checked
+ * only for tracked fds, by shim_io). */
+#define SHIM_UNTRACKED(fd) SHIM_LIKELY((unsigned)(fd) >= SHIM_FD_MAX || \
+    atomic_load_explicit(&shim_fd_tab[(fd)], memory_order_acquire) == 0)
+
 /* Is any fd tracked (and the guard not held)? One load. */
 static inline int shim_tracking(void)
 {
