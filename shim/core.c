@@ -23,7 +23,7 @@ static const char *const sym_name[SYM_COUNT] = {
 #include "hooks.def"
 };
 
-static _Atomic(void *) sym_real[SYM_COUNT];
+_Atomic(void *) shim_sym_real[SYM_COUNT];
 
 /* Stands in for a symbol this libc lacks (e.g. close_range before glibc 2.34).
  * Every hooked function returns an integer, so -1/ENOSYS fits all of them. */
@@ -35,14 +35,14 @@ static long missing_real(void)
 
 void *shim_real(enum shim_sym sym)
 {
-    void *p = atomic_load_explicit(&sym_real[sym], memory_order_acquire);
+    void *p = atomic_load_explicit(&shim_sym_real[sym], memory_order_acquire);
     if (SHIM_LIKELY(p != NULL))
         return p;
     /* Racing threads resolve the same pointer; whichever store lands is fine. */
     p = dlsym(RTLD_NEXT, sym_name[sym]);
     if (p == NULL)
         p = (void *)missing_real;
-    atomic_store_explicit(&sym_real[sym], p, memory_order_release);
+    atomic_store_explicit(&shim_sym_real[sym], p, memory_order_release);
     return p;
 }
 
