@@ -16,8 +16,20 @@ public struct ClusterSet: Sendable {
         return index >= Self.bitmapLimit && !far.isEmpty && far.contains(index)
     }
 
-    @discardableResult
+    @discardableResult @inline(__always)
     public mutating func insert(_ index: UInt64) -> Bool {
+        let w = Int(truncatingIfNeeded: index >> 6)
+        if index < Self.bitmapLimit && w < words.count {
+            let bit: UInt64 = 1 << (index & 63)
+            if words[w] & bit != 0 { return false }
+            words[w] |= bit
+            count += 1
+            return true
+        }
+        return insertGrowing(index)
+    }
+
+    private mutating func insertGrowing(_ index: UInt64) -> Bool {
         guard index < Self.bitmapLimit else {
             let new = far.insert(index).inserted
             if new { count += 1 }

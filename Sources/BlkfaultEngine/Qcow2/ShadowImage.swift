@@ -239,15 +239,21 @@ public struct ShadowImage: Sendable {
     }
 
     private mutating func learnL2Entries(_ data: [UInt8]) {
-        let step = Int(header.l2EntrySize)
-        var k = 0
-        while k + 8 <= data.count {
-            let e = data.be64(at: k)
-            if e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 {
-                dataClusters.insert(host >> UInt64(header.clusterBits))
+        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits)
+        // Worked on a local copy moved out of self: one uniqueness check, not one per entry.
+        var known = dataClusters
+        dataClusters = ClusterSet()
+        data.withUnsafeBytes { raw in
+            var k = 0
+            while k + 8 <= raw.count {
+                let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+                if e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 {
+                    known.insert(host >> shift)
+                }
+                k += step
             }
-            k += step
         }
+        dataClusters = known
     }
 
     /// The L2 entries of a slice we read or wrote: whether any allocated cluster is
