@@ -1,5 +1,17 @@
 // swift-tools-version:6.0
 import PackageDescription
+import Foundation
+
+// libblkfault.so links libstdc++ statically when GCC's libstdc++.a is installed: a
+// process that loads it then maps and relocates no libstdc++.so (most of the
+// startup cost of a process that touches no image; Benchmarks/, scripts/bench).
+// shim/static-cxx/libstdc++.so is a linker script that turns the Swift driver's
+// -lstdc++ into libstdc++.a; --exclude-libs ALL keeps its symbols local.
+let gccDir = "/usr/lib/gcc/x86_64-linux-gnu"
+let staticCxx: [String] = ((try? FileManager.default.contentsOfDirectory(atPath: gccDir)) ?? [])
+    .filter { FileManager.default.fileExists(atPath: "\(gccDir)/\($0)/libstdc++.a") }
+    .sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }
+    .last.map { ["-L\(Context.packageDirectory)/shim/static-cxx", "-L\(gccDir)/\($0)"] } ?? []
 
 let package = Package(
     name: "blkfault",
@@ -7,6 +19,8 @@ let package = Package(
         // LD_PRELOAD=libblkfault.so: the C shim plus the engine, Swift stdlib linked in statically.
         .library(name: "blkfault", type: .dynamic, targets: ["BlkfaultPreload", "CShim"]),
         .executable(name: "blkfault-cli", targets: ["blkfault"]),
+        // For Benchmarks/ (a separate package that depends on this one by path).
+        .library(name: "BlkfaultEngine", targets: ["BlkfaultEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -24,7 +38,7 @@ let package = Package(
             name: "BlkfaultPreload",
             dependencies: ["BlkfaultEngine", "CShim"],
             path: "Sources/BlkfaultPreload",
-            linkerSettings: [.unsafeFlags(["-static-stdlib"])]
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + ["-Xlinker", "--version-script=\(Context.packageDirectory)/shim/exports.map"])]
         ),
         // libelf for `blkfault doctor`; only the CLI links it, never libblkfault.so.
         .systemLibrary(

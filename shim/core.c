@@ -2,6 +2,7 @@
  * targeting (which files are images), and the gate around the engine.
  * hooks.c holds the entry points; both share shim.h. */
 #include "shim.h"
+#include "blkfault_thread.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,7 +23,7 @@ static const char *const sym_name[SYM_COUNT] = {
 #include "hooks.def"
 };
 
-static _Atomic(void *) sym_real[SYM_COUNT];
+_Atomic(void *) shim_sym_real[SYM_COUNT];
 
 /* Stands in for a symbol this libc lacks (e.g. close_range before glibc 2.34).
  * Every hooked function returns an integer, so -1/ENOSYS fits all of them. */
@@ -34,14 +35,14 @@ static long missing_real(void)
 
 void *shim_real(enum shim_sym sym)
 {
-    void *p = atomic_load_explicit(&sym_real[sym], memory_order_acquire);
+    void *p = atomic_load_explicit(&shim_sym_real[sym], memory_order_acquire);
     if (SHIM_LIKELY(p != NULL))
         return p;
     /* Racing threads resolve the same pointer; whichever store lands is fine. */
     p = dlsym(RTLD_NEXT, sym_name[sym]);
     if (p == NULL)
         p = (void *)missing_real;
-    atomic_store_explicit(&sym_real[sym], p, memory_order_release);
+    atomic_store_explicit(&shim_sym_real[sym], p, memory_order_release);
     return p;
 }
 
@@ -55,6 +56,13 @@ int shim_real_missing(enum shim_sym sym)
  */
 
 __thread int shim_in_hook __attribute__((tls_model("initial-exec")));
+
+/* blkfault_thread.h: the current operation's buffers, for the engine's gatherer. */
+static __thread const struct iovec *op_iov __attribute__((tls_model("initial-exec")));
+static __thread int32_t op_iovcnt __attribute__((tls_model("initial-exec")));
+void blkfault_set_op_iov(const struct iovec *iov, int32_t n) { op_iov = iov; op_iovcnt = n; }
+const struct iovec *blkfault_get_op_iov(void) { return op_iov; }
+int32_t blkfault_get_op_iovcnt(void) { return op_iovcnt; }
 _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
 _Atomic int shim_fd_count;
 /* Highest fd ever tracked, bounds the close_range scan. */

@@ -137,10 +137,18 @@ static int64_t do_read(const struct shim_req *r)
     return REAL_AS(fam_read, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len);
 }
 
-static ssize_t read_hook(enum shim_sym sym, int fd, void *buf, size_t n)
+__attribute__((noinline)) static ssize_t read_tracked(enum shim_sym sym, int fd, void *buf, size_t n)
 {
     struct iovec v = {buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, &v, 1)}, do_read);
+}
+
+/* Untracked fds (nearly every call) go to libc before anything is built. */
+static ssize_t read_hook(enum shim_sym sym, int fd, void *buf, size_t n)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_read, sym)(fd, buf, n);
+    return read_tracked(sym, fd, buf, n);
 }
 
 static int64_t do_read_chk(const struct shim_req *r)
@@ -160,11 +168,18 @@ static int64_t do_pread(const struct shim_req *r)
     return REAL_AS(fam_pread, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
 }
 
-static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
+__attribute__((noinline)) static ssize_t pread_tracked(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
 {
     struct iovec v = {buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off},
                    do_pread);
+}
+
+static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pread, sym)(fd, buf, n, off);
+    return pread_tracked(sym, fd, buf, n, off);
 }
 
 static int64_t do_pread_chk(const struct shim_req *r)
@@ -198,10 +213,17 @@ static int64_t do_preadv(const struct shim_req *r)
     return REAL_AS(fam_preadv, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
 }
 
-static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+__attribute__((noinline)) static ssize_t preadv_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off},
                    do_preadv);
+}
+
+static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_preadv, sym)(fd, iov, cnt, off);
+    return preadv_tracked(sym, fd, iov, cnt, off);
 }
 
 static int64_t do_preadv2(const struct shim_req *r)
@@ -234,10 +256,17 @@ static int64_t do_write(const struct shim_req *r)
     return REAL_AS(fam_write, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len);
 }
 
-static ssize_t write_hook(enum shim_sym sym, int fd, const void *buf, size_t n)
+__attribute__((noinline)) static ssize_t write_tracked(enum shim_sym sym, int fd, const void *buf, size_t n)
 {
     struct iovec v = {(void *)buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, SHIM_POS, &v, 1)}, do_write);
+}
+
+static ssize_t write_hook(enum shim_sym sym, int fd, const void *buf, size_t n)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_write, sym)(fd, buf, n);
+    return write_tracked(sym, fd, buf, n);
 }
 
 static int64_t do_pwrite(const struct shim_req *r)
@@ -245,11 +274,18 @@ static int64_t do_pwrite(const struct shim_req *r)
     return REAL_AS(fam_pwrite, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
 }
 
-static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
+__attribute__((noinline)) static ssize_t pwrite_tracked(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
 {
     struct iovec v = {(void *)buf, n};
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off},
                    do_pwrite);
+}
+
+static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pwrite, sym)(fd, buf, n, off);
+    return pwrite_tracked(sym, fd, buf, n, off);
 }
 
 static int64_t do_writev(const struct shim_req *r)
@@ -268,10 +304,17 @@ static int64_t do_pwritev(const struct shim_req *r)
     return REAL_AS(fam_pwritev, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
 }
 
-static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+__attribute__((noinline)) static ssize_t pwritev_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off},
                    do_pwritev);
+}
+
+static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    if (SHIM_UNTRACKED(fd))
+        return REAL_AS(fam_pwritev, sym)(fd, iov, cnt, off);
+    return pwritev_tracked(sym, fd, iov, cnt, off);
 }
 
 static int64_t do_pwritev2(const struct shim_req *r)

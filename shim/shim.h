@@ -67,9 +67,17 @@ SHIM_HIDDEN void *shim_real(enum shim_sym sym);
  * failure as a negative errno instead (-ENOSYS, as libaio does without the syscall). */
 SHIM_HIDDEN int shim_real_missing(enum shim_sym sym);
 
-#define REAL(name) ((name##_fn)shim_real(SYM_##name))
+/* The cache shim_real fills; read inline on the hot path. */
+SHIM_HIDDEN extern _Atomic(void *) shim_sym_real[SYM_COUNT];
+static inline void *shim_real_cached(enum shim_sym sym)
+{
+    void *p = atomic_load_explicit(&shim_sym_real[sym], memory_order_acquire);
+    return SHIM_LIKELY(p != NULL) ? p : shim_real(sym);
+}
+
+#define REAL(name) ((name##_fn)shim_real_cached(SYM_##name))
 /* For family helpers, which get the id at run time: `type` is the family's type. */
-#define REAL_AS(type, sym) ((type)shim_real(sym))
+#define REAL_AS(type, sym) ((type)shim_real_cached(sym))
 
 /* ---- re-entrancy guard ----
  * Set while the shim is inside the engine (and around the real call it gates), so
@@ -98,6 +106,11 @@ static inline int32_t shim_fd_image(int fd)
         return -1;
     return e - 1;
 }
+
+/* The hot hooks' first test: no image behind fd (one load; the guard is checked
+ * only for tracked fds, by shim_io). */
+#define SHIM_UNTRACKED(fd) SHIM_LIKELY((unsigned)(fd) >= SHIM_FD_MAX || \
+    atomic_load_explicit(&shim_fd_tab[(fd)], memory_order_acquire) == 0)
 
 /* Is any fd tracked (and the guard not held)? One load. */
 static inline int shim_tracking(void)

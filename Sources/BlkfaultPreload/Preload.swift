@@ -27,10 +27,10 @@ struct FileReader: ImageReader, Sendable {
     }
 }
 
-/// One followed image: its engine behind a lock, since I/O arrives on QEMU's worker threads.
+/// One followed image: its engine behind its own lock, since I/O arrives on QEMU's worker threads.
 final class TrackedImage: Sendable {
     let path: String
-    let engine: Mutex<ImageEngine>
+    let engine: LockedEngine
     let reader: FileReader
     let bypassReported = Atomic<Bool>(false)
     /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.
@@ -44,7 +44,7 @@ final class TrackedImage: Sendable {
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
         self.path = path
-        self.engine = Mutex(engine)
+        self.engine = LockedEngine(engine)
         self.reader = reader
         self.traceFD = traceFD
         self.actions = actions
@@ -61,6 +61,15 @@ struct Configuration: Sendable {
 }
 
 let images = Mutex<[TrackedImage]>([])
+/// The same images for the I/O path, read without a lock: slot i is written once,
+/// before `publishedImages` counts it (release), and never changes after.
+let imageSlots = 4096
+nonisolated(unsafe) let imageTable: UnsafeMutablePointer<Unmanaged<TrackedImage>?> = {
+    let t = UnsafeMutablePointer<Unmanaged<TrackedImage>?>.allocate(capacity: imageSlots)
+    t.initialize(repeating: nil, count: imageSlots)
+    return t
+}()
+let publishedImages = Atomic<Int>(0)
 let configuration = Mutex<Configuration?>(nil)
 
 func env(_ name: String) -> String? {
@@ -147,19 +156,33 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions)
         tracked.witness.attach(programFD: fd, reader: reader)
         list.append(tracked)
-        return Int32(list.count - 1)
+        let handle = list.count - 1
+        if handle < imageSlots {
+            imageTable[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
+            publishedImages.store(handle + 1, ordering: .releasing)
+        }
+        return Int32(handle)
     }
 }
 
 func image(_ handle: Int32) -> TrackedImage? {
-    images.withLock { list in handle >= 0 && Int(handle) < list.count ? list[Int(handle)] : nil }
+    let h = Int(handle)
+    if h >= 0 && h < publishedImages.load(ordering: .acquiring) { return imageTable[h]?.takeUnretainedValue() }
+    return images.withLock { list in h >= 0 && h < list.count ? list[h] : nil }
 }
 
 func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Operation? {
     guard let kind = OperationKind(rawValue: op) else { return nil }
     var operation = Operation(kind, offset: UInt64(bitPattern: offset), length: UInt64(bitPattern: max(0, length)))
     if let iov, iovcnt > 0 {
-        operation.bytes = { from, count in gather(iov, Int(iovcnt), from: from, count: count) }
+        // Captures nothing (no allocation): the buffers are this thread's current ones.
+        blkfault_set_op_iov(iov, iovcnt)
+        operation.bytes = { from, count in
+            guard let iov = blkfault_get_op_iov() else { return [] }
+            return gather(iov, Int(blkfault_get_op_iovcnt()), from: from, count: count)
+        }
+    } else {
+        blkfault_set_op_iov(nil, 0)
     }
     return operation
 }

@@ -93,11 +93,20 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
         switch op.kind {
         case .read:
-            events += readEvents(op, region)
+            // Assigned, not appended, when alone: the steady path's constant list
+            // is then used as it is, with no allocation.
+            let r = readEvents(op, region)
+            if events.isEmpty { events = r } else { events += r }
         case .write:
-            events += writeEvents(op, region, file: file)
+            let w = writeEvents(op, region, file: file)
+            if events.isEmpty && w.count == 1 && w[0] == .writeAio {
+                // The steady path: a constant list, no appends.
+                events = [.writeAio, .pwritev]
+            } else {
+                events += w
+                events.append(.pwritev)
+            }
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
-            events.append(.pwritev)
         case .writeZeroes:
             if case .l1Table(let first) = region {
                 // qemu-img resize --shrink: the dropped L1 entries are zeroed.
@@ -256,7 +265,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
-            // Existing data; a write that runs on into new clusters extends the host run.
+            // Existing data (the steady path: checked without building arrays); a
+            // write that runs on into new clusters extends the host run.
+            if !runsIntoUnreferenced(op) { return [.writeAio] }
             let fresh = clusters(of: op).filter { shadow.region(at: $0) == .unreferenced }
             writtenClusters.formUnion(fresh.map { $0 >> UInt64(shadow.header.clusterBits) })
             var events: [BlkdebugEvent] = []
@@ -391,6 +402,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         var c = shadow.clusterStart(op.offset)
         while c < op.end && result.count < 1 << 16 { result.append(c); c += shadow.clusterSize }
         return result
+    }
+
+    private func runsIntoUnreferenced(_ op: Operation) -> Bool {
+        var c = shadow.clusterStart(op.offset), n = 0
+        while c < op.end && n < 1 << 16 {
+            if case .unreferenced = shadow.region(at: c) { return true }
+            c += shadow.clusterSize; n += 1
+        }
+        return false
     }
 
     private func isMetadata(_ op: Operation) -> Bool {

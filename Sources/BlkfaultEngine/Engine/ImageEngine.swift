@@ -29,6 +29,10 @@ public struct ImageEngine: Sendable {
     public private(set) var rules: BlkdebugRules
     public private(set) var actions: ActionRules
     private var model: Model
+    /// The classifiers, outside the enum: one taken out of an enum payload to be
+    /// mutated is a copy (every field retained, every set copied on first write).
+    private var qcow2: Qcow2Classifier?
+    private var raw = RawClassifier()
     /// Why the image is followed in raw mode, if it is.
     public private(set) var rawReason: String?
     /// The file says it is qcow2 (magic) but its metadata cannot be modelled (damaged,
@@ -36,10 +40,11 @@ public struct ImageEngine: Sendable {
     public private(set) var degraded = false
 
     enum Model: Sendable {
-        case qcow2(Qcow2Classifier)
-        case raw(RawClassifier)
+        /// `qcow2` holds the classifier.
+        case qcow2
+        case raw
         /// Not a qcow2 image yet (e.g. being created): retried when the header is read.
-        case pending(RawClassifier)
+        case pending
     }
 
     /// `seed`: the run's seed for rules with a probability and no seed of their own.
@@ -47,17 +52,18 @@ public struct ImageEngine: Sendable {
         self.rules = BlkdebugRules(rules, seed: seed)
         actions = ActionRules(rules.actionRules, seed: seed)
         if choice == .rawOnly {
-            model = .raw(RawClassifier())
+            model = .raw
             rawReason = "raw model chosen"
             return
         }
         do {
-            model = .qcow2(Qcow2Classifier(shadow: try ShadowImage(reading: file)))
+            qcow2 = Qcow2Classifier(shadow: try ShadowImage(reading: file))
+            model = .qcow2
         } catch {
             if file.size == 0 {
-                model = .pending(RawClassifier())
+                model = .pending
             } else {
-                model = .raw(RawClassifier())
+                model = .raw
                 degraded = file.read(offset: 0, count: 4).map { $0.count == 4 && $0.be32(at: 0) == Qcow2Header.magic } ?? false
             }
             rawReason = error.description
@@ -66,13 +72,13 @@ public struct ImageEngine: Sendable {
 
     public var modelName: String {
         switch model {
-        case .qcow2(let c): return c.modelName
+        case .qcow2: return qcow2!.modelName
         case .raw, .pending: return "raw"
         }
     }
 
     public var shadow: ShadowImage? {
-        if case .qcow2(let c) = model { return c.shadow }
+        if case .qcow2 = model { return qcow2!.shadow }
         return nil
     }
 
@@ -81,7 +87,7 @@ public struct ImageEngine: Sendable {
 
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
-        if case .qcow2(var c) = model { c.writable = c.writable || writable; model = .qcow2(c) }
+        if case .qcow2 = model { qcow2!.writable = qcow2!.writable || writable }
     }
 
     /// Decides an operation before it reaches the file.
@@ -92,9 +98,15 @@ public struct ImageEngine: Sendable {
         step.events = classifyBefore(op, file: file)
         var armed: [ActionRules.Armed] = []
         for e in step.events {
-            let state = rules.state
-            _ = rules.raise(e)
-            if !actions.isEmpty { actions.raise(e, state: state, occurrence: rules.occurrences(of: e), into: &armed) }
+            // An event no rule names changes nothing: skip building its outcome (actions
+            // count every raise, so with actions every event is walked).
+            guard actions.isEmpty else {
+                let state = rules.state
+                _ = rules.raise(e)
+                actions.raise(e, state: state, occurrence: rules.occurrences(of: e), into: &armed)
+                continue
+            }
+            if rules.hasRules(for: e) { _ = rules.raise(e) }
         }
         step.stateAfter = rules.state
         if let iotype = op.kind.ioType,
@@ -129,6 +141,10 @@ public struct ImageEngine: Sendable {
 
     private mutating func raiseAfter(_ events: [BlkdebugEvent]) {
         for e in events {
+            if actions.isEmpty {
+                if rules.hasRules(for: e) { _ = rules.raise(e) }
+                continue
+            }
             let state = rules.state
             _ = rules.raise(e)
             if !actions.isEmpty { actions.raiseAfter(e, state: state, occurrence: rules.occurrences(of: e)) }
@@ -137,20 +153,15 @@ public struct ImageEngine: Sendable {
 
     private mutating func classifyBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         switch model {
-        case .qcow2(var c): let e = c.eventsBefore(op, file: file); model = .qcow2(c); return e
-        case .raw(var c): let e = c.eventsBefore(op, file: file); model = .raw(c); return e
-        case .pending(var c): let e = c.eventsBefore(op, file: file); model = .pending(c); return e
+        case .qcow2: return qcow2!.eventsBefore(op, file: file)
+        case .raw, .pending: return raw.eventsBefore(op, file: file)
         }
     }
 
     private mutating func classifyAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         switch model {
-        case .qcow2(var c):
-            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .qcow2(c); return e
-        case .raw(var c):
-            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .raw(c); return e
-        case .pending(var c):
-            let e = c.eventsAfter(op, performed: performed, succeeded: succeeded, file: file); model = .pending(c); return e
+        case .qcow2: return qcow2!.eventsAfter(op, performed: performed, succeeded: succeeded, file: file)
+        case .raw, .pending: return raw.eventsAfter(op, performed: performed, succeeded: succeeded, file: file)
         }
     }
 
@@ -183,7 +194,8 @@ public struct ImageEngine: Sendable {
     private mutating func retryQcow2IfPending(_ op: Operation, file: ImageReader) {
         guard case .pending = model, op.kind == .read, op.offset == 0 else { return }
         if let shadow = try? ShadowImage(reading: file) {
-            model = .qcow2(Qcow2Classifier(shadow: shadow))
+            qcow2 = Qcow2Classifier(shadow: shadow)
+            model = .qcow2
             rawReason = nil
         }
     }

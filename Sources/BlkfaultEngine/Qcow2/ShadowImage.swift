@@ -33,9 +33,13 @@ public struct ShadowImage: Sendable {
     /// Refblock cluster offset -> refcount table index.
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
-    public private(set) var dataClusters: Set<UInt64> = []
-    /// Host cluster indices holding compressed data an L2 entry we have seen points to.
+    public private(set) var dataClusters = ClusterSet()
+    /// Host cluster indices holding compressed data an L2 entry we have seen points to
+    /// (rare: a hashed set).
     public private(set) var compressedClusters: Set<UInt64> = []
+    /// Host cluster indices that are L2 tables (active or a snapshot's) or refblocks:
+    /// `region(at:)` looks the dictionaries up only for these.
+    private var tableClusters = ClusterSet()
     /// Refblock contents as on disk, loaded on demand.
     private var refblockData: [UInt64: [UInt8]] = [:]
     /// Host cluster indices that held metadata or data we saw released (an old L1
@@ -77,8 +81,12 @@ public struct ShadowImage: Sendable {
                     if l2 != 0, snapshotL2Tables[l2] == nil { snapshotL2Tables[l2] = UInt64(i) }
                 }
             }
-            offset = (offset + 40 + extra + idLen + nameLen + 7) & ~7
+            // Saturating: a damaged table's lengths may point anywhere.
+            let next = offset.addingReportingOverflow(40 + extra + idLen + nameLen + 7)
+            if next.overflow { break }
+            offset = next.partialValue & ~7
         }
+        rebuildTableClusters()
     }
 
     private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
@@ -92,6 +100,7 @@ public struct ShadowImage: Sendable {
         for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             l2Tables[e & Qcow2Entry.offsetMask] = UInt64(i)
         }
+        rebuildTableClusters()
     }
 
     private mutating func loadReftable(_ file: ImageReader) throws(Qcow2Error) {
@@ -105,6 +114,7 @@ public struct ShadowImage: Sendable {
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             refblocks[e & Qcow2Entry.offsetMask] = UInt64(i)
         }
+        rebuildTableClusters()
     }
 
     // MARK: Classification
@@ -122,10 +132,13 @@ public struct ShadowImage: Sendable {
             return .refcountTable(firstIndex: (offset - rtStart) / 8)
         }
         let cluster = clusterStart(offset)
-        if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-        if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-        if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
-        if dataClusters.contains(cluster >> UInt64(header.clusterBits)) { return .data }
+        let index = cluster >> UInt64(header.clusterBits)
+        if tableClusters.contains(index) {
+            if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+            if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+            if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
+        }
+        if dataClusters.contains(index) { return .data }
         return .unreferenced
     }
 
@@ -198,6 +211,11 @@ public struct ShadowImage: Sendable {
         case .l2Table:
             learnL2Entries(data)
         case .refcountBlock(let block, _):
+            // Only a cached copy is kept current: one not cached is read from the file
+            // when a refblock write needs it, and the file holds what was just read or
+            // written. (Caching every refblock a metadata walk reads cost 4 KiB per
+            // 4 KiB-cluster refblock: 55 MB for a 1 TiB image.)
+            guard refblockData[block] != nil else { break }
             if data.count == Int(clusterSize) { refblockData[block] = data }
             else if var b = refblockContent(block, file: file) {
                 let start = Int(offset - block)
@@ -234,6 +252,7 @@ public struct ShadowImage: Sendable {
         l1[index] = entry
         let new = entry & Qcow2Entry.offsetMask
         if new != 0 { l2Tables[new] = UInt64(index) }
+        markTable(old); markTable(new)
     }
 
     mutating func setReftable(index: Int, _ entry: UInt64) {
@@ -242,20 +261,47 @@ public struct ShadowImage: Sendable {
         reftable[index] = entry
         let new = entry & Qcow2Entry.offsetMask
         if new != 0 { refblocks[new] = UInt64(index) }
+        markTable(old); markTable(new)
+    }
+
+    /// Keeps `tableClusters` equal to the clusters of `l2Tables` and `refblocks`.
+    private mutating func markTable(_ cluster: UInt64) {
+        guard cluster != 0 else { return }
+        let index = cluster >> UInt64(header.clusterBits)
+        if l2Tables[cluster] != nil || snapshotL2Tables[cluster] != nil || refblocks[cluster] != nil {
+            tableClusters.insert(index)
+        } else {
+            tableClusters.remove(index)
+        }
+    }
+
+    private mutating func rebuildTableClusters() {
+        tableClusters.removeAll()
+        for c in l2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
+        for c in snapshotL2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
+        for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
     }
 
     private mutating func learnL2Entries(_ data: [UInt8]) {
-        let step = Int(header.l2EntrySize)
-        var k = 0
-        while k + 8 <= data.count {
-            let e = data.be64(at: k)
-            if e & Qcow2Entry.compressed != 0 {
-                learnCompressedEntry(e)
-            } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
-                dataClusters.insert(host >> UInt64(header.clusterBits))
+        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits)
+        // Worked on a local copy moved out of self: one uniqueness check, not one per entry.
+        var known = dataClusters
+        dataClusters = ClusterSet()
+        var compressed: [UInt64] = []
+        data.withUnsafeBytes { raw in
+            var k = 0
+            while k + 8 <= raw.count {
+                let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+                if e & Qcow2Entry.compressed != 0 {
+                    compressed.append(e)
+                } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
+                    known.insert(host >> shift)
+                }
+                k += step
             }
-            k += step
         }
+        dataClusters = known
+        for e in compressed { learnCompressedEntry(e) }
     }
 
     /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
@@ -274,7 +320,7 @@ public struct ShadowImage: Sendable {
 
     /// Whether the byte at `offset` lies in a cluster that holds compressed data.
     public func holdsCompressedData(_ offset: UInt64) -> Bool {
-        compressedClusters.contains(offset >> UInt64(header.clusterBits))
+        !compressedClusters.isEmpty && compressedClusters.contains(offset >> UInt64(header.clusterBits))
     }
 
     /// The L2 entries of a slice we read or wrote: whether any allocated cluster is
