@@ -56,8 +56,7 @@ struct Run: ParsableCommand {
         let rulesPath = Paths.absolute(rules)
         let lib = try Paths.library(option: library)
 
-        let existing = ProcessInfo.processInfo.environment["LD_PRELOAD"] ?? ""
-        setenv("LD_PRELOAD", existing.isEmpty ? lib : lib + ":" + existing, 1)
+        setenv("LD_PRELOAD", Preloading.ldPreload(adding: lib), 1)
         setenv("BLKFAULT_CONFIG", rulesPath, 1)
         if images.isEmpty {
             unsetenv("BLKFAULT_IMAGE")
@@ -89,5 +88,14 @@ struct Run: ParsableCommand {
         case ENOENT, ENOTDIR: throw BlkfaultError.commandNotFound(program)
         default: throw BlkfaultError.cannotExecute(program, String(cString: strerror(err)))
         }
+    }
+}
+
+enum Preloading {
+    /// LD_PRELOAD with `library` first, keeping what the environment already preloads
+    /// (run, trace and sweep all start their targets this way).
+    static func ldPreload(adding library: String) -> String {
+        let existing = ProcessInfo.processInfo.environment["LD_PRELOAD"] ?? ""
+        return existing.isEmpty ? library : library + ":" + existing
     }
 }

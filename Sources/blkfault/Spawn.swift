@@ -53,10 +53,8 @@ enum Spawn {
         var platform = PlatformOptions()
         platform.processGroupID = 0  // a group of its own, led by the child
         let options = platform
-        var changes: [Environment.Key: String?] = [:]
-        for (k, v) in environment { changes[Environment.Key(stringLiteral: k)] = v }
-        let env = changes
-        let executable: Executable = argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0])
+        let env = changes(environment)
+        let executable = Self.executable(argv[0])
         let pidBox = PidBox()
         return try await withThrowingTaskGroup(of: ProcessEnd?.self) { group in
             group.addTask {
@@ -100,9 +98,8 @@ enum Spawn {
 
     /// Runs `argv` in the foreground: same stdio, same process group (Ctrl-C reaches it).
     static func runInheritingStdio(_ argv: [String], environment: [String: String?]) async throws -> ProcessEnd {
-        var env: [Environment.Key: String?] = [:]
-        for (k, v) in environment { env[Environment.Key(stringLiteral: k)] = v }
-        let executable: Executable = argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0])
+        let env = changes(environment)
+        let executable = Self.executable(argv[0])
         do {
             let result = try await Subprocess.run(
                 executable, arguments: Arguments(Array(argv.dropFirst())), environment: .inherit.updating(env),
@@ -123,6 +120,18 @@ enum Spawn {
                       stdout: String?, stderr: String?, timeout: Double?) async throws -> ProcessEnd {
         try await run(["/bin/sh", "-c", command], in: directory, environment: environment,
                       stdout: stdout, stderr: stderr, timeout: timeout)
+    }
+
+    /// Environment changes as Subprocess takes them (nil removes a variable).
+    private static func changes(_ environment: [String: String?]) -> [Environment.Key: String?] {
+        var out: [Environment.Key: String?] = [:]
+        for (k, v) in environment { out[Environment.Key(stringLiteral: k)] = v }
+        return out
+    }
+
+    /// A path if it has a slash, else a name looked up in PATH (as execvp does).
+    private static func executable(_ name: String) -> Executable {
+        name.contains("/") ? .path(FilePath(name)) : .name(name)
     }
 
     private static func open(_ path: String?) throws -> FileDescriptor {

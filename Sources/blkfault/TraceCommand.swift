@@ -79,14 +79,6 @@ struct Trace: AsyncParsableCommand {
     }
 }
 
-enum Preloading {
-    /// LD_PRELOAD with `library` first, keeping what the environment already preloads.
-    static func ldPreload(adding library: String) -> String {
-        let existing = ProcessInfo.processInfo.environment["LD_PRELOAD"] ?? ""
-        return existing.isEmpty ? library : library + ":" + existing
-    }
-}
-
 extension String {
     func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self

@@ -1,3 +1,4 @@
+import BlkfaultEngine
 import Foundation
 
 /// Everything a case needs to run, fixed for one sweep.
@@ -154,8 +155,8 @@ enum Qcow2Magic {
     static func has(_ path: String) -> Bool {
         guard let h = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? h.close() }
-        let d = (try? h.read(upToCount: 4)) ?? Data()
-        return d == Data([0x51, 0x46, 0x49, 0xfb])
+        let d = [UInt8]((try? h.read(upToCount: 4)) ?? Data())
+        return d.count == 4 && d.reduce(0) { $0 << 8 | UInt32($1) } == Qcow2Header.magic
     }
 }
 

@@ -54,14 +54,9 @@ struct ReproBundle {
         // The trace around the first operation a rule acted on.
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var excerpt = ""
-        if let at = records.firstIndex(where: \.acted) {
-            for r in records[max(0, at - 5)..<min(records.count, at + 6)] {
-                excerpt += String(decoding: (try? encoder.encode(r)) ?? Data(), as: UTF8.self) + "\n"
-            }
-        } else {
-            for r in records.suffix(10) { excerpt += String(decoding: (try? encoder.encode(r)) ?? Data(), as: UTF8.self) + "\n" }
-        }
+        let around = records.firstIndex(where: \.acted).map { records[max(0, $0 - 5)..<min(records.count, $0 + 6)] }
+            ?? records.suffix(10)
+        let excerpt = around.map { String(decoding: (try? encoder.encode($0)) ?? Data(), as: UTF8.self) + "\n" }.joined()
         try excerpt.write(toFile: dir + "/trace-excerpt.jsonl", atomically: true, encoding: .utf8)
         return ReproBundle(directory: rel, command: command.replacingOccurrences(of: "\"$here/rules.cfg\"", with: rel + "/rules.cfg"))
     }

@@ -294,7 +294,8 @@ struct SweepMerge: AsyncParsableCommand {
 final class Interrupt: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
-    private var source: DispatchSourceSignal?
+    /// Kept alive for the process's life: a released source stops delivering.
+    private var sources: [DispatchSourceSignal] = []
 
     var stopped: Bool { lock.withLock { count > 0 } }
 
@@ -306,12 +307,10 @@ final class Interrupt: @unchecked Sendable {
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler { i.fire() }
             s.resume()
-            if sig == SIGINT { i.source = s } else { Interrupt.keep.append(s) }
+            i.sources.append(s)
         }
         return i
     }
-
-    nonisolated(unsafe) private static var keep: [DispatchSourceSignal] = []
 
     private func fire() {
         let n = lock.withLock { count += 1; return count }
