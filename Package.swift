@@ -2,9 +2,8 @@
 import PackageDescription
 import Foundation
 
-// libblkfault.so links libstdc++ statically when GCC's libstdc++.a is installed: a
-// process that loads it then maps and relocates no libstdc++.so (most of the
-// startup cost of a process that touches no image; Benchmarks/, scripts/bench).
+// libblkfault-engine.so links libstdc++ statically when GCC's libstdc++.a is installed:
+// a process that loads it then maps and relocates no libstdc++.so (Benchmarks/, scripts/bench).
 // shim/static-cxx/libstdc++.so is a linker script that turns the Swift driver's
 // -lstdc++ into libstdc++.a; --exclude-libs ALL keeps its symbols local.
 let gccDir = "/usr/lib/gcc/x86_64-linux-gnu"
@@ -16,8 +15,12 @@ let staticCxx: [String] = ((try? FileManager.default.contentsOfDirectory(atPath:
 let package = Package(
     name: "blkfault",
     products: [
-        // LD_PRELOAD=libblkfault.so: the C shim plus the engine, Swift stdlib linked in statically.
-        .library(name: "blkfault", type: .dynamic, targets: ["BlkfaultPreload", "CShim"]),
+        // LD_PRELOAD=libblkfault.so: the C shim alone (needs libc only). At the first open of
+        // a matching image it dlopens libblkfault-engine.so from its own directory, so a
+        // process that opens no image loads no Swift (shim/engine.c).
+        .library(name: "blkfault", type: .dynamic, targets: ["CShim"]),
+        // The engine and its C ABI (shim/include/blkfault_engine.h), Swift stdlib linked in statically.
+        .library(name: "blkfault-engine", type: .dynamic, targets: ["BlkfaultPreload"]),
         .executable(name: "blkfault-cli", targets: ["blkfault"]),
         // For Benchmarks/ (a separate package that depends on this one by path).
         .library(name: "BlkfaultEngine", targets: ["BlkfaultEngine"]),
@@ -30,16 +33,28 @@ let package = Package(
     ],
     targets: [
         // Plumbing: libc entry points, fd -> image table, re-entrancy guard. No policy.
-        .target(name: "CShim", path: "shim", publicHeadersPath: "include"),
+        // SwiftPM links every product with swiftc; these keep libblkfault.so free of Swift:
+        // -nostartfiles drops swiftrt.o (its constructor calls into the runtime), and
+        // -static-stdlib turns -lswiftCore into an archive nothing is taken from (no
+        // DT_NEEDED, no rpath to the toolchain); shim/as-needed/ makes the -lstdc++ and -lm
+        // that come with it AS_NEEDED. ExportsTests checks that libc is all it needs.
+        .target(
+            name: "CShim", path: "shim", exclude: ["as-needed", "static-cxx"], publicHeadersPath: "include",
+            linkerSettings: [.unsafeFlags(["-nostartfiles", "-static-stdlib", "-L\(Context.packageDirectory)/shim/as-needed"])]
+        ),
         // The engine: rule files, blkdebug semantics, qcow2 shadow model. Standard library only.
         .target(name: "BlkfaultEngine", path: "Sources/BlkfaultEngine"),
         // The C ABI the shim calls, plus process-global state. Standard library and Glibc only.
+        // Exports only that ABI (exports.map).
         .target(
             name: "BlkfaultPreload",
-            dependencies: ["BlkfaultEngine", "CShim"],
+            dependencies: ["BlkfaultEngine", "CPreloadSupport"],
             path: "Sources/BlkfaultPreload",
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + ["-Xlinker", "--version-script=\(Context.packageDirectory)/shim/exports.map"])]
+            exclude: ["exports.map"],
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + ["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/BlkfaultPreload/exports.map"])]
         ),
+        // The engine's per-thread helpers that Swift cannot write (blkfault_thread.h).
+        .target(name: "CPreloadSupport", path: "Sources/CPreloadSupport"),
         // libelf for `blkfault doctor`; only the CLI links it, never libblkfault.so.
         .systemLibrary(
             name: "CLibElf",

@@ -2,7 +2,6 @@
  * targeting (which files are images), and the gate around the engine.
  * hooks.c holds the entry points; both share shim.h. */
 #include "shim.h"
-#include "blkfault_thread.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -57,12 +56,6 @@ int shim_real_missing(enum shim_sym sym)
 
 __thread int shim_in_hook __attribute__((tls_model("initial-exec")));
 
-/* blkfault_thread.h: the current operation's buffers, for the engine's gatherer. */
-static __thread const struct iovec *op_iov __attribute__((tls_model("initial-exec")));
-static __thread int32_t op_iovcnt __attribute__((tls_model("initial-exec")));
-void blkfault_set_op_iov(const struct iovec *iov, int32_t n) { op_iov = iov; op_iovcnt = n; }
-const struct iovec *blkfault_get_op_iov(void) { return op_iov; }
-int32_t blkfault_get_op_iovcnt(void) { return op_iovcnt; }
 _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
 _Atomic int shim_fd_count;
 /* Highest fd ever tracked, bounds the close_range scan. */
@@ -85,7 +78,7 @@ static void fd_assign(int fd, int32_t image)
     else if (old != 0 && e == 0)
         atomic_fetch_sub_explicit(&shim_fd_count, 1, memory_order_relaxed);
     if (old != 0 && old != e)
-        blkfault_engine_detach(old - 1, fd);
+        ENGINE(detach)(old - 1, fd);
 }
 
 /* Clear fd's entry, detaching what it carried. Guard held by the caller. */
@@ -94,7 +87,7 @@ static void fd_release(int fd)
     int32_t old = atomic_exchange_explicit(&shim_fd_tab[fd], 0, memory_order_acq_rel);
     if (old != 0) {
         atomic_fetch_sub_explicit(&shim_fd_count, 1, memory_order_relaxed);
-        blkfault_engine_detach(old - 1, fd);
+        ENGINE(detach)(old - 1, fd);
     }
 }
 
@@ -156,7 +149,7 @@ void shim_bypass_fd(int fd, const char *what)
         return;
     int saved = errno;
     shim_in_hook = 1;
-    blkfault_engine_bypass(image, what);
+    ENGINE(bypass)(image, what);
     shim_in_hook = 0;
     errno = saved;
 }
@@ -172,7 +165,7 @@ void shim_bypass_all(const char *what)
     for (int fd = 0; fd <= hi; fd++) {
         int32_t e = atomic_load_explicit(&shim_fd_tab[fd], memory_order_acquire);
         if (e != 0)
-            blkfault_engine_bypass(e - 1, what);
+            ENGINE(bypass)(e - 1, what);
     }
     shim_in_hook = 0;
     errno = saved;
@@ -320,7 +313,7 @@ static void exit_check_run(void)
 {
     int saved = errno;
     shim_in_hook = 1; /* the engine's own fstat/pread go straight to libc */
-    blkfault_engine_exit();
+    ENGINE(exit)();
     shim_in_hook = 0;
     errno = saved;
 }
@@ -340,8 +333,10 @@ int shim_opened(int fd, int dirfd, const char *path, int flags)
     shim_in_hook = 1;
     char real[PATH_MAX];
     int32_t image = -1;
-    if (is_target(fd, dirfd, path, flags, real))
-        image = blkfault_engine_attach(real, fd); /* may exit(1) on a bad config */
+    if (is_target(fd, dirfd, path, flags, real)) {
+        shim_engine_load(real); /* the first image maps the engine; exit(1) if it cannot */
+        image = ENGINE(attach)(real, fd); /* may exit(1) on a bad config */
+    }
     if (image >= 0)
         exit_check_arm();
     /* Always assign: a fresh fd carrying an old entry means we missed its close. */
@@ -388,7 +383,7 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
             continue;
         len[i] = r[i].len == SHIM_IOVLEN ? iov_total(r[i].iov, r[i].iovcnt) : r[i].len;
         off[i] = r[i].off == SHIM_POS ? position(&r[i]) : r[i].off;
-        int32_t d = blkfault_engine_before(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
+        int32_t d = ENGINE(before)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
                                            r[i].iovcnt);
         if (d > 0) { /* refused: fail with d, nothing performed */
             shim_in_hook = 0;
@@ -415,18 +410,18 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
             continue;
-        blkfault_engine_after(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
+        ENGINE(after)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
                               reported, err);
         /* pwritev2(RWF_DSYNC/RWF_SYNC): the write carried a flush. Asked for once
          * the write went through; a refused flush fails the call although the
          * data is written (as a failed FUA write would). */
         if (r[i].op == BLKFAULT_OP_WRITE && (r[i].flags & (RWF_DSYNC | RWF_SYNC)) && res >= 0) {
-            int32_t d = blkfault_engine_before(image[i], r[i].fd, BLKFAULT_OP_FLUSH, 0, 0, NULL, 0);
+            int32_t d = ENGINE(before)(image[i], r[i].fd, BLKFAULT_OP_FLUSH, 0, 0, NULL, 0);
             if (d > 0) {
                 res = -1;
                 err = d;
             } else if (d == 0) {
-                blkfault_engine_after(image[i], r[i].fd, BLKFAULT_OP_FLUSH, 0, 0, NULL, 0, 0, 0);
+                ENGINE(after)(image[i], r[i].fd, BLKFAULT_OP_FLUSH, 0, 0, NULL, 0, 0, 0);
             }
         }
     }

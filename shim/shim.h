@@ -79,6 +79,28 @@ static inline void *shim_real_cached(enum shim_sym sym)
 /* For family helpers, which get the id at run time: `type` is the family's type. */
 #define REAL_AS(type, sym) ((type)shim_real_cached(sym))
 
+/* ---- the engine (engine.c) ----
+ * libblkfault-engine.so's C ABI (blkfault_engine.h), dlopen'ed at the first open of
+ * a matching image (never in a constructor): a process that opens none maps none
+ * of it. Filled once, before any fd is tracked, so the fd table's acquire loads
+ * order these relaxed ones; a call through one costs what a PLT call did. */
+struct shim_engine {
+    _Atomic(__typeof__(&blkfault_engine_attach)) attach;
+    _Atomic(__typeof__(&blkfault_engine_before)) before;
+    _Atomic(__typeof__(&blkfault_engine_after)) after;
+    _Atomic(__typeof__(&blkfault_engine_detach)) detach;
+    _Atomic(__typeof__(&blkfault_engine_bypass)) bypass;
+    _Atomic(__typeof__(&blkfault_engine_exit)) exit;
+};
+SHIM_HIDDEN extern struct shim_engine shim_engine;
+#define ENGINE(fn) (atomic_load_explicit(&shim_engine.fn, memory_order_relaxed))
+
+/* Loads the engine unless it is loaded: called with the guard held, for the first
+ * matching image (named in the error). If it cannot be loaded, prints why on
+ * stderr and exits the process with status 1, before any I/O reaches the image:
+ * rules that were asked for must not silently not apply. */
+SHIM_HIDDEN void shim_engine_load(const char *image);
+
 /* ---- re-entrancy guard ----
  * Set while the shim is inside the engine (and around the real call it gates), so
  * that the engine's own I/O, and anything it triggers, goes straight to libc. */

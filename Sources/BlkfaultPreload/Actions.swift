@@ -4,7 +4,7 @@
 import BlkfaultEngine
 import Glibc
 import Synchronization
-import CShim
+import CPreloadSupport
 
 /// What must happen after a request, kept between before() and after() of one thread.
 struct AfterWork: Sendable {

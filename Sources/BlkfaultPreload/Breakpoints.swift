@@ -4,7 +4,7 @@
 // appear and `blkfault resume` connects and says "resume". One line per message.
 import BlkfaultEngine
 import Glibc
-import CShim
+import CPreloadSupport
 
 func controlDirectory() -> String {
     if let dir = env("BLKFAULT_CONTROL"), !dir.isEmpty { return dir }

@@ -3,7 +3,7 @@
 import BlkfaultEngine
 import Glibc
 import Synchronization
-import CShim
+import CPreloadSupport
 
 /// Reads the image through the real libc: the shim's guard is held while the engine runs.
 struct FileReader: ImageReader, Sendable {
