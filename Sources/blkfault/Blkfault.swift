@@ -13,7 +13,9 @@ struct Blkfault: AsyncParsableCommand {
             libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
             of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines), \
             BLKFAULT_MODEL (qemu-7.2, the default, or raw) and BLKFAULT_AIO (report: only warn about \
-            linux-aio requests on images instead of performing them).
+            linux-aio requests on images instead of performing them). At the first image a program \
+            opens, libblkfault.so loads its engine, libblkfault-engine.so, from its own directory \
+            (BLKFAULT_ENGINE: another path).
             """,
         subcommands: [Run.self, Validate.self, Events.self, Map.self, Demo.self, DoctorCommand.self, Trace.self,
                       Sweep.self, WaitBreak.self, Resume.self]
@@ -45,6 +47,8 @@ enum BlkfaultError: Error, CustomStringConvertible {
     case libraryMissing(path: String, from: String)
     /// No libblkfault.so in any of the places looked at.
     case libraryNotFound(searched: [String])
+    /// libblkfault.so without the libblkfault-engine.so it loads from its own directory.
+    case engineMissing(engine: String, library: String)
     case noCommand
     case commandNotFound(String)
     case cannotExecute(String, String)
@@ -62,7 +66,10 @@ enum BlkfaultError: Error, CustomStringConvertible {
         case .libraryMissing(let path, let from): message = "\(path) (from \(from)): no such file"
         case .libraryNotFound(let searched):
             message = "libblkfault.so not found (looked at \(searched.joined(separator: ", "))); "
-                + "build it with `swift build --product blkfault`, or pass --library PATH or set BLKFAULT_LIBRARY"
+                + "build it with `swift build`, or pass --library PATH or set BLKFAULT_LIBRARY"
+        case .engineMissing(let engine, let library):
+            message = "\(engine) not found: \(library) loads it from its own directory at the first image a program opens "
+                + "(`swift build` makes both; or set BLKFAULT_ENGINE to its path)"
         case .noCommand: message = "no command given (usage: blkfault run -c RULES -- CMD ARGS...)"
         case .commandNotFound(let c): message = "\(c): command not found"
         case .cannotExecute(let c, let why): message = "\(c): cannot execute: \(why)"

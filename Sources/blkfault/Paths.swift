@@ -26,8 +26,19 @@ enum Paths {
     }
 
     /// Finds libblkfault.so: `--library`, else $BLKFAULT_LIBRARY, else next to this binary,
-    /// else ../lib/ from this binary's directory. Returns an absolute path.
+    /// else ../lib/ from this binary's directory. Returns an absolute path. Its engine must
+    /// sit next to it (unless $BLKFAULT_ENGINE names one): without it the program would be
+    /// stopped at its first image, so that is said before it starts.
     static func library(option: String?) throws(BlkfaultError) -> String {
+        let library = try shim(option: option)
+        if ProcessInfo.processInfo.environment["BLKFAULT_ENGINE"]?.isEmpty ?? true {
+            let engine = (library as NSString).deletingLastPathComponent + "/libblkfault-engine.so"
+            guard isFile(engine) else { throw .engineMissing(engine: engine, library: library) }
+        }
+        return library
+    }
+
+    private static func shim(option: String?) throws(BlkfaultError) -> String {
         if let option {
             let p = absolute(option)
             guard isFile(p) else { throw .libraryMissing(path: p, from: "--library") }

@@ -15,7 +15,7 @@ struct Run: ParsableCommand {
             its one-line verdict is printed on stderr first.
 
             The library is --library, else $BLKFAULT_LIBRARY, else libblkfault.so next to this binary, \
-            else ../lib/libblkfault.so.
+            else ../lib/libblkfault.so; libblkfault-engine.so must be next to it (or at $BLKFAULT_ENGINE).
 
             Exit status: the command's own; 1 on a rule file problem; 127 if the command is not found, \
             126 if it cannot be executed.

@@ -37,7 +37,7 @@ private enum CLI {
         p.arguments = args
         p.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment
-        for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL", "BLKFAULT_LIBRARY"] {
+        for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL", "BLKFAULT_LIBRARY", "BLKFAULT_ENGINE"] {
             env[key] = nil
         }
         for (k, v) in environment { env[k] = v }
@@ -228,6 +228,22 @@ private let badRules = """
         let r = try CLI.run(["run", "-c", "good.conf", "--library", "nope.so", "--", "/bin/true"], in: dir)
         #expect(r.status == 1)
         #expect(r.stderr.hasPrefix("blkfault: \(dir.path)/nope.so (from --library): no such file"))
+    }
+
+    /// A libblkfault.so copied without its engine would stop the program at its first image:
+    /// run says so before starting it.
+    @Test func runReportsALibraryWithoutItsEngine() throws {
+        let dir = try CLI.tempDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try CLI.write(seedRules, to: "good.conf", in: dir)
+        try FileManager.default.copyItem(atPath: CLI.library, toPath: dir.appendingPathComponent("libblkfault.so").path)
+        let r = try CLI.run(["run", "-c", "good.conf", "--library", "libblkfault.so", "--", "/bin/true"], in: dir)
+        #expect(r.status == 1)
+        #expect(r.stderr.hasPrefix("blkfault: \(dir.path)/libblkfault-engine.so not found: \(dir.path)/libblkfault.so loads it"), "\(r)")
+        try FileManager.default.copyItem(atPath: CLI.binDir.appendingPathComponent("libblkfault-engine.so").path,
+                                         toPath: dir.appendingPathComponent("libblkfault-engine.so").path)
+        let ok = try CLI.run(["run", "-c", "good.conf", "--library", "libblkfault.so", "--", "/bin/true"], in: dir)
+        #expect(ok.status == 0, "\(ok)")
     }
 
     @Test(.enabled(if: CLI.haveQemu, "needs qemu-utils"))

@@ -1,13 +1,16 @@
 import Foundation
 import Testing
 
-/// What libblkfault.so puts into every process: its exported symbols are the hooks
-/// and the engine's C ABI only (shim/exports.map; the Swift symbols stay local), and
-/// it maps no libstdc++.so (linked in statically, see Package.swift).
+/// What blkfault puts into every process. libblkfault.so, the preloaded shim, is C: it
+/// exports the hooks (shim/hooks.def) and nothing else and needs libc alone, so a process
+/// that opens no image maps nothing more. libblkfault-engine.so, which the shim dlopens at
+/// the first matching open, exports its C ABI only (Sources/BlkfaultPreload/exports.map;
+/// the Swift symbols stay local) and maps no libstdc++.so (linked in statically, see
+/// Package.swift).
 @Suite struct ExportsTests {
     /// `nm -D --defined-only` lines of global symbols: (type letter, name).
-    func globalExports() throws -> [(String, String)] {
-        let out = try run("/usr/bin/nm", ["-D", "--defined-only", Built.library])
+    func globalExports(_ library: String) throws -> [(String, String)] {
+        let out = try run("/usr/bin/nm", ["-D", "--defined-only", library])
         #expect(out.status == 0, "\(out)")
         return out.stdout.split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ")
@@ -16,19 +19,46 @@ import Testing
         }
     }
 
-    @Test func onlyHooksAndTheEngineABIAreExported() throws {
-        let names = try globalExports().map(\.1)
-        for hook in ["open", "openat", "pread64", "pwritev", "fdatasync", "close", "blkfault_engine_before", "blkfault_engine_attach"] {
-            #expect(names.contains(hook), "\(hook) must stay exported")
+    /// readelf's DT_NEEDED entries.
+    func needed(_ library: String) throws -> [String] {
+        let out = try run("/usr/bin/readelf", ["-dW", library])
+        #expect(out.status == 0, "\(out)")
+        return out.stdout.split(separator: "\n").filter { $0.contains("(NEEDED)") }.compactMap { line in
+            guard let open = line.lastIndex(of: "["), let close = line.lastIndex(of: "]") else { return nil }
+            return String(line[line.index(after: open)..<close])
         }
-        let swift = names.filter { $0.hasPrefix("$s") || $0.hasPrefix("_$s") || $0.hasPrefix("swift_") }
-        #expect(swift.count == 0, "Swift symbols exported, e.g. \(swift.prefix(3))")
-        #expect(names.count < 150, "\(names.count) exported symbols")
     }
 
-    @Test func needsNoLibstdcxx() throws {
-        let out = try run("/usr/bin/readelf", ["-d", Built.library])
-        #expect(out.status == 0, "\(out)")
-        #expect(!out.stdout.contains("libstdc++"), "\(out.stdout)")
+    @Test func theShimExportsTheHooksAndNothingElse() throws {
+        let hooks = DoctorTests.hookedNames
+        try #require(hooks.count > 40, "shim/hooks.def not read")
+        let exports = try globalExports(Built.library)
+        let names = exports.map(\.1)
+        for hook in ["open", "openat", "pread64", "pwritev", "fdatasync", "close", "io_submit"] {
+            #expect(names.contains(hook), "\(hook) must stay exported")
+        }
+        // The linker's own section markers are the only other global names.
+        let other = names.filter { !hooks.contains($0) && !["__bss_start", "_edata", "_end"].contains($0) }
+        #expect(other.isEmpty, "libblkfault.so exports more than its hooks: \(other.prefix(10))")
+    }
+
+    @Test func theShimNeedsLibcAlone() throws {
+        #expect(try needed(Built.library) == ["libc.so.6"])
+        let out = try run("/usr/bin/nm", ["-D", Built.library])
+        let swift = out.stdout.split(separator: "\n").filter { $0.contains("swift") }
+        #expect(swift.isEmpty, "libblkfault.so refers to the Swift runtime: \(swift.prefix(3))")
+    }
+
+    @Test func theEngineExportsItsABIAndNothingElse() throws {
+        let names = Set(try globalExports(Built.engine).map(\.1))
+        let abi: Set = ["blkfault_engine_attach", "blkfault_engine_before", "blkfault_engine_after",
+                        "blkfault_engine_detach", "blkfault_engine_bypass", "blkfault_engine_exit"]
+        #expect(names == abi, "libblkfault-engine.so exports \(names.symmetricDifference(abi).sorted().prefix(10)) beyond or short of its ABI")
+    }
+
+    @Test func theEngineNeedsNoLibstdcxx() throws {
+        let libs = try needed(Built.engine)
+        #expect(libs.contains("libc.so.6"), "\(libs)")
+        #expect(!libs.contains { $0.contains("libstdc++") || $0.contains("swift") }, "\(libs)")
     }
 }

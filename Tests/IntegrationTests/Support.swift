@@ -32,6 +32,8 @@ enum Built {
         return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     }
     static var library: String { directory.appendingPathComponent("libblkfault.so").path }
+    /// What libblkfault.so dlopens, from its own directory, at the first matching open.
+    static var engine: String { directory.appendingPathComponent("libblkfault-engine.so").path }
     static var cli: String { directory.appendingPathComponent("blkfault").path }
 }
 
@@ -75,7 +77,8 @@ func run(_ tool: String, _ args: [String], env extra: [String: String] = [:]) th
     process.arguments = args
     var env = ProcessInfo.processInfo.environment
     for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL",
-                "BLKFAULT_SEED", "BLKFAULT_CONTROL", "BLKFAULT_UNSYNCED_LIMIT", "BLKFAULT_SHARED_STATE"] { env[key] = nil }
+                "BLKFAULT_SEED", "BLKFAULT_CONTROL", "BLKFAULT_UNSYNCED_LIMIT", "BLKFAULT_SHARED_STATE",
+                "BLKFAULT_ENGINE"] { env[key] = nil }
     env.merge(extra) { $1 }
     process.environment = env
     let out = Pipe(), err = Pipe()
@@ -125,7 +128,7 @@ func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWith
 /// The tools the integration tests need; a missing one is a failure, not a skip:
 /// scripts/test installs them.
 func requireTools() throws {
-    for tool in [qemuIO, qemuImg, Built.library] {
+    for tool in [qemuIO, qemuImg, Built.library, Built.engine] {
         try #require(FileManager.default.fileExists(atPath: tool), "missing \(tool): run scripts/test (it installs qemu-utils and builds)")
     }
 }
