@@ -1,6 +1,9 @@
 /* The contract between the C shim and the Swift engine (implemented in
  * Sources/BlkfaultPreload with @_cdecl). The shim calls these only for fds
- * of matching images, with its re-entrancy guard held and errno saved. */
+ * of matching images, with its re-entrancy guard held and errno saved.
+ * The engine is its own library, libblkfault-engine.so, which exports these
+ * six names and nothing else; the shim dlopens it (shim/engine.c) at the first
+ * open of a matching image and calls them through pointers it looks up once. */
 #ifndef BLKFAULT_ENGINE_H
 #define BLKFAULT_ENGINE_H
 
