@@ -93,6 +93,8 @@ static _Noreturn void load_failed(const char *image, const char *why)
     _exit(1);
 }
 
+/* A fork child inherits the engine if it was loaded before the fork, else loads its
+ * own at its first target; an exec'd program starts without it. */
 void shim_engine_load(const char *image)
 {
     if (SHIM_LIKELY(atomic_load_explicit(&loaded, memory_order_acquire)))
