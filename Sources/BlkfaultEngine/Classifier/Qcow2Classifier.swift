@@ -13,7 +13,8 @@
 ///   request of the process on.
 public struct Qcow2Classifier: EventClassifier, Sendable {
     public private(set) var shadow: ShadowImage
-    public var modelName: String { "qemu-7.2" }
+    public var modelName: String { Self.modelName }
+    public static let modelName = "qemu-7.2"
 
     private var opened = false
     /// `cluster_alloc` was raised for the allocation in progress.
@@ -70,13 +71,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        let region = shadow.region(at: op.offset)
+        if case .data = region, let steady = steadyEvents(op) { return steady }
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
-        let region = shadow.region(at: op.offset)
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
-        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted(); resizeCacheFlush = false }
+        if !(isWriteBack || op.kind == .flush) {
+            if flush.isWritingBack { events += flush.interrupted() }
+            resizeCacheFlush = false
+        }
         if let dropped = shrinkDroppedTables, op.kind != .flush {
             events.append(.l1ShrinkFreeL2Clusters)
             for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
@@ -131,6 +136,29 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             break
         }
         return events
+    }
+
+    /// The steady path, for a request on guest data (`region(at: op.offset)` is data):
+    /// a read, or a rewrite that stays in allocated clusters, while nothing is pending
+    /// (no flush to end, no free owed). The same events and state changes as the general
+    /// path below, without building lists: nil when that path must decide.
+    private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
+        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending else { return nil }
+        switch op.kind {
+        case .read:
+            resizeCacheFlush = false
+            previousWasL2Load = false
+            previousWasCompressedRead = false
+            return [.readAio]
+        case .write where !runsIntoUnreferenced(op):
+            resizeCacheFlush = false
+            previousWasL2Load = false
+            previousWasCompressedRead = false
+            pendingGuestWrite = true
+            return [.writeAio, .pwritev]
+        default:
+            return nil
+        }
     }
 
     /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was
