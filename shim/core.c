@@ -63,6 +63,8 @@ static __thread int32_t op_iovcnt __attribute__((tls_model("initial-exec")));
 void blkfault_set_op_iov(const struct iovec *iov, int32_t n) { op_iov = iov; op_iovcnt = n; }
 const struct iovec *blkfault_get_op_iov(void) { return op_iov; }
 int32_t blkfault_get_op_iovcnt(void) { return op_iovcnt; }
+static __thread int op_skip_after __attribute__((tls_model("initial-exec")));
+void blkfault_skip_after(void) { op_skip_after = 1; }
 _Atomic int32_t shim_fd_tab[SHIM_FD_MAX];
 _Atomic int shim_fd_count;
 /* Highest fd ever tracked, bounds the close_range scan. */
@@ -382,14 +384,17 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     int saved = errno;
     shim_in_hook = 1;
     int64_t off[2], len[2];
+    int after[2] = {0, 0}; /* the engine wants its after call (blkfault_skip_after) */
     int pretend = 0;
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
             continue;
         len[i] = r[i].len == SHIM_IOVLEN ? iov_total(r[i].iov, r[i].iovcnt) : r[i].len;
         off[i] = r[i].off == SHIM_POS ? position(&r[i]) : r[i].off;
+        op_skip_after = 0;
         int32_t d = blkfault_engine_before(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
                                            r[i].iovcnt);
+        after[i] = !op_skip_after;
         if (d > 0) { /* refused: fail with d, nothing performed */
             shim_in_hook = 0;
             if (r->errret) {
@@ -415,8 +420,9 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
             continue;
-        blkfault_engine_after(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
-                              reported, err);
+        if (after[i])
+            blkfault_engine_after(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
+                                  reported, err);
         /* pwritev2(RWF_DSYNC/RWF_SYNC): the write carried a flush. Asked for once
          * the write went through; a refused flush fails the call although the
          * data is written (as a failed FUA write would). */

@@ -57,8 +57,10 @@ int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
 
 /* After a performed operation: result is the syscall's return value, error its
  * errno (0 on success). For reads the iovecs hold what was read. Not called for
- * refused or pretended operations. posix_fallocate (which returns an error
- * number) is reported as result -1 / error = that number on failure. */
+ * refused or pretended operations, nor when the engine called blkfault_skip_after
+ * (blkfault_thread.h) during this operation's blkfault_engine_before. posix_fallocate
+ * (which returns an error number) is reported as result -1 / error = that number on
+ * failure. */
 void blkfault_engine_after(int32_t image, int32_t fd, int32_t op,
                            int64_t offset, int64_t length,
                            const struct iovec *iov, int32_t iovcnt,

@@ -15,4 +15,10 @@ __attribute__((visibility("hidden"))) void blkfault_set_op_iov(const struct iove
 __attribute__((visibility("hidden"))) const struct iovec *blkfault_get_op_iov(void);
 __attribute__((visibility("hidden"))) int32_t blkfault_get_op_iovcnt(void);
 
+/* Called by the engine inside blkfault_engine_before: the blkfault_engine_after of
+ * this operation would do nothing (a read of guest data, a flush, with nothing
+ * tracing or acting on it), so the shim's gate does not call it. Cleared by the gate
+ * before each blkfault_engine_before. */
+__attribute__((visibility("hidden"))) void blkfault_skip_after(void);
+
 #endif

@@ -150,7 +150,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL2Load = false
             previousWasCompressedRead = false
             return [.readAio]
-        case .write where !runsIntoUnreferenced(op):
+        case .write where !runsIntoUnreferenced(op, firstIsData: true):
             resizeCacheFlush = false
             previousWasL2Load = false
             previousWasCompressedRead = false
@@ -176,6 +176,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if performed && succeeded && op.kind == .write, case .data = shadow.region(at: op.offset) {
+            // The steady path: guest data written, nothing to learn (as below, without
+            // the metadata checks and the empty learn).
+            if pendingGuestWrite {
+                flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                requestAllocated = false
+            }
+            return [.pwritevDone]
+        }
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
@@ -432,14 +441,20 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return result
     }
 
-    private func runsIntoUnreferenced(_ op: Operation) -> Bool {
+    /// `firstIsData`: the caller knows the first cluster holds data (skips its lookup).
+    private func runsIntoUnreferenced(_ op: Operation, firstIsData: Bool = false) -> Bool {
         var c = shadow.clusterStart(op.offset), n = 0
+        if firstIsData { c += shadow.clusterSize; n = 1 }
         while c < op.end && n < 1 << 16 {
             if case .unreferenced = shadow.region(at: c) { return true }
             c += shadow.clusterSize; n += 1
         }
         return false
     }
+
+    /// `eventsAfter` of this read, performed, would change something: it is metadata.
+    /// (Mutating only so that it reads the shadow in place rather than a copy of it.)
+    mutating func learnsFrom(read op: Operation) -> Bool { isMetadata(op) }
 
     private func isMetadata(_ op: Operation) -> Bool {
         switch shadow.region(at: op.offset) {

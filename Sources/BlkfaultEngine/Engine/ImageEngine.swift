@@ -135,7 +135,21 @@ public struct ImageEngine: Sendable {
     /// `before(op).decision` without the step: what the preload calls when nothing
     /// records the step (no trace) or acts on it (no action rules, no delay-ns), so the
     /// I/O path builds no event lists, outcomes or effects. The same state changes.
-    public mutating func decide(_ op: Operation, file: ImageReader) -> Decision {
+    /// `needsAfter`: whether `after(op)` could change anything once the request is
+    /// performed: not for a flush, nor for a read the model learns nothing from (guest
+    /// data, or a raw image); the preload then skips the after call.
+    public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
+        let decision = decision(op, file: file)
+        switch op.kind {
+        case .flush: return (decision, false)
+        case .read:
+            guard case .qcow2 = model else { return (decision, false) }
+            return (decision, qcow2!.learnsFrom(read: op))
+        default: return (decision, true)
+        }
+    }
+
+    private mutating func decision(_ op: Operation, file: ImageReader) -> Decision {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
         for e in classifyBefore(op, file: file) where rules.hasRules(for: e) { rules.fire(e) }

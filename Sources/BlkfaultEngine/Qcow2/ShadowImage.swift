@@ -122,6 +122,7 @@ public struct ShadowImage: Sendable {
     func clusterStart(_ offset: UInt64) -> UInt64 { offset & ~(clusterSize - 1) }
 
     /// What the byte at `offset` belongs to.
+    @inline(__always)
     public func region(at offset: UInt64) -> Region {
         if offset < clusterSize { return .header }
         // Differences, not sums: a hostile header's offsets may lie near 2^64.
