@@ -72,7 +72,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         let region = shadow.region(at: op.offset)
-        if case .data = region, let steady = steadyEvents(op) { return steady }
+        if case .data = region, let steady = steadyEvents(op) {
+            lastReadIsMetadata = false
+            return steady
+        }
+        lastReadIsMetadata = Self.isMetadata(region, op.kind)
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
         let isWriteBack = op.kind == .write && {
@@ -452,14 +456,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return false
     }
 
-    /// `eventsAfter` of this read, performed, would change something: it is metadata.
-    /// (Mutating only so that it reads the shadow in place rather than a copy of it.)
-    mutating func learnsFrom(read op: Operation) -> Bool { isMetadata(op) }
+    /// Whether `eventsAfter` of the request `eventsBefore` just classified, a read
+    /// performed, would change something: it read metadata. Kept by `eventsBefore`,
+    /// which looked the region up already.
+    private(set) var lastReadIsMetadata = true
 
-    private func isMetadata(_ op: Operation) -> Bool {
-        switch shadow.region(at: op.offset) {
+    private func isMetadata(_ op: Operation) -> Bool { Self.isMetadata(shadow.region(at: op.offset), op.kind) }
+
+    private static func isMetadata(_ region: Region, _ kind: OperationKind) -> Bool {
+        switch region {
         case .data: return false
-        case .unreferenced: return op.kind == .write
+        case .unreferenced: return kind == .write
         default: return true
         }
     }

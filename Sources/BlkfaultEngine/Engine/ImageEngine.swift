@@ -144,7 +144,7 @@ public struct ImageEngine: Sendable {
         case .flush: return (decision, false)
         case .read:
             guard case .qcow2 = model else { return (decision, false) }
-            return (decision, qcow2!.learnsFrom(read: op))
+            return (decision, qcow2!.lastReadIsMetadata)
         default: return (decision, true)
         }
     }

@@ -87,7 +87,8 @@ public struct BlkdebugRules: Sendable {
         let before = state
         var replaced = false
         raises[event.rawValue] &+= 1
-        for index in injectByEvent[event] where !consumed[Int(index)] {
+        for k in injectByEvent.positions(event) where !consumed[Int(injectByEvent.order[k])] {
+            let index = injectByEvent.order[k]
             let i = Int(index)
             if let trigger = injectRules[i].trigger {
                 // blkfault: a rule with a trigger is active only from the raise that chose
@@ -112,8 +113,8 @@ public struct BlkdebugRules: Sendable {
             activeSlots[activeCount] = index
             activeCount += 1
         }
-        for index in setStateByEvent[event] {
-            let i = Int(index)
+        for k in setStateByEvent.positions(event) {
+            let i = Int(setStateByEvent.order[k])
             if Self.matches(setStateRules[i].state, before) {
                 state = setStateRules[i].newState
                 return (replaced, setStateRules[i].line)
@@ -174,7 +175,7 @@ public struct BlkdebugRules: Sendable {
 /// `order[start[e]..<start[e+1]]`), so a lookup touches no per-event allocation.
 private struct RulesByEvent: Sendable {
     private let start: [Int]
-    private let order: [Int32]
+    let order: [Int32]
 
     init(_ events: [BlkdebugEvent]) {
         var counts = Array(repeating: 0, count: BlkdebugEvent.allCases.count + 1)
@@ -190,7 +191,8 @@ private struct RulesByEvent: Sendable {
         self.order = order
     }
 
-    subscript(event: BlkdebugEvent) -> ArraySlice<Int32> {
-        order[start[event.rawValue]..<start[event.rawValue + 1]]
-    }
+    subscript(event: BlkdebugEvent) -> ArraySlice<Int32> { order[positions(event)] }
+
+    /// Where event's rules are in `order` (indexing by position holds no slice of it).
+    func positions(_ event: BlkdebugEvent) -> Range<Int> { start[event.rawValue]..<start[event.rawValue + 1] }
 }
