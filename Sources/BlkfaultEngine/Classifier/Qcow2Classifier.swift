@@ -154,7 +154,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL2Load = false
             previousWasCompressedRead = false
             return [.readAio]
-        case .write where !runsIntoUnreferenced(op, firstIsData: true):
+        case .write where op.length <= shadow.clusterSize - (op.offset & (shadow.clusterSize - 1))
+                          || !runsIntoUnreferenced(op, firstIsData: true):
+            // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             previousWasL2Load = false
             previousWasCompressedRead = false
