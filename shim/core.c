@@ -377,6 +377,7 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     int saved = errno;
     shim_in_hook = 1;
     int64_t off[2], len[2];
+    int after[2] = {0, 0}; /* the engine wants its after call (not BLKFAULT_PERFORM_NO_AFTER) */
     int pretend = 0;
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
@@ -385,6 +386,9 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
         off[i] = r[i].off == SHIM_POS ? position(&r[i]) : r[i].off;
         int32_t d = ENGINE(before)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
                                            r[i].iovcnt);
+        after[i] = d != BLKFAULT_PERFORM_NO_AFTER;
+        if (!after[i])
+            d = 0;
         if (d > 0) { /* refused: fail with d, nothing performed */
             shim_in_hook = 0;
             if (r->errret) {
@@ -410,8 +414,9 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
             continue;
-        ENGINE(after)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
-                              reported, err);
+        if (after[i])
+            ENGINE(after)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov, r[i].iovcnt,
+                          reported, err);
         /* pwritev2(RWF_DSYNC/RWF_SYNC): the write carried a flush. Asked for once
          * the write went through; a refused flush fails the call although the
          * data is written (as a failed FUA write would). */

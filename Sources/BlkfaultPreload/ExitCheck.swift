@@ -84,45 +84,45 @@ final class Witness: Sendable {
         // The size after a fallocate depends on FALLOC_FL_KEEP_SIZE, which the engine is
         // not told: ask the file (these are rare).
         let statSize: UInt64? = (kind == .writeZeroes || kind == .discard || kind == .allocate) ? reader.size : nil
+        // Changed in place (`s!`): a copy taken out and stored back retains every region's bytes.
         state.withLock { s in
-            guard var w = s, offset != UInt64.max else { return }
+            guard s != nil, offset != UInt64.max else { return }
             switch kind {
             case .write:
-                w.size = max(w.size, offset + length)
-                for i in w.regions.indices {
-                    let r = w.regions[i]
+                s!.size = max(s!.size, offset + length)
+                for i in s!.regions.indices {
+                    let r = (offset: s!.regions[i].offset, end: s!.regions[i].end)
                     let lo = max(r.offset, offset), hi = min(r.end, offset + length)
                     guard lo < hi else { continue }
                     if let bytes {
                         let data = bytes(Int(lo - offset), Int(hi - lo))
                         if data.count == Int(hi - lo) {
-                            w.regions[i].bytes.replaceSubrange(Int(lo - r.offset)..<Int(hi - r.offset), with: data)
+                            s!.regions[i].bytes.replaceSubrange(Int(lo - r.offset)..<Int(hi - r.offset), with: data)
                             continue
                         }
                     }
-                    w.regions[i].verifiable = false
+                    s!.regions[i].verifiable = false
                 }
             case .writeZeroes, .discard:
-                for i in w.regions.indices {
-                    let r = w.regions[i]
+                for i in s!.regions.indices {
+                    let r = (offset: s!.regions[i].offset, end: s!.regions[i].end)
                     let lo = max(r.offset, offset), hi = min(r.end, offset + length)
                     guard lo < hi else { continue }
-                    w.regions[i].bytes.replaceSubrange(Int(lo - r.offset)..<Int(hi - r.offset),
+                    s!.regions[i].bytes.replaceSubrange(Int(lo - r.offset)..<Int(hi - r.offset),
                                                        with: repeatElement(0, count: Int(hi - lo)))
                 }
-                if let statSize { w.size = statSize }
+                if let statSize { s!.size = statSize }
             case .allocate:
-                if let statSize { w.size = statSize }
+                if let statSize { s!.size = statSize }
             case .truncate:
-                w.size = offset
-                for i in w.regions.indices where w.regions[i].end > offset {
-                    let keep = offset > w.regions[i].offset ? Int(offset - w.regions[i].offset) : 0
-                    w.regions[i].bytes.removeSubrange(keep...)
+                s!.size = offset
+                for i in s!.regions.indices where s!.regions[i].end > offset {
+                    let keep = offset > s!.regions[i].offset ? Int(offset - s!.regions[i].offset) : 0
+                    s!.regions[i].bytes.removeSubrange(keep...)
                 }
             default:
                 return
             }
-            s = w
         }
     }
 

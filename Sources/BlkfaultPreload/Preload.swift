@@ -41,6 +41,9 @@ final class TrackedImage: Sendable {
     let shared: SharedState? = sharedState
     /// What this process saw done to the file, for the exit check (ExitCheck.swift).
     let witness = Witness()
+    /// Nothing records a request's step (no trace) or acts on it (no actions, no shared
+    /// state): the I/O path asks the engine only for the decision (ImageEngine.decide).
+    let quiet: Bool
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
         self.path = path
@@ -48,6 +51,7 @@ final class TrackedImage: Sendable {
         self.reader = reader
         self.traceFD = traceFD
         self.actions = actions
+        quiet = traceFD < 0 && actions == nil && shared == nil
     }
 }
 
@@ -171,6 +175,18 @@ func image(_ handle: Int32) -> TrackedImage? {
     return images.withLock { list in h >= 0 && h < list.count ? list[h] : nil }
 }
 
+/// `body(image(handle))` for the I/O path, without retaining the image: a published
+/// slot holds its reference for the process's life (attach never releases it).
+@inline(__always)
+func withImage<R>(_ handle: Int32, otherwise: R, _ body: (TrackedImage) -> R) -> R {
+    let h = Int(handle)
+    if h >= 0 && h < publishedImages.load(ordering: .acquiring), let slot = imageTable[h] {
+        return slot._withUnsafeGuaranteedRef(body)
+    }
+    guard let image = image(handle) else { return otherwise }
+    return body(image)
+}
+
 func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Operation? {
     guard let kind = OperationKind(rawValue: op) else { return nil }
     var operation = Operation(kind, offset: UInt64(bitPattern: offset), length: UInt64(bitPattern: max(0, length)))
@@ -207,7 +223,23 @@ func gather(_ iov: UnsafePointer<iovec>, _ iovcnt: Int, from: Int, count: Int) -
 @_cdecl("blkfault_engine_before")
 public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
-    guard let image = image(handle), let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
+    withImage(handle, otherwise: 0) { image in
+        guard let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
+        if image.quiet {
+            let (decision, needsAfter) = image.engine.withLock { $0.decide(operation, file: image.reader) }
+            let code = decision.cValue
+            // Nothing for blkfault_engine_after to do (the witness ignores reads and flushes).
+            return code == 0 && !needsAfter ? performNoAfter : code
+        }
+        return before(image, fd: fd, operation, iov: iov, iovcnt: iovcnt)
+    }
+}
+
+/// blkfault_engine.h's BLKFAULT_PERFORM_NO_AFTER: perform, and skip the after call.
+let performNoAfter: Int32 = 0x10000
+
+/// blkfault_engine_before with the step: traced, or with actions or shared state.
+func before(_ image: TrackedImage, fd: Int32, _ operation: Operation, iov: UnsafePointer<iovec>?, iovcnt: Int32) -> Int32 {
     let (step, model) = image.engine.withLock { engine in
         if let shared = image.shared { shared.take(into: &engine) }
         defer { if let shared = image.shared { shared.leave(from: engine) } }
@@ -224,9 +256,16 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
 @_cdecl("blkfault_engine_after")
 public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                 _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32, _ result: Int64, _ error: Int32) {
-    guard let image = image(handle), var operation = operation(op, offset, length, iov, iovcnt) else { return }
-    // A short read or write: only what was transferred is on disk / in the buffer.
-    if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
+    withImage(handle, otherwise: ()) { image in
+        guard var operation = operation(op, offset, length, iov, iovcnt) else { return }
+        // A short read or write: only what was transferred is on disk / in the buffer.
+        if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
+        after(image, operation, iov: iov, iovcnt: iovcnt, result: result)
+    }
+}
+
+@inline(__always)
+func after(_ image: TrackedImage, _ operation: Operation, iov: UnsafePointer<iovec>?, iovcnt: Int32, result: Int64) {
     image.engine.withLock { engine in
         if let shared = image.shared { shared.take(into: &engine) }
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)

@@ -51,17 +51,22 @@ int32_t blkfault_engine_attach(const char *path, int32_t fd);
  * TRUNCATE: offset = the new size, length 0. iov/iovcnt: the caller's buffers for
  * reads and writes (one entry for pread/pwrite/read/write), NULL/0 otherwise
  * (copy_file_range too). Returns:
- *    0  perform it;
- *   >0  do not perform it: fail with this errno;
+ *    0  perform it, then call blkfault_engine_after;
+ *   BLKFAULT_PERFORM_NO_AFTER  perform it, and do not call blkfault_engine_after
+ *      (it would do nothing: a read of guest data or a flush that nothing traces);
+ *   >0  do not perform it: fail with this errno (always < BLKFAULT_PERFORM_NO_AFTER);
  *   <0  do not perform it: report success (blkdebug's negative errno). */
+#define BLKFAULT_PERFORM_NO_AFTER 0x10000
 int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
                                int64_t offset, int64_t length,
                                const struct iovec *iov, int32_t iovcnt);
 
 /* After a performed operation: result is the syscall's return value, error its
  * errno (0 on success). For reads the iovecs hold what was read. Not called for
- * refused or pretended operations. posix_fallocate (which returns an error
- * number) is reported as result -1 / error = that number on failure. */
+ * refused or pretended operations, nor when blkfault_engine_before returned
+ * BLKFAULT_PERFORM_NO_AFTER. posix_fallocate
+ * (which returns an error number) is reported as result -1 / error = that number on
+ * failure. */
 void blkfault_engine_after(int32_t image, int32_t fd, int32_t op,
                            int64_t offset, int64_t length,
                            const struct iovec *iov, int32_t iovcnt,

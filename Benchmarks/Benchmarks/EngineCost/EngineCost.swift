@@ -49,6 +49,29 @@ let benchmarks: @Sendable () -> Void = {
         steady.step()
     }
 
+    // The same two without a trace (and no action rules): the preload then asks only
+    // for the decision (ImageEngine.decide) and skips `after` where it changes nothing.
+    let replayUntraced = Player(recording)
+    let steadyUntraced = Player.steady(recording)
+    Benchmark(
+        "engine per op, untraced: \(sequence)",
+        configuration: .init(
+            metrics: [.wallClock, .mallocCountTotal],
+            timeUnits: .nanoseconds, warmupIterations: recording.ops.count,
+            maxDuration: .seconds(10), maxIterations: 3 * recording.ops.count)
+    ) { _ in
+        replayUntraced.stepUntraced()
+    }
+    Benchmark(
+        "engine per op, untraced, steady path: data reads and writes",
+        configuration: .init(
+            metrics: [.wallClock, .mallocCountTotal],
+            timeUnits: .nanoseconds, warmupIterations: 10_000,
+            maxDuration: .seconds(10), maxIterations: 1_000_000)
+    ) { _ in
+        steadyUntraced.stepUntraced()
+    }
+
     // Same work split over threads contending for one image's lock, as QEMU's
     // worker threads do; 1 thread is the baseline. Per-op figures via the scaling factor.
     for threads in [1, 8] {

@@ -98,6 +98,16 @@ public final class Player: @unchecked Sendable {
         let s = engine.before(op, file: file)
         if s.decision == .perform { sink(engine.after(op, succeeded: true, file: file)) }
     }
+
+    /// `step` as the preload drives an untraced image without actions: `decide`, and
+    /// `after` only when the engine says it needs it.
+    public func stepUntraced() {
+        let op = ops[next]
+        next += 1
+        if next == ops.count { next = 0 }
+        let (decision, needsAfter) = engine.decide(op, file: file)
+        if decision == .perform && needsAfter { sink(engine.after(op, succeeded: true, file: file)) }
+    }
 }
 
 /// One engine behind its lock (LockedEngine, as Sources/BlkfaultPreload keeps each image), driven by threads.

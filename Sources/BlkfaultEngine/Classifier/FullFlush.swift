@@ -77,4 +77,6 @@ struct FullFlush: Sendable {
     }
 
     var isIdle: Bool { if case .idle = phase { return true } else { return false } }
+    /// `interrupted()` would end a flush (otherwise it returns nothing and changes nothing).
+    var isWritingBack: Bool { if case .writingBack = phase { return true } else { return false } }
 }

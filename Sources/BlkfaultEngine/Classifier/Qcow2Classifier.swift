@@ -13,7 +13,8 @@
 ///   request of the process on.
 public struct Qcow2Classifier: EventClassifier, Sendable {
     public private(set) var shadow: ShadowImage
-    public var modelName: String { "qemu-7.2" }
+    public var modelName: String { Self.modelName }
+    public static let modelName = "qemu-7.2"
 
     private var opened = false
     /// `cluster_alloc` was raised for the allocation in progress.
@@ -70,13 +71,21 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        let region = shadow.region(at: op.offset)
+        if case .data = region, let steady = steadyEvents(op) {
+            lastReadIsMetadata = false
+            return steady
+        }
+        lastReadIsMetadata = Self.isMetadata(region, op.kind)
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
-        let region = shadow.region(at: op.offset)
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
-        if !(isWriteBack || op.kind == .flush) { events += flush.interrupted(); resizeCacheFlush = false }
+        if !(isWriteBack || op.kind == .flush) {
+            if flush.isWritingBack { events += flush.interrupted() }
+            resizeCacheFlush = false
+        }
         if let dropped = shrinkDroppedTables, op.kind != .flush {
             events.append(.l1ShrinkFreeL2Clusters)
             for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
@@ -133,6 +142,31 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return events
     }
 
+    /// The steady path, for a request on guest data (`region(at: op.offset)` is data):
+    /// a read, or a rewrite that stays in allocated clusters, while nothing is pending
+    /// (no flush to end, no free owed). The same events and state changes as the general
+    /// path below, without building lists: nil when that path must decide.
+    private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
+        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending else { return nil }
+        switch op.kind {
+        case .read:
+            resizeCacheFlush = false
+            previousWasL2Load = false
+            previousWasCompressedRead = false
+            return [.readAio]
+        case .write where op.length <= shadow.clusterSize - (op.offset & (shadow.clusterSize - 1))
+                          || !runsIntoUnreferenced(op, firstIsData: true):
+            // (A write inside its first cluster runs into no other: no lookup.)
+            resizeCacheFlush = false
+            previousWasL2Load = false
+            previousWasCompressedRead = false
+            pendingGuestWrite = true
+            return [.writeAio, .pwritev]
+        default:
+            return nil
+        }
+    }
+
     /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was
     /// freed with its own qcow2_free_clusters, i.e. cluster_free and a refcount update.
     private mutating func discardEvents(_ op: Operation, _ region: Region) -> [BlkdebugEvent] {
@@ -148,6 +182,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if performed && succeeded && op.kind == .write, case .data = shadow.region(at: op.offset) {
+            // The steady path: guest data written, nothing to learn (as below, without
+            // the metadata checks and the empty learn).
+            if pendingGuestWrite {
+                flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                requestAllocated = false
+            }
+            return [.pwritevDone]
+        }
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
@@ -404,8 +447,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return result
     }
 
-    private func runsIntoUnreferenced(_ op: Operation) -> Bool {
+    /// `firstIsData`: the caller knows the first cluster holds data (skips its lookup).
+    private func runsIntoUnreferenced(_ op: Operation, firstIsData: Bool = false) -> Bool {
         var c = shadow.clusterStart(op.offset), n = 0
+        if firstIsData { c += shadow.clusterSize; n = 1 }
         while c < op.end && n < 1 << 16 {
             if case .unreferenced = shadow.region(at: c) { return true }
             c += shadow.clusterSize; n += 1
@@ -413,10 +458,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return false
     }
 
-    private func isMetadata(_ op: Operation) -> Bool {
-        switch shadow.region(at: op.offset) {
+    /// Whether `eventsAfter` of the request `eventsBefore` just classified, a read
+    /// performed, would change something: it read metadata. Kept by `eventsBefore`,
+    /// which looked the region up already.
+    private(set) var lastReadIsMetadata = true
+
+    private func isMetadata(_ op: Operation) -> Bool { Self.isMetadata(shadow.region(at: op.offset), op.kind) }
+
+    private static func isMetadata(_ region: Region, _ kind: OperationKind) -> Bool {
+        switch region {
         case .data: return false
-        case .unreferenced: return op.kind == .write
+        case .unreferenced: return kind == .write
         default: return true
         }
     }

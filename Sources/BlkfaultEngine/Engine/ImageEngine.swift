@@ -72,7 +72,7 @@ public struct ImageEngine: Sendable {
 
     public var modelName: String {
         switch model {
-        case .qcow2: return qcow2!.modelName
+        case .qcow2: return Qcow2Classifier.modelName // static: reading it copies no classifier out
         case .raw, .pending: return "raw"
         }
     }
@@ -102,11 +102,11 @@ public struct ImageEngine: Sendable {
             // count every raise, so with actions every event is walked).
             guard actions.isEmpty else {
                 let state = rules.state
-                _ = rules.raise(e)
+                rules.fire(e)
                 actions.raise(e, state: state, occurrence: rules.occurrences(of: e), into: &armed)
                 continue
             }
-            if rules.hasRules(for: e) { _ = rules.raise(e) }
+            if rules.hasRules(for: e) { rules.fire(e) }
         }
         step.stateAfter = rules.state
         if let iotype = op.kind.ioType,
@@ -132,6 +132,40 @@ public struct ImageEngine: Sendable {
         }
     }
 
+    /// `before(op).decision` without the step: what the preload calls when nothing
+    /// records the step (no trace) or acts on it (no action rules, no delay-ns), so the
+    /// I/O path builds no event lists, outcomes or effects. The same state changes.
+    /// `needsAfter`: whether `after(op)` could change anything once the request is
+    /// performed: not for a flush, nor for a read the model learns nothing from (guest
+    /// data, or a raw image); the preload then skips the after call.
+    public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
+        let decision = decision(op, file: file)
+        switch op.kind {
+        case .flush: return (decision, false)
+        case .read:
+            guard case .qcow2 = model else { return (decision, false) }
+            return (decision, qcow2!.lastReadIsMetadata)
+        default: return (decision, true)
+        }
+    }
+
+    private mutating func decision(_ op: Operation, file: ImageReader) -> Decision {
+        guard actions.isEmpty else { return before(op, file: file).decision }
+        retryQcow2IfPending(op, file: file)
+        for e in classifyBefore(op, file: file) where rules.hasRules(for: e) { rules.fire(e) }
+        var decision = Decision.perform
+        if rules.hasActiveRules, let iotype = op.kind.ioType,
+           let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {
+            decision = hit.errno == 0 ? .perform : hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
+        }
+        rules.endRequest()
+        if decision != .perform {
+            // blkdebug failed the request: the block layer still finishes it.
+            raiseAfter(classifyAfter(op, performed: false, succeeded: false, file: file))
+        }
+        return decision
+    }
+
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
@@ -142,11 +176,11 @@ public struct ImageEngine: Sendable {
     private mutating func raiseAfter(_ events: [BlkdebugEvent]) {
         for e in events {
             if actions.isEmpty {
-                if rules.hasRules(for: e) { _ = rules.raise(e) }
+                if rules.hasRules(for: e) { rules.fire(e) }
                 continue
             }
             let state = rules.state
-            _ = rules.raise(e)
+            rules.fire(e)
             if !actions.isEmpty { actions.raiseAfter(e, state: state, occurrence: rules.occurrences(of: e)) }
         }
     }

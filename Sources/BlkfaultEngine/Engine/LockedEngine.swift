@@ -6,12 +6,18 @@ import Glibc
 /// pthread mutex. Not Synchronization.Mutex: on Linux that is a priority-inheritance
 /// futex, whose every contended acquisition goes through the kernel (measured: 8
 /// threads on one image cost ~90x one thread; Benchmarks/, "engine locked").
+///
+/// The engine lives behind a pointer, not in a `var` of the class: a class's stored
+/// `var` is checked for exclusive access at run time on every access (two runtime
+/// calls per request), and the mutex already guarantees it. `withLock` is inlinable so
+/// that the preload's closure is inlined rather than called through a generic.
 public final class LockedEngine: @unchecked Sendable {
-    private var engine: ImageEngine
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let engine: UnsafeMutablePointer<ImageEngine>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init(_ engine: ImageEngine) {
-        self.engine = engine
+        self.engine = .allocate(capacity: 1)
+        self.engine.initialize(to: engine)
         mutex = .allocate(capacity: 1)
         var attr = pthread_mutexattr_t()
         pthread_mutexattr_init(&attr)
@@ -24,12 +30,14 @@ public final class LockedEngine: @unchecked Sendable {
     deinit {
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
+        engine.deinitialize(count: 1)
+        engine.deallocate()
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func withLock<R>(_ body: (inout ImageEngine) throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&engine)
+        return try body(&engine.pointee)
     }
 }

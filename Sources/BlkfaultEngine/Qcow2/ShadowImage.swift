@@ -122,6 +122,7 @@ public struct ShadowImage: Sendable {
     func clusterStart(_ offset: UInt64) -> UInt64 { offset & ~(clusterSize - 1) }
 
     /// What the byte at `offset` belongs to.
+    @inline(__always)
     public func region(at offset: UInt64) -> Region {
         if offset < clusterSize { return .header }
         // Differences, not sums: a hostile header's offsets may lie near 2^64.
@@ -201,12 +202,17 @@ public struct ShadowImage: Sendable {
         case .header:
             learnHeader(at: offset, data, file: file)
         case .l1Table(let first):
+            // An unused entry that stays unused changes nothing (most of a table read).
             for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
-                setL1(index: Int(first) + k, data.be64(at: k * 8))
+                let entry = data.be64(at: k * 8)
+                if entry == 0 && l1[Int(first) + k] == 0 { continue }
+                setL1(index: Int(first) + k, entry)
             }
         case .refcountTable(let first):
             for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
-                setReftable(index: Int(first) + k, data.be64(at: k * 8))
+                let entry = data.be64(at: k * 8)
+                if entry == 0 && reftable[Int(first) + k] == 0 { continue }
+                setReftable(index: Int(first) + k, entry)
             }
         case .l2Table:
             learnL2Entries(data)

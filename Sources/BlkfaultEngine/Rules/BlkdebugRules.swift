@@ -13,8 +13,11 @@ public struct BlkdebugRules: Sendable {
     private var consumed: [Bool]
     /// Rules per event that can still act, for `hasRules(for:)`.
     private var liveCount: [Int32]
-    /// Indices into `injectRules`, front first.
-    private var active: [Int32] = []
+    /// The active list: indices into `injectRules`, front first, are the first
+    /// `activeCount` slots (one slot per rule, allocated once: emptying the list on
+    /// every raise writes a count instead of going through Array's removeAll).
+    private var activeSlots: [Int32]
+    private var activeCount = 0
     /// blkfault: raises of each event so far (occurrence), per image.
     private var raises: [UInt64]
     /// blkfault: draws of the rules with a probability, and the raise that activated each rule.
@@ -36,7 +39,7 @@ public struct BlkdebugRules: Sendable {
         setStateByEvent = setStates
         consumed = Array(repeating: false, count: rules.injectRules.count)
         liveCount = BlkdebugEvent.allCases.map { Int32(injects[$0].count + setStates[$0].count) }
-        active.reserveCapacity(rules.injectRules.count)
+        activeSlots = Array(repeating: 0, count: rules.injectRules.count)
     }
 
     /// blkfault: takes the state another process left (state shared by one `blkfault run`).
@@ -49,10 +52,18 @@ public struct BlkdebugRules: Sendable {
     public func hasRules(for event: BlkdebugEvent) -> Bool { liveCount[event.rawValue] > 0 }
 
     /// Whether any request can be failed right now.
-    public var hasActiveRules: Bool { !active.isEmpty }
+    public var hasActiveRules: Bool { activeCount > 0 }
 
     /// The active inject rules, front (checked first) first.
     public var activeRules: ActivatedRules { ActivatedRules(rules: injectRules, ruleIndices: active) }
+
+    private var active: [Int32] { Array(activeSlots[0..<activeCount]) }
+
+    private mutating func removeActive(at position: Int) {
+        var i = position
+        while i + 1 < activeCount { activeSlots[i] = activeSlots[i + 1]; i += 1 }
+        activeCount -= 1
+    }
 
     /// blkdebug_debug_event: every rule of `event` is tested against the state before the
     /// event. The first matching inject rule empties the active list, and the matching
@@ -62,45 +73,54 @@ public struct BlkdebugRules: Sendable {
     /// inject rule keyed to the new state does not fire on this occurrence.
     public mutating func raise(_ event: BlkdebugEvent) -> EventOutcome {
         let before = state
-        var replaced = false
-        raises[event.rawValue] &+= 1
-        for index in injectByEvent[event] where !consumed[Int(index)] {
-            let rule = injectRules[Int(index)]
-            if let trigger = rule.trigger {
-                // blkfault: a rule with a trigger is active only from the raise that chose
-                // it to the next raise of its event.
-                let choice = Self.matches(rule.state, before)
-                    ? dice.chooses(trigger, index: Int(index), occurrence: raises[event.rawValue]) : nil
-                choices[Int(index)] = choice
-                if choice == nil {
-                    if !replaced, let position = active.firstIndex(of: index) { active.remove(at: position) }
-                    continue
-                }
-            } else if !Self.matches(rule.state, before) {
-                continue
-            } else {
-                // For the trace: the raise that activated the rule.
-                choices[Int(index)] = Choice(occurrence: raises[event.rawValue], seed: nil)
-            }
-            if !replaced {
-                active.removeAll(keepingCapacity: true)
-                replaced = true
-            }
-            active.append(index)
-        }
-        var setStateLine: Int?
-        for index in setStateByEvent[event] {
-            let rule = setStateRules[Int(index)]
-            if Self.matches(rule.state, before) {
-                state = rule.newState
-                setStateLine = rule.line
-                break
-            }
-        }
+        let (replaced, setStateLine) = fire(event)
         return EventOutcome(
             event: event, stateBefore: before, stateAfter: state, setStateRuleLine: setStateLine,
             activated: ActivatedRules(rules: injectRules, ruleIndices: replaced ? active : [])
         )
+    }
+
+    /// `raise` without its outcome (the I/O path; building the outcome retains the
+    /// rule arrays): whether the active list was replaced, and the set-state rule's line.
+    @discardableResult
+    public mutating func fire(_ event: BlkdebugEvent) -> (replaced: Bool, setStateLine: Int?) {
+        let before = state
+        var replaced = false
+        raises[event.rawValue] &+= 1
+        for k in injectByEvent.positions(event) where !consumed[Int(injectByEvent.order[k])] {
+            let index = injectByEvent.order[k]
+            let i = Int(index)
+            if let trigger = injectRules[i].trigger {
+                // blkfault: a rule with a trigger is active only from the raise that chose
+                // it to the next raise of its event.
+                let choice = Self.matches(injectRules[i].state, before)
+                    ? dice.chooses(trigger, index: i, occurrence: raises[event.rawValue]) : nil
+                choices[i] = choice
+                if choice == nil {
+                    if !replaced, let position = activeSlots[0..<activeCount].firstIndex(of: index) { removeActive(at: position) }
+                    continue
+                }
+            } else if !Self.matches(injectRules[i].state, before) {
+                continue
+            } else {
+                // For the trace: the raise that activated the rule.
+                choices[i] = Choice(occurrence: raises[event.rawValue], seed: nil)
+            }
+            if !replaced {
+                activeCount = 0
+                replaced = true
+            }
+            activeSlots[activeCount] = index
+            activeCount += 1
+        }
+        for k in setStateByEvent.positions(event) {
+            let i = Int(setStateByEvent.order[k])
+            if Self.matches(setStateRules[i].state, before) {
+                state = setStateRules[i].newState
+                return (replaced, setStateRules[i].line)
+            }
+        }
+        return (replaced, nil)
     }
 
     /// rule_check: the first active rule that covers the request (no sector, or a sector
@@ -110,17 +130,19 @@ public struct BlkdebugRules: Sendable {
     public mutating func check(offset: Int64, bytes: Int64, iotype: IOType) -> InjectDecision? {
         let start = UInt64(bitPattern: offset), length = UInt64(bitPattern: bytes)
         // By position, not by element: iterating the array itself would hold its storage
-        // and make the `once` removal copy it.
-        for position in active.indices {
-            let index = active[position]
+        // and make the `once` removal copy it. The rule's fields are read in place until it
+        // covers the request (a copy of the rule retains its id).
+        for position in 0..<activeCount {
+            let index = activeSlots[position]
+            let sectorOffset = injectRules[Int(index)].sectorOffset
+            let target = UInt64(bitPattern: sectorOffset)
+            let covers = sectorOffset == -1 || (length > 0 && target >= start && target < start &+ length)
+            guard covers, injectRules[Int(index)].iotypeMask.contains(iotype) else { continue }
             let rule = injectRules[Int(index)]
-            let target = UInt64(bitPattern: rule.sectorOffset)
-            let covers = rule.sectorOffset == -1 || (length > 0 && target >= start && target < start &+ length)
-            guard covers, rule.iotypeMask.contains(iotype) else { continue }
             // QEMU 11.1: with delay-ns, errno 0 means "succeed after the delay".
             guard rule.errno != 0 || rule.delayNs != 0 else { return nil }
             if rule.once {
-                active.remove(at: position)
+                removeActive(at: position)
                 consumed[Int(index)] = true
                 liveCount[rule.event.rawValue] -= 1
             }
@@ -135,7 +157,12 @@ public struct BlkdebugRules: Sendable {
     /// one), never on the I/O that follows: called once that request was checked.
     public mutating func endRequest() {
         guard hasTriggers else { return }
-        active.removeAll { injectRules[Int($0)].trigger != nil }
+        var kept = 0
+        for position in 0..<activeCount where injectRules[Int(activeSlots[position])].trigger == nil {
+            activeSlots[kept] = activeSlots[position]
+            kept += 1
+        }
+        activeCount = kept
     }
 
     /// A rule's `state` filter: 0 matches any state.
@@ -148,7 +175,7 @@ public struct BlkdebugRules: Sendable {
 /// `order[start[e]..<start[e+1]]`), so a lookup touches no per-event allocation.
 private struct RulesByEvent: Sendable {
     private let start: [Int]
-    private let order: [Int32]
+    let order: [Int32]
 
     init(_ events: [BlkdebugEvent]) {
         var counts = Array(repeating: 0, count: BlkdebugEvent.allCases.count + 1)
@@ -164,7 +191,8 @@ private struct RulesByEvent: Sendable {
         self.order = order
     }
 
-    subscript(event: BlkdebugEvent) -> ArraySlice<Int32> {
-        order[start[event.rawValue]..<start[event.rawValue + 1]]
-    }
+    subscript(event: BlkdebugEvent) -> ArraySlice<Int32> { order[positions(event)] }
+
+    /// Where event's rules are in `order` (indexing by position holds no slice of it).
+    func positions(_ event: BlkdebugEvent) -> Range<Int> { start[event.rawValue]..<start[event.rawValue + 1] }
 }
