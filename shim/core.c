@@ -342,6 +342,10 @@ int shim_opened(int fd, int dirfd, const char *path, int flags)
     int32_t image = -1;
     if (is_target(fd, dirfd, path, flags, real))
         image = blkfault_engine_attach(real, fd); /* may exit(1) on a bad config */
+    else if (atomic_load_explicit(&shim_fd_count, memory_order_relaxed) > 0 && !(flags & O_PATH))
+        /* Not a target: perhaps the backing file of a followed overlay (only a
+         * followed image can name one, so nothing is asked before the first). */
+        image = blkfault_engine_attach_backing(fd);
     if (image >= 0)
         exit_check_arm();
     /* Always assign: a fresh fd carrying an old entry means we missed its close. */

@@ -41,13 +41,20 @@ final class TrackedImage: Sendable {
     let shared: SharedState? = sharedState
     /// What this process saw done to the file, for the exit check (ExitCheck.swift).
     let witness = Witness()
+    /// The followed overlay this file is the backing file of (Backing.swift), and whether
+    /// that is all it is followed for (it matched no target on its own).
+    let backingOf: TrackedImage?
+    let backingOnly: Bool
 
-    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
+    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil,
+         backingOf: TrackedImage? = nil, backingOnly: Bool = false) {
         self.path = path
         self.engine = LockedEngine(engine)
         self.reader = reader
         self.traceFD = traceFD
         self.actions = actions
+        self.backingOf = backingOf
+        self.backingOnly = backingOnly
     }
 }
 
@@ -132,7 +139,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
     return images.withLock { list in
         let mode = fcntl(fd, F_GETFL)
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
-        if let i = list.firstIndex(where: { $0.path == name }) {
+        if let i = list.firstIndex(where: { $0.path == name && !$0.backingOnly }) {
             list[i].engine.withLock { $0.noteOpen(writable: writable) }
             list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
@@ -153,8 +160,12 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         }
         let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
             : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())
-        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions)
+        let backing = backingTarget(name)
+        if let backing { followBacking(backing, reader: reader) }
+        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions,
+                                   backingOf: backing?.overlay)
         tracked.witness.attach(programFD: fd, reader: reader)
+        registerBacking(of: tracked)
         list.append(tracked)
         let handle = list.count - 1
         if handle < imageSlots {
@@ -174,6 +185,7 @@ func image(_ handle: Int32) -> TrackedImage? {
 func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Operation? {
     guard let kind = OperationKind(rawValue: op) else { return nil }
     var operation = Operation(kind, offset: UInt64(bitPattern: offset), length: UInt64(bitPattern: max(0, length)))
+    operation.segments = Int(max(1, iovcnt))
     if let iov, iovcnt > 0 {
         // Captures nothing (no allocation): the buffers are this thread's current ones.
         blkfault_set_op_iov(iov, iovcnt)
@@ -208,6 +220,10 @@ func gather(_ iov: UnsafePointer<iovec>, _ iovcnt: Int, from: Int, count: Int) -
 public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
     guard let image = image(handle), let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
+    if let overlay = image.backingOf {
+        noteBackingIO(image, overlay: overlay, operation)
+        if image.backingOnly { return 0 }
+    }
     let (step, model) = image.engine.withLock { engine in
         if let shared = image.shared { shared.take(into: &engine) }
         defer { if let shared = image.shared { shared.leave(from: engine) } }
@@ -224,7 +240,7 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
 @_cdecl("blkfault_engine_after")
 public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                 _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32, _ result: Int64, _ error: Int32) {
-    guard let image = image(handle), var operation = operation(op, offset, length, iov, iovcnt) else { return }
+    guard let image = image(handle), !image.backingOnly, var operation = operation(op, offset, length, iov, iovcnt) else { return }
     // A short read or write: only what was transferred is on disk / in the buffer.
     if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
     image.engine.withLock { engine in

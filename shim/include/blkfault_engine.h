@@ -40,6 +40,14 @@ enum blkfault_op {
  * before any I/O reaches the image. */
 int32_t blkfault_engine_attach(const char *path, int32_t fd);
 
+/* Called after a successful open of a file that is not a target, while at least one
+ * fd is tracked (O_PATH opens excepted). The engine reads the fd's /proc/self/fd link:
+ * if the file is the backing file of a followed qcow2 overlay (the name in the
+ * overlay's header, relative to the overlay's directory), returns a handle >= 0 for
+ * the shim to keep with the fd like attach's, else -1. before/after on that handle
+ * never refuse: its I/O is shown to the overlay's engine as backing I/O. */
+int32_t blkfault_engine_attach_backing(int32_t fd);
+
 /* Before an operation on a tracked fd. offset/length: the byte range; for
  * read/write/readv/writev and pwritev2/preadv2 with offset -1 the file position
  * (end of file for appending writes), -1 if the fd is not seekable. FLUSH: 0/0

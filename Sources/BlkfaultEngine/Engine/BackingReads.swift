@@ -1,0 +1,123 @@
+/// The backing file a qcow2 overlay names in its header (qcow2 header fields 8/16 and
+/// the backing-format extension).
+public struct BackingFileName: Sendable, Equatable {
+    /// As written in the header.
+    public var name: String
+    /// The backing-format extension's value ("raw", "qcow2", ...), nil if absent (QEMU probes).
+    public var format: String?
+
+    /// Reads the name and format from the overlay's file; nil when there is none, or
+    /// when it is not a plain file name (a protocol or `json:` name QEMU parses itself).
+    public init?(header: Qcow2Header, file: ImageReader) {
+        guard header.backingFileOffset != 0, header.backingFileSize > 0, header.backingFileSize <= 1023,
+              let raw = file.read(offset: header.backingFileOffset, count: Int(header.backingFileSize)),
+              raw.count == Int(header.backingFileSize) else { return nil }
+        name = String(decoding: raw, as: UTF8.self)
+        if name.hasPrefix("json:") || name.contains("://") { return nil }
+        format = nil
+        if let ext = header.extensions.first(where: { $0.type == Qcow2HeaderExtension.backingFormat }),
+           let bytes = file.read(offset: ext.dataOffset, count: Int(ext.length)) {
+            format = String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    /// Where QEMU looks for it: a relative name is relative to the overlay's directory
+    /// (bdrv_get_full_backing_filename), not to the working directory.
+    public func path(overlay: String) -> String {
+        if name.hasPrefix("/") { return name }
+        guard let slash = overlay.lastIndex(of: "/") else { return name }
+        return String(overlay[...slash]) + name
+    }
+}
+
+/// An overlay's view of I/O on its backing file. QEMU raises `read_backing_aio` (and,
+/// for a copy-on-write from the backing file, `cow_read` first) on the overlay's node,
+/// then reads the backing file: blkdebug on the overlay never sees that read, and the
+/// raised events act on the overlay's *next* request. So a backing data read is held
+/// here and its events are raised before the overlay's next request, when that request
+/// shows what the read was: the write of a copy-on-write, or anything else (a guest read
+/// of clusters the overlay does not have, or a copy-on-read's source).
+public struct BackingReads: Sendable {
+    /// A model of a qcow2 backing file, to tell its data reads from its metadata
+    /// reads (header, L1, L2, refcounts); nil for a raw backing file (all reads are data).
+    private var shadow: ShadowImage?
+    /// Data reads of the backing file since the overlay's last request.
+    public private(set) var pending: [(offset: UInt64, length: UInt64)] = []
+    /// COW regions still to be written after the first one (perform_cow without merged reads).
+    private var cowWritesLeft = 0
+
+    public var isQcow2: Bool { shadow != nil }
+
+    /// `format`: the overlay's backing-format extension; without one the file is probed
+    /// (qcow2 if its header parses).
+    public init(format: String?, file: ImageReader) {
+        if format == nil || format == "qcow2" { shadow = try? ShadowImage(reading: file) }
+    }
+
+    /// Whether anything waits for the overlay's next request (the engine's fast path).
+    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 }
+
+    /// A read of the backing file: a data read is held for the overlay's next request.
+    /// Returns whether it was one.
+    public mutating func read(offset: UInt64, length: UInt64) -> Bool {
+        if let shadow {
+            switch shadow.region(at: offset) {
+            case .header, .l1Table, .refcountTable, .l2Table, .refcountBlock: return false
+            case .data, .unreferenced: break
+            }
+        }
+        guard length > 0 else { return false }
+        // One backing request read in pieces (a qcow2 backing's host run split): one raise.
+        if let last = pending.last, last.offset + last.length == offset {
+            pending[pending.count - 1].length += length
+        } else {
+            pending.append((offset, length))
+        }
+        return true
+    }
+
+    /// The events of the overlay's next request `op` (as its classifier gave them),
+    /// with those of the held backing reads put where QEMU raises them.
+    mutating func resolve(_ op: Operation, _ events: [BlkdebugEvent], clusterSize: UInt64) -> [BlkdebugEvent] {
+        let partial = op.offset % clusterSize != 0 || op.length % clusterSize != 0
+        let data = events.firstIndex(of: .writeAio)
+        if op.kind == .write, let w = data, !pending.isEmpty {
+            if op.segments >= 3 {
+                // perform_cow with merged reads: one cow_read over the head..tail range,
+                // then head + guest data + tail in one write (write_aio, cow_write).
+                var out = events
+                out.insert(contentsOf: [.cowRead, .readBackingAio], at: w)
+                if !out.contains(.cowWrite) { out.insert(.cowWrite, at: w + 3) }
+                pending.removeAll()
+                return out
+            }
+            if op.segments == 1, partial, op.length == pending[0].length {
+                // perform_cow without merged reads: the guest data went out first, then
+                // one cow_read per region, then one write per region (cow_write only).
+                var out = events
+                out.remove(at: w)
+                out.removeAll { $0 == .cowWrite }
+                var raised: [BlkdebugEvent] = []
+                for _ in pending { raised += [.cowRead, .readBackingAio] }
+                out.insert(contentsOf: raised + [.cowWrite], at: w)
+                cowWritesLeft = pending.count - 1
+                pending.removeAll()
+                return out
+            }
+        }
+        if cowWritesLeft > 0, op.kind == .write, op.segments == 1, partial, let w = data {
+            cowWritesLeft -= 1
+            var out = events
+            out[w] = .cowWrite
+            return out
+        }
+        cowWritesLeft = 0
+        guard !pending.isEmpty else { return events }
+        // A guest read (or copy-on-read) of clusters the overlay does not have: one
+        // read_backing_aio per read task, before whatever the overlay does next.
+        let raised = [BlkdebugEvent](repeating: .readBackingAio, count: pending.count)
+        pending.removeAll()
+        if events.first == .none { return [.none] + raised + events.dropFirst() }
+        return raised + events
+    }
+}
