@@ -41,8 +41,13 @@ public struct BackingReads: Sendable {
     /// A model of a qcow2 backing file, to tell its data reads from its metadata
     /// reads (header, L1, L2, refcounts); nil for a raw backing file (all reads are data).
     private var shadow: ShadowImage?
-    /// Data reads of the backing file since the overlay's last request.
+    /// Data reads of the backing file since the overlay's last request. Length 0: an L2
+    /// load of a qcow2 backing file, the first I/O of a backing read whose data read
+    /// has not come yet (it fills the entry).
     public private(set) var pending: [(offset: UInt64, length: UInt64)] = []
+    /// An L2 load's read was counted at the overlay's last request before its data
+    /// read came: that data read belongs to it.
+    private var absorbNextData = false
     /// COW regions still to be written after the first one (perform_cow without merged reads).
     private var cowWritesLeft = 0
 
@@ -55,18 +60,31 @@ public struct BackingReads: Sendable {
     }
 
     /// Whether anything waits for the overlay's next request (the engine's fast path).
-    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 }
+    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 && !absorbNextData }
 
     /// A read of the backing file: a data read is held for the overlay's next request.
     /// Returns whether it was one.
     public mutating func read(offset: UInt64, length: UInt64) -> Bool {
         if let shadow {
             switch shadow.region(at: offset) {
-            case .header, .l1Table, .refcountTable, .l2Table, .refcountBlock: return false
+            case .header, .l1Table, .refcountTable, .refcountBlock: return false
+            case .l2Table:
+                // QEMU raised the event before this load; concurrent requests on the
+                // overlay may come before the data read, so it counts from here.
+                pending.append((offset, 0))
+                return true
             case .data, .unreferenced: break
             }
         }
         guard length > 0 else { return false }
+        if let last = pending.last, last.length == 0 {
+            pending[pending.count - 1] = (offset, length)
+            return true
+        }
+        if absorbNextData {
+            absorbNextData = false
+            return false
+        }
         // One backing request read in pieces (a qcow2 backing's host run split): one raise.
         if let last = pending.last, last.offset + last.length == offset {
             pending[pending.count - 1].length += length
@@ -79,15 +97,21 @@ public struct BackingReads: Sendable {
     /// The events of the overlay's next request `op` (as its classifier gave them),
     /// with those of the held backing reads put where QEMU raises them.
     mutating func resolve(_ op: Operation, _ events: [BlkdebugEvent], clusterSize: UInt64) -> [BlkdebugEvent] {
+        absorbNextData = pending.last?.length == 0
         let partial = op.offset % clusterSize != 0 || op.length % clusterSize != 0
         let data = events.firstIndex(of: .writeAio)
         if op.kind == .write, let w = data, !pending.isEmpty {
-            if op.segments >= 3 {
-                // perform_cow with merged reads: one cow_read over the head..tail range,
-                // then head + guest data + tail in one write (write_aio, cow_write).
+            if op.segments >= 2 && !partial {
+                // perform_cow with the guest data merged in (merge_cow): one cow_read per
+                // region read (head..tail in one when the gap is at most 16 KiB), then
+                // head + guest data + tail in one write of whole clusters (write_aio,
+                // cow_write). A guest write has one buffer (qemu-io's writev aside).
                 var out = events
-                out.insert(contentsOf: [.cowRead, .readBackingAio], at: w)
-                if !out.contains(.cowWrite) { out.insert(.cowWrite, at: w + 3) }
+                var raised: [BlkdebugEvent] = []
+                for _ in pending { raised += [.cowRead, .readBackingAio] }
+                out.insert(contentsOf: raised, at: w)
+                let wa = w + raised.count
+                if !out.contains(.cowWrite) { out.insert(.cowWrite, at: wa + 1) }
                 pending.removeAll()
                 return out
             }
