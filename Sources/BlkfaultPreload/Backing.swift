@@ -41,8 +41,10 @@ func backingTarget(_ path: String) -> BackingTarget? {
 }
 
 /// The overlay starts following the file: its format decides how its reads are told apart.
-func followBacking(_ target: BackingTarget, reader: FileReader) {
-    target.overlay.engine.withLock { $0.followBacking(format: target.format, file: reader) }
+func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: Int32) {
+    let mode = fcntl(fd, F_GETFL)
+    let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
+    target.overlay.engine.withLock { $0.followBacking(format: target.format, file: reader, writable: writable) }
 }
 
 @_cdecl("blkfault_engine_attach_backing")
@@ -55,10 +57,13 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
     guard let target = backingTarget(path) else { return -1 }
     let config = loadConfiguration()
     return images.withLock { list in
-        if let i = list.firstIndex(where: { $0.path == path && $0.backingOnly }) { return Int32(i) }
+        if let i = list.firstIndex(where: { $0.path == path && $0.backingOnly }) {
+            followBacking(target, reader: list[i].reader, programFD: fd) // a reopen, perhaps for writing
+            return Int32(i)
+        }
         let readFD = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
-        followBacking(target, reader: reader)
+        followBacking(target, reader: reader, programFD: fd)
         // Its own engine is never asked: the handle only routes I/O to the overlay.
         let idle = ImageEngine(rules: RuleSet(), file: reader, model: .rawOnly)
         let tracked = TrackedImage(path: path, engine: idle, reader: reader, traceFD: config.traceFD,

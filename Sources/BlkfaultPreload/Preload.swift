@@ -161,7 +161,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
             : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())
         let backing = backingTarget(name)
-        if let backing { followBacking(backing, reader: reader) }
+        if let backing { followBacking(backing, reader: reader, programFD: fd) }
         let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions,
                                    backingOf: backing?.overlay)
         tracked.witness.attach(programFD: fd, reader: reader)

@@ -6,6 +6,8 @@ public struct BackingFileName: Sendable, Equatable {
     /// The backing-format extension's value ("raw", "qcow2", ...), nil if absent (QEMU probes).
     public var format: String?
 
+    public init(name: String, format: String?) { self.name = name; self.format = format }
+
     /// Reads the name and format from the overlay's file; nil when there is none, or
     /// when it is not a plain file name (a protocol or `json:` name QEMU parses itself).
     public init?(header: Qcow2Header, file: ImageReader) {
@@ -52,6 +54,16 @@ public struct BackingReads: Sendable {
     private var cowWritesLeft = 0
 
     public var isQcow2: Bool { shadow != nil }
+    /// The program writes the backing file (qemu-img commit): its reads are then that
+    /// program's own (the commit's allocation in it), not the overlay's reads through it.
+    public private(set) var written = false
+
+    /// The program opened the backing file for writing, or wrote it.
+    public mutating func noteWriter() {
+        written = true
+        pending.removeAll()
+        absorbNextData = false
+    }
 
     /// `format`: the overlay's backing-format extension; without one the file is probed
     /// (qcow2 if its header parses).
@@ -65,6 +77,7 @@ public struct BackingReads: Sendable {
     /// A read of the backing file: a data read is held for the overlay's next request.
     /// Returns whether it was one.
     public mutating func read(offset: UInt64, length: UInt64) -> Bool {
+        if written { return false }
         if let shadow {
             switch shadow.region(at: offset) {
             case .header, .l1Table, .refcountTable, .refcountBlock: return false
@@ -116,24 +129,20 @@ public struct BackingReads: Sendable {
                 return out
             }
             if op.segments == 1, partial, op.length == pending[0].length {
-                // perform_cow without merged reads: the guest data went out first, then
-                // one cow_read per region, then one write per region (cow_write only).
-                var out = events
-                out.remove(at: w)
-                out.removeAll { $0 == .cowWrite }
+                // perform_cow without the guest data merged in (QEMU 7.2: encrypted images):
+                // the data went out first, then one cow_read per region, then one write
+                // per region into the cluster the data allocated (cow_write only; the
+                // classifier's allocation guess for it does not apply).
                 var raised: [BlkdebugEvent] = []
                 for _ in pending { raised += [.cowRead, .readBackingAio] }
-                out.insert(contentsOf: raised + [.cowWrite], at: w)
                 cowWritesLeft = pending.count - 1
                 pending.removeAll()
-                return out
+                return raised + [.cowWrite, .pwritev]
             }
         }
-        if cowWritesLeft > 0, op.kind == .write, op.segments == 1, partial, let w = data {
+        if cowWritesLeft > 0, op.kind == .write, op.segments == 1, partial, data != nil {
             cowWritesLeft -= 1
-            var out = events
-            out[w] = .cowWrite
-            return out
+            return [.cowWrite, .pwritev]
         }
         cowWritesLeft = 0
         guard !pending.isEmpty else { return events }

@@ -9,8 +9,10 @@ extension ImageEngine {
     }
 
     /// The program opened the overlay's backing file (`file`: the backing file).
-    public mutating func followBacking(format: String?, file: ImageReader) {
+    /// `writable`: opened for writing (qemu-img commit reopens it so).
+    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false) {
         if backing == nil { backing = BackingReads(format: format, file: file) }
+        if writable { backing!.noteWriter() }
     }
 
     /// An operation on the backing file, before it is performed: it is always
@@ -19,8 +21,13 @@ extension ImageEngine {
         var step = Step()
         step.stateBefore = rules.state
         step.stateAfter = rules.state
-        if op.kind == .read, backing?.read(offset: op.offset, length: op.length) == true {
-            step.held = [.readBackingAio]
+        switch op.kind {
+        case .read:
+            if backing?.read(offset: op.offset, length: op.length) == true { step.held = [.readBackingAio] }
+        case .write, .writeZeroes, .discard:
+            backing?.noteWriter()
+        case .flush, .truncate, .allocate:
+            break
         }
         return step
     }
