@@ -58,7 +58,13 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
     let config = loadConfiguration()
     return images.withLock { list in
         if let i = list.firstIndex(where: { $0.path == path && $0.backingOnly }) {
-            followBacking(target, reader: list[i].reader, programFD: fd) // a reopen, perhaps for writing
+            // Open already: this is a second, separate open of the file (qemu-img rebase
+            // reads the old backing file through its own), not the overlay's backing node.
+            guard list[i].backingFDs.add(1, ordering: .relaxed).oldValue == 0 else {
+                list[i].backingFDs.subtract(1, ordering: .relaxed)
+                return -1
+            }
+            followBacking(target, reader: list[i].reader, programFD: fd)
             return Int32(i)
         }
         let readFD = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
@@ -68,6 +74,7 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
         let idle = ImageEngine(rules: RuleSet(), file: reader, model: .rawOnly)
         let tracked = TrackedImage(path: path, engine: idle, reader: reader, traceFD: config.traceFD,
                                    backingOf: target.overlay, backingOnly: true)
+        tracked.backingFDs.store(1, ordering: .relaxed)
         list.append(tracked)
         let handle = list.count - 1
         if handle < imageSlots {
@@ -87,4 +94,9 @@ func noteBackingIO(_ image: TrackedImage, overlay: TrackedImage, _ op: Operation
         line.backing = image.path
         writeAll(overlay.traceFD, line.json)
     }
+}
+
+/// A backing-only file's fd was closed (or dup2'd over).
+func backingClosed(_ image: TrackedImage) {
+    if image.backingFDs.subtract(1, ordering: .relaxed).newValue < 0 { image.backingFDs.store(0, ordering: .relaxed) }
 }

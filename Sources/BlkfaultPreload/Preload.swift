@@ -45,6 +45,8 @@ final class TrackedImage: Sendable {
     /// that is all it is followed for (it matched no target on its own).
     let backingOf: TrackedImage?
     let backingOnly: Bool
+    /// For a backing-only file: its fds the engine attached and not yet detached.
+    let backingFDs = Atomic<Int>(0)
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil,
          backingOf: TrackedImage? = nil, backingOnly: Bool = false) {
@@ -255,7 +257,9 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
 }
 
 @_cdecl("blkfault_engine_detach")
-public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {}
+public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {
+    if let image = image(handle), image.backingOnly { backingClosed(image) }
+}
 
 /// The shim saw a way to the image around the calls it hooks (linux-aio, io_uring,
 /// mmap, syscall()). Said once per image per process, on stderr and in the trace:

@@ -188,6 +188,18 @@ EXTRA_WORKLOADS.update({w.key: w for w in [
        "qemu-io -C (copy-on-read) reads of backing data", base=_B1),
     _w("bcorraw", 65536, "1G", [], [["-C", "read 0 128k", "write 1M 4k"]],
        "qemu-io -C over a raw backing file, then a write", base=_B1, base_fmt="raw"),
+    _w("bhole", 65536, "1G", [], [["read 1M 64k", "write 2M 4k"]],
+       "overlay: read of clusters neither the overlay nor its backing file has (the "
+       "backing file's L2 table is read), then a write", base=_B1),
+    _w("bnol2", 65536, "1G", [], [["read 600M 64k", "write 2M 4k"]],
+       "overlay: read where the backing file has no L2 table either (no I/O at all), "
+       "then a write", base=_B1),
+    _w("brebase", 65536, "1G",
+       [img("create", "-q", "-f", "qcow2", "TEST_DIR/base2.qcow2", "1G"),
+        ["@base2.qcow2", "write -P 3 64k 64k"]],
+       [img("rebase", "-f", "qcow2", "-b", "base2.qcow2", "-F", "qcow2", "IMG")],
+       "qemu-img rebase onto another base: old and new backing files are read apart "
+       "from the overlay's own backing chain", base=_B1),
     _w("bcommit", 65536, "1G", [["write -P 2 0 64k"]], [img("commit", "-f", "qcow2", "IMG")],
        "qemu-img commit of an overlay into its qcow2 backing file", base=_B1),
 ]})
@@ -285,7 +297,8 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
     "none":                        ["w128", "read", "multi", "zerou", "l2load"],
 }
 
-BACKING_WORKLOADS = ["braw", "brawc", "bcowe", "bcowg", "bmix", "bcor", "bcorraw", "bcommit"]
+BACKING_WORKLOADS = ["braw", "brawc", "bcowe", "bcowg", "bmix", "bcor", "bcorraw", "bhole",
+                     "bnol2", "bcommit", "brebase"]
 # Issue 3 pairs: run with errno 5/28 x once on/off, immediately off (immediately never
 # changed blkdebug's result); --full adds immediately on.
 EXTRA_PAIRS: dict[str, list[str]] = {
@@ -373,6 +386,16 @@ for _w_key in ("bcor", "bcorraw"):
         "refcount blocks first (metadata preallocation check), so once=off then also fails "
         "their write-back at exit")
 
+UNDECIDABLE[("read_backing_aio", "bnol2")] = (
+    "neither the overlay nor its backing file has an L2 table there: QEMU raises the "
+    "event and reads zeros without any I/O, so nothing shows the read")
+UNDECIDABLE[("read_backing_aio", "brebase")] = (
+    "qemu-img rebase reads the old backing file itself, through the node the overlay "
+    "reads it through: the same reads as an overlay's read of backing data")
+UNDECIDABLE[("read_aio", "brebase")] = (
+    "through blkdebug, qemu-img rebase opens the new backing file (named relative to "
+    "the overlay) under blkdebug too, so rules on the overlay also fail its reads")
+
 # iotest 026 events whose blocks blkfault cannot reproduce, with the reason.
 UNDECIDABLE_026: dict[str, str] = {
     "l1_grow_alloc_table": UNDECIDABLE[("l1_grow_alloc_table", "l1grow")],
@@ -397,6 +420,10 @@ def set_state_rule(event, state, new_state) -> str:
 # some of their metadata writes and cache flushes). They break the no-injection separation, so they run
 # only with --full or --gaps, and their figures are reported apart.
 GAP_WORKLOADS = {"snapa", "snapd", "checkr", "convert"}
+# qemu-img rebase reads the old backing file through the same node the overlay reads
+# it through, for its own comparison: its backing reads look like the overlay's (blkfault
+# raises read_backing_aio where blkdebug raises nothing).
+GAP_WORKLOADS.add("brebase")
 
 
 def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
