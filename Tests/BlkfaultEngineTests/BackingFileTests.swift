@@ -9,15 +9,17 @@ import BlkfaultEngine
     /// A raw backing file of 1 MiB of 0x01.
     let rawBase = MemoryImage([UInt8](repeating: 1, count: 1 << 20))
 
-    func overlay(rules: String, backing: MemoryImage? = nil, format: String? = "raw") throws -> Replay {
+    /// QEMU's order: the overlay's open reads, the backing file's open, then (`l2Load`)
+    /// the L2 load of the first guest access.
+    func overlay(rules: String, backing: MemoryImage? = nil, format: String? = "raw", l2Load: Bool = true) throws -> Replay {
         var setup = try Replay(freshQcow2())
         setup.file.write(offset: 2048, data: setup.refblock(2048, settingClusters: [67]))
         setup.file.write(offset: 3072, data: be64((1 << 63) | 68608))
         setup.file.write(offset: 68608, data: [UInt8](repeating: 0, count: 1024))
         var r = try Replay(setup.file, rules: rules)
-        r.engine.followBacking(format: format, file: backing ?? rawBase)
         r.open()
-        r.read(68608, 1024) // the L2 load of the first guest access
+        r.engine.followBacking(format: format, file: backing ?? rawBase)
+        if l2Load { r.read(68608, 1024) }
         return r
     }
 
@@ -118,6 +120,16 @@ import BlkfaultEngine
         #expect(r.read(2048, 1024).stateAfter == 2)
         #expect(r.engine.backingOperation(Operation(.read, offset: 200 * 1024, length: 1024)).held.isEmpty)
         #expect(r.read(2048, 1024).stateAfter == 2)
+    }
+
+    @Test func theFormatProbeOfABackingFileWithoutFormatIsNoDataRead() throws {
+        // No backing-format extension: QEMU reads 512 bytes at 0 to probe the format.
+        var r = try overlay(rules: rule("read_backing_aio"), format: nil, l2Load: false)
+        #expect(r.engine.backingOperation(Operation(.read, offset: 0, length: 512)).held.isEmpty)
+        #expect(r.read(2048, 1024).decision == .perform)
+        // After the overlay's next request the same read is a guest read of backing data.
+        #expect(r.engine.backingOperation(Operation(.read, offset: 0, length: 512)).held == [.readBackingAio])
+        #expect(r.read(2048, 1024).decision == .fail(errno: 5))
     }
 
     @Test func theBackingFileNameAndFormatComeFromTheOverlaysHeader() throws {

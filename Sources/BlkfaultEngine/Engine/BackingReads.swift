@@ -69,15 +69,24 @@ public struct BackingReads: Sendable {
     /// (qcow2 if its header parses).
     public init(format: String?, file: ImageReader) {
         if format == nil || format == "qcow2" { shadow = try? ShadowImage(reading: file) }
+        probing = format == nil
     }
 
+    /// No backing-format extension: QEMU probes the file's format when it opens it, one
+    /// 512-byte read at offset 0 before the overlay's next request; not a data read.
+    private var probing: Bool
+
     /// Whether anything waits for the overlay's next request (the engine's fast path).
-    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 && !absorbNextData }
+    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 && !absorbNextData && !probing }
 
     /// A read of the backing file: a data read is held for the overlay's next request.
     /// Returns whether it was one.
     public mutating func read(offset: UInt64, length: UInt64) -> Bool {
         if written { return false }
+        if probing {
+            probing = false
+            if offset == 0 && length == 512 { return false }
+        }
         if let shadow {
             switch shadow.region(at: offset) {
             case .header, .l1Table, .refcountTable, .refcountBlock: return false
@@ -111,6 +120,7 @@ public struct BackingReads: Sendable {
     /// with those of the held backing reads put where QEMU raises them.
     mutating func resolve(_ op: Operation, _ events: [BlkdebugEvent], clusterSize: UInt64) -> [BlkdebugEvent] {
         absorbNextData = pending.last?.length == 0
+        probing = false
         let partial = op.offset % clusterSize != 0 || op.length % clusterSize != 0
         let data = events.firstIndex(of: .writeAio)
         if op.kind == .write, let w = data, !pending.isEmpty {
