@@ -13,6 +13,8 @@ struct BackingTarget: Sendable {
     let path: String
     let overlay: TrackedImage
     let format: String?
+    /// 0: the overlay's backing file; 1: that file's backing file; ...
+    var depth = 0
 }
 
 let backingTargets = Mutex<[BackingTarget]>([])
@@ -34,6 +36,18 @@ func registerBacking(of image: TrackedImage) {
     anyBackingTarget.store(true, ordering: .releasing)
 }
 
+/// A backing file of the chain was opened: the file it names in turn (a qcow2 file's
+/// header) belongs to the same overlay, one level down. Each file once.
+func registerDeeper(than target: BackingTarget, path: String, reader: FileReader) {
+    guard target.format == nil || target.format == "qcow2", target.depth < 15,
+          let name = ImageEngine.backingFileName(ofQcow2: reader) else { return }
+    let deeper = BackingTarget(path: canonicalPath(name.path(overlay: path)), overlay: target.overlay,
+                               format: name.format, depth: target.depth + 1)
+    backingTargets.withLock { list in
+        if !list.contains(where: { $0.path == deeper.path }) { list.append(deeper) }
+    }
+}
+
 /// The overlay whose backing file `path` is (the first that names it).
 func backingTarget(_ path: String) -> BackingTarget? {
     guard anyBackingTarget.load(ordering: .acquiring) else { return nil }
@@ -44,7 +58,7 @@ func backingTarget(_ path: String) -> BackingTarget? {
 func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: Int32) {
     let mode = fcntl(fd, F_GETFL)
     let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
-    target.overlay.engine.withLock { $0.followBacking(format: target.format, file: reader, writable: writable) }
+    target.overlay.engine.withLock { $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth) }
 }
 
 @_cdecl("blkfault_engine_attach_backing")
@@ -73,7 +87,8 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
         // Its own engine is never asked: the handle only routes I/O to the overlay.
         let idle = ImageEngine(rules: RuleSet(), file: reader, model: .rawOnly)
         let tracked = TrackedImage(path: path, engine: idle, reader: reader, traceFD: config.traceFD,
-                                   backingOf: target.overlay, backingOnly: true)
+                                   backingOf: target.overlay, backingOnly: true, backingDepth: target.depth)
+        registerDeeper(than: target, path: path, reader: reader)
         tracked.backingFDs.store(1, ordering: .relaxed)
         list.append(tracked)
         let handle = list.count - 1
@@ -88,7 +103,7 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
 /// I/O on a backing file, before it is performed: the overlay's engine holds its data
 /// reads for the overlay's next request; the trace shows it under the overlay's name.
 func noteBackingIO(_ image: TrackedImage, overlay: TrackedImage, _ op: Operation) {
-    let (step, model) = overlay.engine.withLock { ($0.backingOperation(op), $0.modelName) }
+    let (step, model) = overlay.engine.withLock { ($0.backingOperation(op, depth: image.backingDepth), $0.modelName) }
     if overlay.traceFD >= 0 {
         var line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: overlay.path, model: model, op: op, step: step)
         line.backing = image.path

@@ -45,11 +45,13 @@ final class TrackedImage: Sendable {
     /// that is all it is followed for (it matched no target on its own).
     let backingOf: TrackedImage?
     let backingOnly: Bool
+    /// Where in the overlay's backing chain it is (0: the overlay's backing file).
+    let backingDepth: Int
     /// For a backing-only file: its fds the engine attached and not yet detached.
     let backingFDs = Atomic<Int>(0)
 
     init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil,
-         backingOf: TrackedImage? = nil, backingOnly: Bool = false) {
+         backingOf: TrackedImage? = nil, backingOnly: Bool = false, backingDepth: Int = 0) {
         self.path = path
         self.engine = LockedEngine(engine)
         self.reader = reader
@@ -57,6 +59,7 @@ final class TrackedImage: Sendable {
         self.actions = actions
         self.backingOf = backingOf
         self.backingOnly = backingOnly
+        self.backingDepth = backingDepth
     }
 }
 
@@ -165,7 +168,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let backing = backingTarget(name)
         if let backing { followBacking(backing, reader: reader, programFD: fd) }
         let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions,
-                                   backingOf: backing?.overlay)
+                                   backingOf: backing?.overlay, backingDepth: backing?.depth ?? 0)
         tracked.witness.attach(programFD: fd, reader: reader)
         registerBacking(of: tracked)
         list.append(tracked)

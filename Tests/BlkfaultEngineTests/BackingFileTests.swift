@@ -122,6 +122,24 @@ import BlkfaultEngine
         #expect(r.read(2048, 1024).stateAfter == 2)
     }
 
+    @Test func aReadThroughTheChainRaisesOnce() throws {
+        // backing file (qcow2, depth 0) with an L2 table the read misses, its own
+        // backing file (raw, depth 1) with the data: one backing read, one raise.
+        var mid = freshQcow2()
+        mid.write(offset: 3072, data: be64((1 << 63) | 68608))
+        mid.write(offset: 68608, data: [UInt8](repeating: 0, count: 1024))
+        let once = "[set-state]\nevent = \"read_backing_aio\"\nstate = \"1\"\nnew_state = \"2\"\n"
+            + "[set-state]\nevent = \"read_backing_aio\"\nstate = \"2\"\nnew_state = \"3\"\n"
+        var r = try overlay(rules: once, backing: mid, format: "qcow2")
+        r.engine.followBacking(format: "raw", file: rawBase, depth: 1)
+        #expect(r.engine.backingOperation(Operation(.read, offset: 68608, length: 1024), depth: 0).held == [.readBackingAio])
+        #expect(r.engine.backingOperation(Operation(.read, offset: 0, length: 4096), depth: 1).held == [.readBackingAio])
+        #expect(r.read(2048, 1024).stateAfter == 2)
+        // A file of the chain the program writes (qemu-img commit) is no longer read through it.
+        r.engine.followBacking(format: "raw", file: rawBase, writable: true, depth: 1)
+        #expect(r.engine.backingOperation(Operation(.read, offset: 0, length: 4096), depth: 1).held.isEmpty)
+    }
+
     @Test func theFormatProbeOfABackingFileWithoutFormatIsNoDataRead() throws {
         // No backing-format extension: QEMU reads 512 bytes at 0 to probe the format.
         var r = try overlay(rules: rule("read_backing_aio"), format: nil, l2Load: false)

@@ -63,6 +63,31 @@ import Testing
         }
     }
 
+    /// base <- mid <- top, rules on top: a read of data only the base (two files down) has.
+    @Test func aBackingChain() throws {
+        try requireTools()
+        let s = try Scratch()
+        let cfg = try s.write("rules.cfg", Self.rule("read_backing_aio"))
+        var tops: [String] = []
+        for side in ["subject", "reference"] {
+            let dir = s.path(side)
+            _ = try overlay(in: dir, baseFormat: "qcow2")
+            let mid = dir + "/mid.qcow2", top = dir + "/top.qcow2"
+            for (file, backing) in [(mid, "base.qcow2"), (top, "mid.qcow2")] {
+                let r = try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2", file, "64M"])
+                try #require(r.status == 0, "\(r)")
+            }
+            tops.append(top)
+        }
+        // mid has no data and no L2 table: only the base's reads show the backing read.
+        let commands = ["read -P 1 0 64k", "write 1M 4k"]
+        let subject = try qemuIOUnderBlkfault(rules: cfg, image: tops[0], commands)
+        let reference = try qemuIOUnderBlkdebug(rules: cfg, image: tops[1], commands)
+        #expect(subject.normalized == reference.normalized)
+        #expect(subject.stdout.contains("write failed: Input/output error"), "\(subject.stdout)")
+        #expect(try bytes(tops[0]) == bytes(tops[1]))
+    }
+
     /// Rules for the overlay are the overlay's only: the backing file's own reads never fail.
     @Test func theBackingFileIsNotATarget() throws {
         let (out, _) = try expectParity(Self.rule("read_aio", once: "off"), ["read -P 1 0 128k"])

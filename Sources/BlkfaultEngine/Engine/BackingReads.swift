@@ -40,12 +40,23 @@ public struct BackingFileName: Sendable, Equatable {
 /// shows what the read was: the write of a copy-on-write, or anything else (a guest read
 /// of clusters the overlay does not have, or a copy-on-read's source).
 public struct BackingReads: Sendable {
-    /// A model of a qcow2 backing file, to tell its data reads from its metadata
-    /// reads (header, L1, L2, refcounts); nil for a raw backing file (all reads are data).
-    private var shadow: ShadowImage?
-    /// Data reads of the backing file since the overlay's last request. Length 0: an L2
-    /// load of a qcow2 backing file, the first I/O of a backing read whose data read
-    /// has not come yet (it fills the entry).
+    /// One file of the overlay's backing chain (0: the overlay's backing file, 1: that
+    /// file's backing file, ...).
+    struct ChainFile: Sendable {
+        /// A model of a qcow2 file, to tell its data reads from its metadata reads
+        /// (header, L1, L2, refcounts); nil for a raw file (all reads are data).
+        var shadow: ShadowImage?
+        /// No backing-format extension named it: QEMU probes its format when it opens
+        /// it, one 512-byte read at offset 0 before the overlay's next request.
+        var probing: Bool
+        /// The program writes it (qemu-img commit): its reads are then that program's
+        /// own (the commit's allocation in it), not the overlay's reads through it.
+        var written = false
+    }
+    private var chain: [ChainFile?] = []
+    /// Data reads of the backing chain since the overlay's last request. Length 0: an L2
+    /// load of a qcow2 file of the chain, the first I/O of a backing read whose data
+    /// read has not come yet (it fills the entry).
     public private(set) var pending: [(offset: UInt64, length: UInt64)] = []
     /// An L2 load's read was counted at the overlay's last request before its data
     /// read came: that data read belongs to it.
@@ -53,47 +64,48 @@ public struct BackingReads: Sendable {
     /// COW regions still to be written after the first one (perform_cow without merged reads).
     private var cowWritesLeft = 0
 
-    public var isQcow2: Bool { shadow != nil }
-    /// The program writes the backing file (qemu-img commit): its reads are then that
-    /// program's own (the commit's allocation in it), not the overlay's reads through it.
-    public private(set) var written = false
+    public init() {}
 
-    /// The program opened the backing file for writing, or wrote it.
-    public mutating func noteWriter() {
-        written = true
-        pending.removeAll()
-        absorbNextData = false
+    /// The program opened the chain's file at `depth`. `format`: the backing-format
+    /// extension that named it; without one the file is probed (qcow2 if its header parses).
+    public mutating func follow(depth: Int, format: String?, file: ImageReader) {
+        guard depth >= 0, depth < 64 else { return }
+        while chain.count <= depth { chain.append(nil) }
+        if chain[depth] != nil { return }
+        let shadow = format == nil || format == "qcow2" ? try? ShadowImage(reading: file) : nil
+        chain[depth] = ChainFile(shadow: shadow, probing: format == nil)
     }
 
-    /// `format`: the overlay's backing-format extension; without one the file is probed
-    /// (qcow2 if its header parses).
-    public init(format: String?, file: ImageReader) {
-        if format == nil || format == "qcow2" { shadow = try? ShadowImage(reading: file) }
-        probing = format == nil
-    }
+    public func isQcow2(depth: Int) -> Bool { depth < chain.count && chain[depth]?.shadow != nil }
 
-    /// No backing-format extension: QEMU probes the file's format when it opens it, one
-    /// 512-byte read at offset 0 before the overlay's next request; not a data read.
-    private var probing: Bool
+    /// The program opened the chain's file at `depth` for writing, or wrote it.
+    public mutating func noteWriter(depth: Int) {
+        guard depth >= 0, depth < chain.count, chain[depth] != nil else { return }
+        chain[depth]!.written = true
+    }
 
     /// Whether anything waits for the overlay's next request (the engine's fast path).
-    var idle: Bool { pending.isEmpty && cowWritesLeft == 0 && !absorbNextData && !probing }
+    var idle: Bool {
+        pending.isEmpty && cowWritesLeft == 0 && !absorbNextData && !chain.contains { $0?.probing == true }
+    }
 
-    /// A read of the backing file: a data read is held for the overlay's next request.
-    /// Returns whether it was one.
-    public mutating func read(offset: UInt64, length: UInt64) -> Bool {
-        if written { return false }
-        if probing {
-            probing = false
+    /// A read of the chain's file at `depth`: a data read is held for the overlay's next
+    /// request. Returns whether it was one.
+    public mutating func read(offset: UInt64, length: UInt64, depth: Int = 0) -> Bool {
+        guard depth >= 0, depth < chain.count, var file = chain[depth], !file.written else { return false }
+        if file.probing {
+            file.probing = false
+            chain[depth] = file
             if offset == 0 && length == 512 { return false }
         }
-        if let shadow {
+        if let shadow = file.shadow {
             switch shadow.region(at: offset) {
             case .header, .l1Table, .refcountTable, .refcountBlock: return false
             case .l2Table:
                 // QEMU raised the event before this load; concurrent requests on the
-                // overlay may come before the data read, so it counts from here.
-                pending.append((offset, 0))
+                // overlay may come before the data read, so it counts from here. A load
+                // in the next file down belongs to the same read.
+                if pending.last?.length != 0 { pending.append((offset, 0)) }
                 return true
             case .data, .unreferenced: break
             }
@@ -120,7 +132,7 @@ public struct BackingReads: Sendable {
     /// with those of the held backing reads put where QEMU raises them.
     mutating func resolve(_ op: Operation, _ events: [BlkdebugEvent], clusterSize: UInt64) -> [BlkdebugEvent] {
         absorbNextData = pending.last?.length == 0
-        probing = false
+        for i in chain.indices where chain[i]?.probing == true { chain[i]!.probing = false }
         let partial = op.offset % clusterSize != 0 || op.length % clusterSize != 0
         let data = events.firstIndex(of: .writeAio)
         if op.kind == .write, let w = data, !pending.isEmpty {

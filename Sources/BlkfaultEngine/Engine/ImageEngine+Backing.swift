@@ -8,24 +8,34 @@ extension ImageEngine {
         return BackingFileName(header: shadow.header, file: file)
     }
 
-    /// The program opened the overlay's backing file (`file`: the backing file).
-    /// `writable`: opened for writing (qemu-img commit reopens it so).
-    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false) {
-        if backing == nil { backing = BackingReads(format: format, file: file) }
-        if writable { backing!.noteWriter() }
+    /// The backing file a qcow2 file of the chain names, if any (read from its header).
+    public static func backingFileName(ofQcow2 file: ImageReader) -> BackingFileName? {
+        guard let first = file.read(offset: 0, count: Qcow2Header.readLength),
+              var header = try? Qcow2Header(bytes: first) else { return nil }
+        if let cluster0 = file.read(offset: 0, count: Int(min(header.clusterSize, 1 << 16))) { header.parseExtensions(cluster0: cluster0) }
+        return BackingFileName(header: header, file: file)
     }
 
-    /// An operation on the backing file, before it is performed: it is always
-    /// performed. The step says which events it holds for the overlay's next request.
-    public mutating func backingOperation(_ op: Operation) -> Step {
+    /// The program opened a file of the overlay's backing chain (`file`; `depth` 0: the
+    /// overlay's backing file, 1: that file's backing file, ...). `writable`: opened for
+    /// writing (qemu-img commit reopens it so).
+    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0) {
+        if backing == nil { backing = BackingReads() }
+        backing!.follow(depth: depth, format: format, file: file)
+        if writable { backing!.noteWriter(depth: depth) }
+    }
+
+    /// An operation on a file of the backing chain, before it is performed: it is
+    /// always performed. The step says which events it holds for the overlay's next request.
+    public mutating func backingOperation(_ op: Operation, depth: Int = 0) -> Step {
         var step = Step()
         step.stateBefore = rules.state
         step.stateAfter = rules.state
         switch op.kind {
         case .read:
-            if backing?.read(offset: op.offset, length: op.length) == true { step.held = [.readBackingAio] }
+            if backing?.read(offset: op.offset, length: op.length, depth: depth) == true { step.held = [.readBackingAio] }
         case .write, .writeZeroes, .discard:
-            backing?.noteWriter()
+            backing?.noteWriter(depth: depth)
         case .flush, .truncate, .allocate:
             break
         }
