@@ -41,11 +41,13 @@ enum blkfault_op {
 int32_t blkfault_engine_attach(const char *path, int32_t fd);
 
 /* Called after a successful open of a file that is not a target, while at least one
- * fd is tracked (O_PATH opens excepted). The engine reads the fd's /proc/self/fd link:
- * if the file is the backing file of a followed qcow2 overlay (the name in the
- * overlay's header, relative to the overlay's directory), returns a handle >= 0 for
- * the shim to keep with the fd like attach's, else -1. before/after on that handle
- * never refuse: its I/O is shown to the overlay's engine as backing I/O. */
+ * fd is tracked (O_PATH opens excepted), with the guard held and errno saved like
+ * attach. The engine reads the fd's /proc/self/fd link: if the file is in the backing
+ * chain of a followed qcow2 overlay (the name in the overlay's header, relative to the
+ * overlay's directory; then the name in that file's header, and so on), returns a
+ * handle >= 0 for the shim to keep with the fd exactly like attach's (copied by dup,
+ * detached on close), else -1. before on that handle always returns 0 (its I/O is
+ * shown to the overlay's engine as backing I/O, never checked against the rules). */
 int32_t blkfault_engine_attach_backing(int32_t fd);
 
 /* Before an operation on a tracked fd. offset/length: the byte range; for
