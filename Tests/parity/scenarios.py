@@ -168,6 +168,8 @@ EXTRA_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
 # COW from the backing file) while the read goes to the backing file, which blkfault
 # follows for a matched overlay. qcow2 and raw backing files.
 _B1 = [["write -P 1 0 128k"]]
+_CHAIN = [img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "TEST_DIR/mid.qcow2", "1G"),
+          img("rebase", "-u", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "IMG")]
 EXTRA_WORKLOADS.update({w.key: w for w in [
     _w("braw", 65536, "1G", [], [["read 0 128k", "write 1M 4k"]],
        "raw backing: read of clusters only the backing file has, then a write",
@@ -200,6 +202,10 @@ EXTRA_WORKLOADS.update({w.key: w for w in [
        [img("rebase", "-f", "qcow2", "-b", "base2.qcow2", "-F", "qcow2", "IMG")],
        "qemu-img rebase onto another base: old and new backing files are read apart "
        "from the overlay's own backing chain", base=_B1),
+    # A three-file chain: the overlay's backing file mid.qcow2 (no data) has base.qcow2.
+    _w("bchain", 65536, "1G", _CHAIN, [["read 0 64k", "write 1M 4k"], ["write 512 512"]],
+       "chain base <- mid <- overlay: a read of data only the base has, then a write; "
+       "a partial write over it (COW through the chain) in a new process", base=_B1),
     _w("bcommit", 65536, "1G", [["write -P 2 0 64k"]], [img("commit", "-f", "qcow2", "IMG")],
        "qemu-img commit of an overlay into its qcow2 backing file", base=_B1),
 ]})
@@ -298,7 +304,7 @@ DEFAULT_PAIRS: dict[str, list[str]] = {
 }
 
 BACKING_WORKLOADS = ["braw", "brawc", "bcowe", "bcowg", "bmix", "bcor", "bcorraw", "bhole",
-                     "bnol2", "bcommit", "brebase"]
+                     "bnol2", "bchain", "bcommit", "brebase"]
 # Issue 3 pairs: run with errno 5/28 x once on/off, immediately off (immediately never
 # changed blkdebug's result); --full adds immediately on.
 EXTRA_PAIRS: dict[str, list[str]] = {
