@@ -126,6 +126,7 @@ void shim_engine_load(const char *image)
                               memory_order_relaxed);                                        \
     } while (0)
     RESOLVE(attach);
+    RESOLVE(attach_backing);
     RESOLVE(before);
     RESOLVE(after);
     RESOLVE(detach);

@@ -86,6 +86,7 @@ static inline void *shim_real_cached(enum shim_sym sym)
  * order these relaxed ones; a call through one costs what a PLT call did. */
 struct shim_engine {
     _Atomic(__typeof__(&blkfault_engine_attach)) attach;
+    _Atomic(__typeof__(&blkfault_engine_attach_backing)) attach_backing;
     _Atomic(__typeof__(&blkfault_engine_before)) before;
     _Atomic(__typeof__(&blkfault_engine_after)) after;
     _Atomic(__typeof__(&blkfault_engine_detach)) detach;

@@ -44,14 +44,26 @@ final class TrackedImage: Sendable {
     /// Nothing records a request's step (no trace) or acts on it (no actions, no shared
     /// state): the I/O path asks the engine only for the decision (ImageEngine.decide).
     let quiet: Bool
+    /// The followed overlay this file is the backing file of (Backing.swift), and whether
+    /// that is all it is followed for (it matched no target on its own).
+    let backingOf: TrackedImage?
+    let backingOnly: Bool
+    /// Where in the overlay's backing chain it is (0: the overlay's backing file).
+    let backingDepth: Int
+    /// For a backing-only file: its fds the engine attached and not yet detached.
+    let backingFDs = Atomic<Int>(0)
 
-    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil) {
+    init(path: String, engine: ImageEngine, reader: FileReader, traceFD: Int32, actions: ActionState? = nil,
+         backingOf: TrackedImage? = nil, backingOnly: Bool = false, backingDepth: Int = 0) {
         self.path = path
         self.engine = LockedEngine(engine)
         self.reader = reader
         self.traceFD = traceFD
         self.actions = actions
         quiet = traceFD < 0 && actions == nil && shared == nil
+        self.backingOf = backingOf
+        self.backingOnly = backingOnly
+        self.backingDepth = backingDepth
     }
 }
 
@@ -136,7 +148,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
     return images.withLock { list in
         let mode = fcntl(fd, F_GETFL)
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
-        if let i = list.firstIndex(where: { $0.path == name }) {
+        if let i = list.firstIndex(where: { $0.path == name && !$0.backingOnly }) {
             list[i].engine.withLock { $0.noteOpen(writable: writable) }
             list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
@@ -157,8 +169,12 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         }
         let actions = config.rules.actionRules.isEmpty && !config.rules.injectRules.contains { $0.delayNs > 0 } ? nil
             : ActionState(losesUnsynced: config.rules.losesUnsynced, limit: unsyncedLimit())
-        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions)
+        let backing = backingTarget(name)
+        if let backing { followBacking(backing, reader: reader, programFD: fd) }
+        let tracked = TrackedImage(path: name, engine: engine, reader: reader, traceFD: config.traceFD, actions: actions,
+                                   backingOf: backing?.overlay, backingDepth: backing?.depth ?? 0)
         tracked.witness.attach(programFD: fd, reader: reader)
+        registerBacking(of: tracked)
         list.append(tracked)
         let handle = list.count - 1
         if handle < imageSlots {
@@ -190,6 +206,7 @@ func withImage<R>(_ handle: Int32, otherwise: R, _ body: (TrackedImage) -> R) ->
 func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Operation? {
     guard let kind = OperationKind(rawValue: op) else { return nil }
     var operation = Operation(kind, offset: UInt64(bitPattern: offset), length: UInt64(bitPattern: max(0, length)))
+    operation.segments = Int(max(1, iovcnt))
     if let iov, iovcnt > 0 {
         // Captures nothing (no allocation): the buffers are this thread's current ones.
         blkfault_set_op_iov(iov, iovcnt)
@@ -225,6 +242,11 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
     withImage(handle, otherwise: 0) { image in
         guard let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
+        if let overlay = image.backingOf {
+            noteBackingIO(image, overlay: overlay, operation)
+            // Never failed; its after call would do nothing.
+            if image.backingOnly { return performNoAfter }
+        }
         if image.quiet {
             let (decision, needsAfter) = image.engine.withLock { $0.decide(operation, file: image.reader) }
             let code = decision.cValue
@@ -257,7 +279,7 @@ func before(_ image: TrackedImage, fd: Int32, _ operation: Operation, iov: Unsaf
 public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                 _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32, _ result: Int64, _ error: Int32) {
     withImage(handle, otherwise: ()) { image in
-        guard var operation = operation(op, offset, length, iov, iovcnt) else { return }
+        guard !image.backingOnly, var operation = operation(op, offset, length, iov, iovcnt) else { return }
         // A short read or write: only what was transferred is on disk / in the buffer.
         if (operation.kind == .read || operation.kind == .write) && result >= 0 { operation.length = UInt64(result) }
         after(image, operation, iov: iov, iovcnt: iovcnt, result: result)
@@ -278,7 +300,9 @@ func after(_ image: TrackedImage, _ operation: Operation, iov: UnsafePointer<iov
 }
 
 @_cdecl("blkfault_engine_detach")
-public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {}
+public func blkfaultEngineDetach(_ handle: Int32, _ fd: Int32) {
+    if let image = image(handle), image.backingOnly { backingClosed(image) }
+}
 
 /// The shim saw a way to the image around the calls it hooks (linux-aio, io_uring,
 /// mmap, syscall()). Said once per image per process, on stderr and in the trace:

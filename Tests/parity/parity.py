@@ -114,9 +114,12 @@ class Runner:
                     "" if merge else (err or b"").decode("utf-8", "replace"))
 
     def create(self, img: str, cluster_size: int, size: str, opts: str = "",
-               backing: str | None = None) -> Proc:
+               backing: str | None = None, fmt: str = "qcow2",
+               backing_fmt: str = "qcow2") -> Proc:
+        if fmt == "raw":  # a raw backing file: no qcow2 options
+            return self._run([QEMU_IMG, "create", "-f", "raw", img, size], self.env)
         o = f"cluster_size={cluster_size}" + (f",{opts}" if opts else "")
-        b = ["-b", backing, "-F", "qcow2"] if backing else []
+        b = ["-b", backing, "-F", backing_fmt] if backing else []
         return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o", o, *b, img, size], self.env)
 
     def qemu_img(self, variant: str, args, img: str, cfg: str | None, run_dir: str) -> Proc:
@@ -139,15 +142,16 @@ class Runner:
         return self._run([QEMU_IMG, "check", "-f", "qcow2", img], self.env, merge=True)
 
     def qemu_io(self, variant: str, cmds, img: str, cfg: str | None,
-                strace_to: str | None = None) -> Proc:
+                strace_to: str | None = None, fmt: str | None = None) -> Proc:
         """variant: 'reference' (blkdebug), 'subject', 'plain' (no injection).
         strace_to: run under strace and write the image-file syscalls there."""
         how = variant
         if variant == "subject":
             how = {"blkdebug": "reference", "plain": "plain"}.get(self.subject, "preload")
-        argv = [QEMU_IO, *self.qemu_io_args]
+        argv = [QEMU_IO, *(["-f", fmt] if fmt else self.qemu_io_args)]
         for c in cmds:
-            argv += ["-c", c]
+            # A bare option ("-C": copy-on-read) goes on the command line as it is.
+            argv += [c] if c.startswith("-") and " " not in c else ["-c", c]
         env = self.env
         if how == "reference":
             argv.append(f"blkdebug:{cfg}:{img}")
@@ -166,6 +170,11 @@ class Runner:
         p = self._run(argv, env)
         p.label = how
         return p
+
+
+def _io_args(cmds, quote) -> str:
+    """qemu-io's -c commands as a shell string; a bare option ("-C") as it is."""
+    return " ".join(c if c.startswith("-") and " " not in c else f"-c {quote(c)}" for c in cmds)
 
 
 def normalise(text: str, run_dir: str, cfg: str | None) -> str:
@@ -459,7 +468,7 @@ def _cmd_str(cmds, what, cfg_shown):
     if cmds[0] == "qemu-img":
         return " ".join(f"{cfg_shown}TEST_DIR/{IMG_NAME}" if a == "IMG" else shlex.quote(a)
                         for a in cmds)
-    s = "qemu-io -f qcow2 " + " ".join(f"-c {shlex.quote(c)}" for c in cmds)
+    s = "qemu-io -f qcow2 " + _io_args(cmds, shlex.quote)
     return s + f" {cfg_shown}TEST_DIR/{IMG_NAME}"
 
 
@@ -472,23 +481,24 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     res = RunResult(variant=variant, img=img)
     backing = None
     if wl.base:
-        backing = os.path.join(run_dir, "base.qcow2")
-        p = runner.create(backing, wl.cluster_size, wl.size, wl.opts)
-        res.setup.append({"cmd": f"qemu-img create -f qcow2 -o {wl.create_opts()} "
-                                 f"TEST_DIR/base.qcow2 {wl.size}", "what": "setup",
+        backing = os.path.join(run_dir, "base." + wl.base_fmt)
+        p = runner.create(backing, wl.cluster_size, wl.size, wl.opts, fmt=wl.base_fmt)
+        res.setup.append({"cmd": f"qemu-img create -f {wl.base_fmt} -o {wl.create_opts()} "
+                                 f"TEST_DIR/base.{wl.base_fmt} {wl.size}", "what": "setup",
                           "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                           "stderr": normalise(p.stderr, run_dir, None)})
         for cmds in wl.base:
-            p = runner.qemu_io("plain", cmds, backing, None)
-            res.setup.append({"cmd": _cmd_str(cmds, "pre", "").replace(IMG_NAME, "base.qcow2"),
+            p = runner.qemu_io("plain", cmds, backing, None, fmt=wl.base_fmt)
+            res.setup.append({"cmd": _cmd_str(cmds, "pre", "").replace(IMG_NAME, "base." + wl.base_fmt),
                               "what": "base image, no injection", "rc": p.rc,
                               "stdout": normalise(p.stdout, run_dir, None),
                               "stderr": normalise(p.stderr, run_dir, None)})
     # The overlay names its backing file relative to itself: the header then holds the
     # same bytes in every run directory.
-    p = runner.create(img, wl.cluster_size, wl.size, wl.opts, "base.qcow2" if backing else None)
+    p = runner.create(img, wl.cluster_size, wl.size, wl.opts,
+                      "base." + wl.base_fmt if backing else None, backing_fmt=wl.base_fmt)
     res.setup.append({"cmd": f"qemu-img create -f qcow2 -o {wl.create_opts()} "
-                             + ("-b TEST_DIR/base.qcow2 -F qcow2 " if backing else "")
+                             + (f"-b TEST_DIR/base.{wl.base_fmt} -F {wl.base_fmt} " if backing else "")
                              + f"TEST_DIR/{IMG_NAME} {wl.size}", "what": "setup",
                       "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                       "stderr": normalise(p.stderr, run_dir, None)})
@@ -752,11 +762,14 @@ def repro_script(case: Case, runner: Runner) -> str:
          ]
     bk = ""
     if wl.base:
-        L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} "$W/$1/base.qcow2" {wl.size}')
+        bf = wl.base_fmt
+        L.append(f'    qemu-img create -q -f {bf} '
+                 + (f'-o {wl.create_opts()} ' if bf == "qcow2" else "")
+                 + f'"$W/$1/base.{bf}" {wl.size}')
         for cmds in wl.base:
-            L.append("    qemu-io -f qcow2 " + " ".join(f"-c {q(c)}" for c in cmds)
-                     + ' "$W/$1/base.qcow2" >/dev/null   # base image, no injection')
-        bk = '-b base.qcow2 -F qcow2 '
+            L.append(f"    qemu-io -f {bf} " + " ".join(f"-c {q(c)}" for c in cmds)
+                     + f' "$W/$1/base.{bf}" >/dev/null   # base image, no injection')
+        bk = f'-b base.{bf} -F {bf} '
     L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} {bk}"$IMG" {wl.size}')
 
     def img_cmd(cmds, target):
@@ -782,7 +795,7 @@ def repro_script(case: Case, runner: Runner) -> str:
                   "    fi",
                   '    echo "qemu-img rc=$?"']
             continue
-        cs = " ".join(f"-c {q(c)}" for c in cmds)
+        cs = _io_args(cmds, q)
         L += ['    if [ "$1" = reference ]; then',
               f'        qemu-io -f qcow2 {cs} "blkdebug:$RULES:$IMG"',
               "    else",

@@ -2,7 +2,7 @@
  * Sources/BlkfaultPreload with @_cdecl). The shim calls these only for fds
  * of matching images, with its re-entrancy guard held and errno saved.
  * The engine is its own library, libblkfault-engine.so, which exports these
- * six names and nothing else; the shim dlopens it (shim/engine.c) at the first
+ * seven names and nothing else; the shim dlopens it (shim/engine.c) at the first
  * open of a matching image and calls them through pointers it looks up once. */
 #ifndef BLKFAULT_ENGINE_H
 #define BLKFAULT_ENGINE_H
@@ -42,6 +42,16 @@ enum blkfault_op {
  * engine prints "blkfault: FILE:LINE: problem" and terminates the process (exit 1)
  * before any I/O reaches the image. */
 int32_t blkfault_engine_attach(const char *path, int32_t fd);
+
+/* Called after a successful open of a file that is not a target, while at least one
+ * fd is tracked (O_PATH opens excepted), with the guard held and errno saved like
+ * attach. The engine reads the fd's /proc/self/fd link: if the file is in the backing
+ * chain of a followed qcow2 overlay (the name in the overlay's header, relative to the
+ * overlay's directory; then the name in that file's header, and so on), returns a
+ * handle >= 0 for the shim to keep with the fd exactly like attach's (copied by dup,
+ * detached on close), else -1. before on that handle always returns 0 (its I/O is
+ * shown to the overlay's engine as backing I/O, never checked against the rules). */
+int32_t blkfault_engine_attach_backing(int32_t fd);
 
 /* Before an operation on a tracked fd. offset/length: the byte range; for
  * read/write/readv/writev and pwritev2/preadv2 with offset -1 the file position

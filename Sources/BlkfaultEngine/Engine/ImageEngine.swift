@@ -20,6 +20,9 @@ public struct Step: Sendable {
     public var ruleChoice: Choice?
     /// blkfault's actions on this request.
     public var effects = Effects()
+    /// I/O on the overlay's backing file: events held until the overlay's next request
+    /// shows where QEMU raised them (BackingReads.swift).
+    public var held: [BlkdebugEvent] = []
 }
 
 /// One blkdebug node's worth of state for one image: the rules, and the
@@ -38,6 +41,8 @@ public struct ImageEngine: Sendable {
     /// The file says it is qcow2 (magic) but its metadata cannot be modelled (damaged,
     /// truncated, hostile): followed in raw mode, and the user should be told once.
     public private(set) var degraded = false
+    /// The overlay's backing file, once the program opened it (ImageEngine+Backing.swift).
+    var backing: BackingReads?
 
     enum Model: Sendable {
         /// `qcow2` holds the classifier.
@@ -96,6 +101,7 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
+        if backing != nil { step.events = resolveBacking(op, step.events) }
         var armed: [ActionRules.Armed] = []
         for e in step.events {
             // An event no rule names changes nothing: skip building its outcome (actions
@@ -152,7 +158,9 @@ public struct ImageEngine: Sendable {
     private mutating func decision(_ op: Operation, file: ImageReader) -> Decision {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
-        for e in classifyBefore(op, file: file) where rules.hasRules(for: e) { rules.fire(e) }
+        var events = classifyBefore(op, file: file)
+        if backing != nil { events = resolveBacking(op, events) }
+        for e in events where rules.hasRules(for: e) { rules.fire(e) }
         var decision = Decision.perform
         if rules.hasActiveRules, let iotype = op.kind.ioType,
            let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {

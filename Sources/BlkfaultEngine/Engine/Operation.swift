@@ -34,6 +34,9 @@ public struct Operation {
     public var offset: UInt64
     public var length: UInt64
     public var bytes: ((_ from: Int, _ count: Int) -> [UInt8])?
+    /// How many buffers the call carried (iovcnt): a copy-on-write's merged write is
+    /// head + guest data + tail, three or more (BackingReads.swift).
+    public var segments = 1
 
     public init(_ kind: OperationKind, offset: UInt64 = 0, length: UInt64 = 0,
                 bytes: ((_ from: Int, _ count: Int) -> [UInt8])? = nil) {

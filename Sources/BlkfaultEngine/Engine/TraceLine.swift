@@ -6,6 +6,8 @@ public struct TraceLine {
     public var model: String
     public var op: Operation
     public var step: Step
+    /// The backing file the operation went to, when it is the overlay `image`'s backing I/O.
+    public var backing: String?
 
     public init(pid: Int32, tid: Int32, image: String, model: String, op: Operation, step: Step) {
         self.pid = pid; self.tid = tid; self.image = image; self.model = model; self.op = op; self.step = step
@@ -13,10 +15,12 @@ public struct TraceLine {
 
     public var json: String {
         var s = "{\"pid\":\(pid),\"tid\":\(tid),\"image\":" + Self.quote(image)
+        if let backing { s += ",\"backing\":" + Self.quote(backing) }
         s += ",\"model\":\"\(model)\",\"op\":\"\(op.kind.name)\",\"offset\":\(op.offset),\"length\":\(op.length)"
         s += ",\"events\":" + Self.list(step.events.map(\.name))
         let guesses = step.events.filter { $0.info.recognition == .inferred }.map(\.name)
         if !guesses.isEmpty { s += ",\"inferred\":" + Self.list(guesses) }
+        if !step.held.isEmpty { s += ",\"held_for_next_request\":" + Self.list(step.held.map(\.name)) }
         if !step.eventsAfter.isEmpty { s += ",\"events_after\":" + Self.list(step.eventsAfter.map(\.name)) }
         s += ",\"state_before\":\(step.stateBefore),\"state_after\":\(step.stateAfter)"
         switch step.decision {
