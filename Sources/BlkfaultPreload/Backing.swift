@@ -5,7 +5,7 @@
 import BlkfaultEngine
 import Glibc
 import Synchronization
-import CShim
+import CPreloadSupport
 
 /// A backing file some followed overlay names: where QEMU will open it.
 struct BackingTarget: Sendable {
