@@ -42,6 +42,8 @@ class Workload:
     # qemu-io -c commands: the word IMG stands for the image (blkdebug:RULES:IMG
     # for the reference), TEST_DIR/ for the run directory.
     snapshots: bool = False  # mask the snapshot table's dates when hashing
+    # Other files of the run directory whose bytes are compared too (an external data file).
+    hash_files: tuple[str, ...] = ()
 
     def create_opts(self) -> str:
         return f"cluster_size={self.cluster_size}" + (f",{self.opts}" if self.opts else "")
@@ -574,3 +576,234 @@ def cases_026() -> list[Case026]:
                        [("write 0 1024",), ("write -z 0 1024",)], False,
                        [("write 0 1024",)], False))
     return out
+
+
+# ==========================================================================
+# Issue 3, part c: features (zstd, bitmaps, external data file, preallocation,
+# images that already hold leaks or corruption), the remaining qemu-io and qemu-img
+# commands, and QEMU's other blkdebug iotests that run against a plain image file.
+# Appended as its own block; matrix_cases/chain_cases are extended at the end.
+# ==========================================================================
+
+from dataclasses import replace as _replace  # noqa: E402
+
+# 64 KiB clusters, 1 GiB, after `write 0 128k`: L2 table at 0x40000, data at 0x50000 and
+# 0x60000, refblock at 0x20000 (16-bit entries). A zeroed L2 entry leaks a data cluster;
+# a refcount of 0 on a referenced data cluster is a corruption.
+_LEAK = ("!patch", "0x40008", "0000000000000000")
+_CORRUPT = ("!patch", "0x2000a", "0000")
+_TOP = img("create", "-q", "-f", "qcow2", "-b", "t.qcow2", "-F", "qcow2", "TEST_DIR/top.qcow2")
+_OTHER = img("create", "-q", "-f", "qcow2", "TEST_DIR/other.qcow2", "1G")
+# iotest 020: the matched image becomes the backing file of top.qcow2 through a json:
+# name (a blkdebug node over it for the reference), then top is committed into it.
+_REBASE_TOP = img("rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b",
+                  'json:{"driver":"qcow2","file":@FILE@}', "TEST_DIR/top.qcow2")
+
+
+def _w3c(key, cs, size, pre, runs, desc, opts="", base=(), hash_files=(), cost=1):
+    return _replace(_w(key, cs, size, pre, runs, desc, cost, opts, base),
+                    hash_files=tuple(hash_files))
+
+
+S3C_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
+    # -- features
+    _w3c("zstdw", 65536, "1G", [], [["write -c 0 64k", "write -c 64k 64k"], ["read 0 128k"]],
+         "compression_type=zstd: write -c of two clusters, then read them",
+         opts="compression_type=zstd"),
+    _w3c("zstdcow", 65536, "1G", [["write -c 0 64k"]], [["write 512 512"]],
+         "compression_type=zstd: partial write over a compressed cluster",
+         opts="compression_type=zstd"),
+    _w3c("bitmapw", 65536, "1G",
+         [["write 0 64k"], img("bitmap", "--add", "-f", "qcow2", "IMG", "b1")],
+         [["write 64k 64k", "write 1M 4k"]],
+         "a stored, enabled bitmap: open marks it in use, writes dirty it, close stores it"),
+    _w3c("bitmapcmd", 65536, "1G",
+         [["write 0 64k"], img("bitmap", "--add", "-f", "qcow2", "IMG", "b1"),
+          ["write 1M 64k"], img("bitmap", "--add", "--disable", "-f", "qcow2", "IMG", "b2")],
+         [img("bitmap", "--merge", "b1", "--enable", "-f", "qcow2", "IMG", "b2")],
+         "qemu-img bitmap --merge b1 --enable b2 on an image with two stored bitmaps"),
+    _w3c("dfile", 65536, "1G", [], [["write 0 128k"], ["read 0 128k"]],
+         "external data file (data_file_raw=off): data I/O goes to t.data",
+         opts="data_file=t.data,data_file_raw=off", hash_files=["t.data"]),
+    _w3c("dfraw", 65536, "64M", [], [["write 0 128k"], ["read 0 128k"]],
+         "external data file, data_file_raw=on (the L2 table is preallocated at create)",
+         opts="data_file=t.data,data_file_raw=on", hash_files=["t.data"]),
+    _w3c("pmeta", 65536, "64M", [], [["write 0 128k", "write 32M 4k"], ["read 0 128k"]],
+         "preallocation=metadata: writes and reads into preallocated clusters",
+         opts="preallocation=metadata"),
+    _w3c("pfalloc", 65536, "16M", [], [["write 0 128k", "write 8M 4k"], ["read 0 128k"]],
+         "preallocation=falloc", opts="preallocation=falloc"),
+    _w3c("pfull", 65536, "16M", [], [["write 0 128k", "write 8M 4k"], ["read 0 128k"]],
+         "preallocation=full", opts="preallocation=full"),
+    _w3c("leaked", 65536, "1G", [["write 0 128k"], _LEAK], [["write 0 64k", "write 1M 64k"]],
+         "writes into an image that already leaks a cluster (crafted L2 entry)"),
+    _w3c("checkleaks", 65536, "1G", [["write 0 128k"], _LEAK],
+         [img("check", "-f", "qcow2", "-r", "leaks", "IMG")],
+         "qemu-img check -r leaks of an image with a leaked cluster"),
+    _w3c("checkall", 65536, "1G", [["write 0 128k"], _CORRUPT],
+         [img("check", "-f", "qcow2", "-r", "all", "IMG")],
+         "qemu-img check -r all of an image with a referenced cluster of refcount 0"),
+    _w3c("corruptw", 65536, "1G", [["write 0 128k"], _CORRUPT], [["write 1M 64k"]],
+         "a write into an image with a referenced cluster of refcount 0 (reallocated)"),
+    # -- qemu-io commands
+    _w3c("vec", 1024, "1G", [], [["writev 0 4k 60k", "writev 128k 1k 1k"], ["readv 0 64k 1k"]],
+         "writev and readv (several buffers per request)"),
+    _w3c("aio", 1024, "1G", [],
+         [["aio_write 0 64k", "aio_write 64k 64k", "aio_flush"],
+          ["aio_read 0 64k", "aio_read 64k 64k", "aio_flush"]],
+         "aio_write x2 + aio_flush, then aio_read x2 + aio_flush"),
+    _w3c("trunc", 65536, "1G", [["write 0 128k"]], [["truncate 2G", "write 1536M 64k"]],
+         "qemu-io truncate 1G -> 2G, then a write beyond the old end"),
+    _w3c("zeroalloc", 65536, "1G", [], [["write -z 0 128k", "write -z -u 128k 128k"]],
+         "write -z and write -z -u on unallocated clusters (iotest 179)"),
+    # -- qemu-img commands
+    _w3c("amend", 65536, "1G", [["write 0 128k"]],
+         [img("amend", "-f", "qcow2", "-o", "compat=0.10", "IMG")],
+         "qemu-img amend -o compat=0.10 (downgrade)"),
+    _w3c("amendrb", 65536, "1G", [["write 0 128k"]],
+         [img("amend", "-f", "qcow2", "-o", "refcount_bits=64", "IMG")],
+         "qemu-img amend -o refcount_bits=64 (new refcount structures)"),
+    _w3c("rebaseu", 65536, "1G", [], [img("rebase", "-u", "-f", "qcow2", "-b", "", "IMG")],
+         "qemu-img rebase -u -b '' on an overlay (header only)", base=[["write -P 1 0 128k"]]),
+    _w3c("rebase", 65536, "1G", [["write -P 2 64k 4k"]],
+         [img("rebase", "-f", "qcow2", "-b", "", "IMG")],
+         "safe qemu-img rebase -b '': the backing data is copied into the overlay",
+         base=[["write -P 1 0 128k"]]),
+    _w3c("map", 65536, "1G", [["write 0 128k", "write -c 1M 64k"]],
+         [img("map", "-f", "qcow2", "--output=json", "IMG")], "qemu-img map"),
+    _w3c("measure", 65536, "1G", [["write 0 128k"]],
+         [img("measure", "-f", "qcow2", "-O", "qcow2", "IMG")], "qemu-img measure"),
+    _w3c("bench", 65536, "1G", [],
+         [img("bench", "-w", "-d", "1", "-c", "8", "-s", "4k", "-S", "64k", "-f", "qcow2",
+              "IMG")],
+         "qemu-img bench -w (depth 1: 8 writes of 4k, each in a new cluster)"),
+    _w3c("commit", 65536, "1G", [["write -P 2 64k 64k"]],
+         [img("commit", "-f", "qcow2", "-d", "IMG")],
+         "qemu-img commit -d of the matched overlay into its backing file",
+         base=[["write -P 1 0 128k"]]),
+    _w3c("convfrom", 65536, "1G", [["write 0 128k", "write -c 1M 64k"]],
+         [img("convert", "-f", "qcow2", "-O", "qcow2", "IMG", "TEST_DIR/out.qcow2")],
+         "qemu-img convert from the matched image"),
+    # -- other iotests
+    _w3c("it020", 65536, "1G", [["write -P 1 0 128k"], _TOP, ["@top.qcow2", "write -P 5 0 192k"]],
+         [_REBASE_TOP, img("commit", "TEST_DIR/top.qcow2")],
+         "iotest 020: commit of top.qcow2 into the matched backing image"),
+    _w3c("it066", 65536, "1G", [["write 0 128k"], ["write -z 0 128k"]],
+         [["write 0 64k", "write 65536 512"]],
+         "iotest 066: writes into preallocated zero clusters"),
+    _w3c("it074", 65536, "1G", [["write -P 1 0 128k"], _OTHER,
+                                ["@other.qcow2", "write -P 1 0 128k"]],
+         [img("compare", "-f", "qcow2", "-F", "qcow2", "IMG", "TEST_DIR/other.qcow2")],
+         "iotest 074: qemu-img compare of the matched image with a copy"),
+    _w3c("it251", 65536, "4M", [["write -P 1 0 256k"]],
+         [img("convert", "--salvage", "-f", "qcow2", "-O", "qcow2", "IMG",
+              "TEST_DIR/out.qcow2")],
+         "iotest 251: qemu-img convert --salvage from the matched image"),
+]}
+WORKLOADS.update(S3C_WORKLOADS)
+
+_DATA = ["l2_load", "l2_update", "l1_update", "refblock_update_part", "cluster_alloc",
+         "write_aio", "read_aio", "flush_to_os", "flush_to_disk", "pwritev"]
+_META = ["l1_update", "l2_load", "l2_update", "refblock_load", "refblock_update_part",
+         "refblock_alloc", "cluster_free", "flush_to_os", "pwritev", "none"]
+_READ = ["l2_load", "read_aio", "read_compressed", "refblock_load", "none"]
+# Events each workload is crossed with (errno 5, once on/off; --full: every event).
+S3C_EVENTS: dict[str, list[str]] = {
+    "zstdw": ["write_compressed", "cluster_alloc_bytes", "l2_update_compressed",
+              "read_compressed", "l2_load", "l1_update", "refblock_update_part"],
+    "zstdcow": ["read_compressed", "cow_write", "write_aio", "l2_update", "cluster_alloc"],
+    "bitmapw": _DATA + ["none"],
+    "bitmapcmd": _META,
+    "dfile": _DATA, "dfraw": _DATA,
+    "pmeta": _DATA, "pfalloc": _DATA, "pfull": _DATA,
+    "leaked": _DATA, "checkleaks": _META, "checkall": _META, "corruptw": _DATA,
+    "vec": _DATA, "aio": _DATA, "trunc": _DATA + ["l1_grow_alloc_table",
+                                                   "l1_grow_write_table",
+                                                   "l1_grow_activate_table"],
+    "zeroalloc": ["l2_update", "l2_load", "l2_alloc_write", "cluster_alloc", "cluster_free",
+                  "pwritev_zero", "flush_to_os"],
+    "amend": _META, "amendrb": _META + ["refblock_alloc_write", "reftable_grow"],
+    "rebaseu": ["none", "pwritev", "flush_to_os", "flush_to_disk"],
+    "rebase": _DATA,
+    "map": _READ, "measure": _READ,
+    "bench": _DATA,
+    "commit": _READ + ["cluster_free", "l2_update", "flush_to_os"],
+    "convfrom": _READ,
+    "it020": ["write_aio", "l2_update", "l1_update", "cluster_alloc", "refblock_update_part",
+              "flush_to_os", "l2_load"],
+    "it066": ["write_aio", "l2_update", "l2_load", "cluster_alloc"],
+    "it074": ["read_aio", "l2_load"],
+    "it251": ["read_aio", "l2_load"],
+}
+# iotest 020 and 179 with their own rules: errno 28 once (020), l2_update immediately
+# on, once off (179), read_aio once off (074).
+S3C_VARIANTS: dict[str, list[tuple]] = {
+    "it020": [(28, "on", "off")], "zeroalloc": [(5, "off", "on")],
+    "it074": [(5, "off", "off")],
+}
+# Workloads that cannot be made identical in time: --gaps only (README, Tests/parity/README.md).
+S3C_GAPS: set[str] = set()
+
+_matrix_cases_before_3c = matrix_cases
+_chain_cases_before_3c = chain_cases
+
+
+def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
+    cases = _matrix_cases_before_3c(full, gaps)
+    seen = {c.id for c in cases}
+    for wk, evs in S3C_EVENTS.items():
+        gap = wk in S3C_GAPS or wk in GAP_WORKLOADS
+        if (gap and not (full or gaps)) or (gaps and not full and not gap):
+            continue
+        variants = (list(product(ERRNOS, ONCE, IMMEDIATELY)) if full
+                    else list(product((5,), ONCE, ("off",))) + S3C_VARIANTS.get(wk, []))
+        for ev in MATRIX_EVENTS if full else evs:
+            for errno, once, imm in variants:
+                cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                cases.append(Case(id=cid, event=ev, workload=WORKLOADS[wk],
+                                  rules=inject_rule(ev, errno, once, imm), group="matrix",
+                                  params={"errno": errno, "once": once, "immediately": imm}))
+    return cases
+
+
+def s3c_chain_cases() -> list[Case]:
+    W = WORKLOADS
+    c = []
+
+    def add(cid, wk, rules, note):
+        c.append(Case(id=f"chain-{cid}", event="chain", workload=W[wk],
+                      rules="\n".join(rules), group="chain", note=note))
+
+    add("it066-write_aio-sets-2-write_aio-fails", "it066",
+        [inject_rule("write_aio", 5, "off", state=2), set_state_rule("write_aio", 1, 2)],
+        "iotest 066: a write into a preallocated zero cluster is a single write_aio")
+    add("it257-flush-read-read", "vec",
+        [inject_rule("read_aio", 5, "on", state=3), set_state_rule("flush_to_disk", 1, 2),
+         set_state_rule("read_aio", 2, 3)],
+        "iotests 124/257: flush_to_disk 1->2, read_aio 2->3, inject read_aio in state 3")
+    add("it124-flush-read", "aio",
+        [inject_rule("read_aio", 5, "on", state=2), set_state_rule("flush_to_disk", 1, 2)],
+        "iotest 124: set-state on flush_to_disk, inject read_aio in state 2")
+    add("it136-read-sector-in", "it251",
+        [inject_rule("read_aio", 5, "on", sector=(0x50000 >> 9) + 8)],
+        "iotest 136 style: read_aio at one sector of the first data cluster")
+    add("it136-write-sector-in", "vec",
+        [inject_rule("write_aio", 5, "off", sector=(4 << 10) // 512 + 140)],
+        "iotest 136 style: write_aio at one sector of a writev's data")
+    add("it251-salvage-read-sector", "it251",
+        [inject_rule("none", 5, "off", iotype="read", sector=(0x60000 >> 9) + 1)],
+        "iotest 251: event none, iotype read at one sector; convert --salvage goes on")
+    add("it179-l2_update-imm", "zeroalloc",
+        [inject_rule("l2_update", 5, "off", "on")],
+        "iotest 179: write -z [-u] on unallocated clusters updates no L2 table")
+    add("it244-none-flush", "dfile",
+        [inject_rule("none", 5, "off", iotype="flush")],
+        "iotest 244 style: every flush of the qcow2 file fails (data file on its own)")
+    return c
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_3c() + s3c_chain_cases()
