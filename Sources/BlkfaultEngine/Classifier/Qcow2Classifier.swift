@@ -284,6 +284,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func unreferencedWriteEvents(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         let first = shadow.clusterStart(op.offset)
         let head = op.bytes?(0, min(Int(op.length), 64)) ?? []
+        if let dir = shadow.bitmapDirectory(file: file), dir.contains(op.offset) {
+            // The bitmap directory rewritten in place (bitmaps marked in use at open):
+            // a short unaligned write like compressed data, but metadata with no event.
+            return []
+        }
         if !shadow.isCovered(clusterOffset: first) {
             // Self-describing refcount structures: a new refblock, or the blocks
             // and table of a grown refcount table.
