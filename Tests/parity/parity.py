@@ -794,8 +794,9 @@ def repro_script(case: Case, runner: Runner) -> str:
                         .replace("@FILE@", _FILE_NODE_SH["blkdebug" in target]) for a in cmds)
     for cmds in wl.pre:
         if cmds[0] == "!patch":
-            L.append(f"    printf '%s' {q(cmds[2])} | xxd -r -p | dd of=\"$IMG\" bs=1 "
-                     f"seek=$(({cmds[1]})) conv=notrunc 2>/dev/null   # crafted bytes")
+            L.append("    python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); "
+                     "f.seek(int(sys.argv[2], 0)); f.write(bytes.fromhex(sys.argv[3]))' "
+                     f'"$IMG" {cmds[1]} {cmds[2]}   # crafted bytes')
             continue
         if cmds[0] == "qemu-img":
             L.append("    " + img_cmd(cmds, '"$IMG"') + " >/dev/null   # pre-step, no injection")
