@@ -482,9 +482,18 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     """variant: reference | subject | baseline.  trace: run the injected qemu-io
     processes under strace and keep their image-file syscalls in res.trace."""
     os.makedirs(run_dir, exist_ok=True)
+    _RUN_DIR.path = run_dir
+    try:
+        return _run_workload(runner, wl, variant, run_dir, cfg, trace)
+    finally:
+        _RUN_DIR.path = None
+
+
+def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
+                  cfg: str | None, trace: bool) -> RunResult:
+    os.makedirs(run_dir, exist_ok=True)
     img = os.path.join(run_dir, IMG_NAME)
     res = RunResult(variant=variant, img=img)
-    _RUN_DIR.path = run_dir
     backing = None
     if wl.base:
         backing = os.path.join(run_dir, "base.qcow2")
@@ -547,7 +556,6 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     res.digest = sha256(img, wl.snapshots)
     for name in getattr(wl, "hash_files", ()):  # other files the workload writes
         res.digest += "+" + sha256(os.path.join(run_dir, name))
-    _RUN_DIR.path = None
     try:
         res.size = os.path.getsize(img)
     except OSError:
