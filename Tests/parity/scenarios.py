@@ -777,8 +777,9 @@ S3C_GAPS: dict[str, str] = {
 }
 S3C_GAP_PAIRS: dict[tuple[str, str], str] = {
     ("cluster_alloc", "zstdcow"): (
-        "once off: the COW of a compressed cluster allocates again after the first "
-        "failure; the retry's refcount-block read is not recognised"),
+        "once off: blkdebug fails the COW's free-space search (a refcount-block read), "
+        "blkfault the write of the new cluster, and QEMU then leaves the caches dirty; "
+        "the same with zlib (workload cowc), not zstd-specific"),
     ("cluster_alloc", "bitmapw"): _BITMAP_STORE,
     ("cluster_free", "bitmapcmd"): _BITMAP_STORE,
     ("flush_to_os", "bitmapcmd"): _BITMAP_STORE,
