@@ -56,6 +56,13 @@ IMG_NAME = "t.qcow2"
 TIMING_RE = re.compile(
     r"[0-9]* ops; [0-9/:. sec]* \([0-9/.inf]* [EPTGMKiBbytes]*/sec and [0-9/.inf]* ops/sec\)")
 TIMING_SUB = "X ops; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)"
+BENCH_RE = re.compile(r"Run completed in [0-9.]+ seconds\.")
+NODE_RE = re.compile(r"#block[0-9]+")
+
+# The run directory of the workload the current thread runs: qemu processes start there,
+# so that relative names a workload stores in an image (an external data file) resolve
+# the same way in every run directory.
+_RUN_DIR = threading.local()
 
 
 # --------------------------------------------------------------------------
@@ -99,7 +106,7 @@ class Runner:
         # own process group, so that a timeout also ends strace's tracee
         p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                             start_new_session=True)
+                             start_new_session=True, cwd=getattr(_RUN_DIR, "path", None))
         try:
             out, err = p.communicate(timeout=self.timeout)
             rc: int | str = p.returncode
@@ -129,8 +136,13 @@ class Runner:
         if variant == "subject":
             how = {"blkdebug": "reference", "plain": "plain"}.get(self.subject, "preload")
         target = f"blkdebug:{cfg}:{img}" if how == "reference" else img
+        # @FILE@ inside an argument (a json: filename opening the image as a backing
+        # file) is the image's protocol node: a blkdebug node over it for the reference
+        node = (json.dumps({"driver": "blkdebug", "config": cfg,
+                            "image": {"driver": "file", "filename": img}})
+                if how == "reference" else json.dumps({"driver": "file", "filename": img}))
         argv = [QEMU_IMG] + [target if a == "IMG" else a.replace("TEST_DIR/", run_dir + "/")
-                             for a in args[1:]]
+                             .replace("@FILE@", node) for a in args[1:]]
         env = self.env
         if how == "preload":
             env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg, BLKFAULT_IMAGE=img)
@@ -181,6 +193,8 @@ def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     if cfg:
         text = text.replace(f"blkdebug:{cfg}:", "").replace(cfg, "RULES")
     text = text.replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
+    text = BENCH_RE.sub("Run completed in X seconds.", text)  # qemu-img bench
+    text = NODE_RE.sub("#blockN", text)  # automatic node names count blkdebug's nodes too
     return TIMING_RE.sub(TIMING_SUB, text)
 
 
@@ -477,6 +491,16 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     """variant: reference | subject | baseline.  trace: run the injected qemu-io
     processes under strace and keep their image-file syscalls in res.trace."""
     os.makedirs(run_dir, exist_ok=True)
+    _RUN_DIR.path = run_dir
+    try:
+        return _run_workload(runner, wl, variant, run_dir, cfg, trace)
+    finally:
+        _RUN_DIR.path = None
+
+
+def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
+                  cfg: str | None, trace: bool) -> RunResult:
+    os.makedirs(run_dir, exist_ok=True)
     img = os.path.join(run_dir, IMG_NAME)
     res = RunResult(variant=variant, img=img)
     backing = None
@@ -503,7 +527,12 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
                       "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                       "stderr": normalise(p.stderr, run_dir, None)})
     for cmds in wl.pre:
-        if cmds[0] == "qemu-img":
+        if cmds[0] == "!patch":  # crafted bytes (a leak, a corruption): !patch OFFSET HEX
+            with open(img, "r+b") as f:
+                f.seek(int(cmds[1], 0))
+                f.write(bytes.fromhex(cmds[2]))
+            p = Proc(list(cmds), 0, "", "")
+        elif cmds[0] == "qemu-img":
             p = runner.qemu_img("plain", cmds, img, None, run_dir)
         elif cmds[0].startswith("@"):  # qemu-io on another file of the run directory
             p = runner.qemu_io("plain", cmds[1:], os.path.join(run_dir, cmds[0][1:]), None)
@@ -535,6 +564,8 @@ def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     res.check_rc = p.rc
     res.check_out = normalise(p.stdout, run_dir, None)
     res.digest = sha256(img, wl.snapshots)
+    for name in getattr(wl, "hash_files", ()):  # other files the workload writes
+        res.digest += "+" + sha256(os.path.join(run_dir, name))
     try:
         res.size = os.path.getsize(img)
     except OSError:
@@ -741,6 +772,13 @@ class Harness:
         return str(d)
 
 
+# @FILE@ (see Runner.qemu_img) inside a single-quoted shell argument
+_FILE_NODE_SH = {
+    True: '{"driver":"blkdebug","config":"\'"$RULES"\'","image":{"driver":"file",'
+          '"filename":"\'"$IMG"\'"}}',
+    False: '{"driver":"file","filename":"\'"$IMG"\'"}'}
+
+
 def repro_script(case: Case, runner: Runner) -> str:
     wl = case.workload
     q = shlex.quote
@@ -774,8 +812,13 @@ def repro_script(case: Case, runner: Runner) -> str:
 
     def img_cmd(cmds, target):
         return " ".join(target if a == "IMG" else q(a).replace("TEST_DIR/", '"$W/$1"/')
-                        for a in cmds)
+                        .replace("@FILE@", _FILE_NODE_SH["blkdebug" in target]) for a in cmds)
     for cmds in wl.pre:
+        if cmds[0] == "!patch":
+            L.append("    python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); "
+                     "f.seek(int(sys.argv[2], 0)); f.write(bytes.fromhex(sys.argv[3]))' "
+                     f'"$IMG" {cmds[1]} {cmds[2]}   # crafted bytes')
+            continue
         if cmds[0] == "qemu-img":
             L.append("    " + img_cmd(cmds, '"$IMG"') + " >/dev/null   # pre-step, no injection")
             continue

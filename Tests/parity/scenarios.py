@@ -44,6 +44,8 @@ class Workload:
     snapshots: bool = False  # mask the snapshot table's dates when hashing
     # The base image's format ("raw": TEST_DIR/base.raw, named with -F raw).
     base_fmt: str = "qcow2"
+    # Other files of the run directory whose bytes are compared too (an external data file).
+    hash_files: tuple[str, ...] = ()
 
     def create_opts(self) -> str:
         return f"cluster_size={self.cluster_size}" + (f",{self.opts}" if self.opts else "")
@@ -643,3 +645,306 @@ def cases_026() -> list[Case026]:
                        [("write 0 1024",), ("write -z 0 1024",)], False,
                        [("write 0 1024",)], False))
     return out
+
+
+# ==========================================================================
+# Issue 3, part c: features (zstd, bitmaps, external data file, preallocation,
+# images that already hold leaks or corruption), the remaining qemu-io and qemu-img
+# commands, and QEMU's other blkdebug iotests that run against a plain image file.
+# Appended as its own block; matrix_cases/chain_cases are extended at the end.
+# ==========================================================================
+
+from dataclasses import replace as _replace  # noqa: E402
+
+# 64 KiB clusters, 1 GiB, after `write 0 128k`: L2 table at 0x40000, data at 0x50000 and
+# 0x60000, refblock at 0x20000 (16-bit entries). A zeroed L2 entry leaks a data cluster;
+# a refcount of 0 on a referenced data cluster is a corruption.
+_LEAK = ("!patch", "0x40008", "0000000000000000")
+_CORRUPT = ("!patch", "0x2000a", "0000")
+_TOP = img("create", "-q", "-f", "qcow2", "-b", "t.qcow2", "-F", "qcow2", "TEST_DIR/top.qcow2")
+_OTHER = img("create", "-q", "-f", "qcow2", "TEST_DIR/other.qcow2", "1G")
+# iotest 020: the matched image becomes the backing file of top.qcow2 through a json:
+# name (a blkdebug node over it for the reference), then top is committed into it.
+_REBASE_TOP = img("rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b",
+                  'json:{"driver":"qcow2","file":@FILE@}', "TEST_DIR/top.qcow2")
+
+
+def _w3c(key, cs, size, pre, runs, desc, opts="", base=(), hash_files=(), cost=1):
+    return _replace(_w(key, cs, size, pre, runs, desc, cost, opts, base),
+                    hash_files=tuple(hash_files))
+
+
+S3C_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
+    # -- features
+    _w3c("zstdw", 65536, "1G", [], [["write -c 0 64k", "write -c 64k 64k"], ["read 0 128k"]],
+         "compression_type=zstd: write -c of two clusters, then read them",
+         opts="compression_type=zstd"),
+    _w3c("zstdcow", 65536, "1G", [["write -c 0 64k"]], [["write 512 512"]],
+         "compression_type=zstd: partial write over a compressed cluster",
+         opts="compression_type=zstd"),
+    _w3c("bitmapw", 65536, "1G",
+         [["write 0 64k"], img("bitmap", "--add", "-f", "qcow2", "IMG", "b1")],
+         [["write 64k 64k", "write 1M 4k"]],
+         "a stored, enabled bitmap: open marks it in use, writes dirty it, close stores it"),
+    _w3c("bitmapcmd", 65536, "1G",
+         [["write 0 64k"], img("bitmap", "--add", "-f", "qcow2", "IMG", "b1"),
+          ["write 1M 64k"], img("bitmap", "--add", "--disable", "-f", "qcow2", "IMG", "b2")],
+         [img("bitmap", "--merge", "b1", "--enable", "-f", "qcow2", "IMG", "b2")],
+         "qemu-img bitmap --merge b1 --enable b2 on an image with two stored bitmaps"),
+    _w3c("dfile", 65536, "64M", [], [["write 0 128k"], ["read 0 128k"]],
+         "external data file (data_file_raw=off): data I/O goes to t.data",
+         opts="data_file=t.data,data_file_raw=off", hash_files=["t.data"]),
+    _w3c("dfraw", 65536, "64M", [], [["write 0 128k"], ["read 0 128k"]],
+         "external data file, data_file_raw=on (the L2 table is preallocated at create)",
+         opts="data_file=t.data,data_file_raw=on", hash_files=["t.data"]),
+    _w3c("pmeta", 65536, "16M", [], [["write 0 128k", "write 8M 4k"], ["read 0 128k"]],
+         "preallocation=metadata: writes and reads into preallocated clusters",
+         opts="preallocation=metadata"),
+    _w3c("pfalloc", 65536, "16M", [], [["write 0 128k", "write 8M 4k"], ["read 0 128k"]],
+         "preallocation=falloc", opts="preallocation=falloc"),
+    _w3c("pfull", 65536, "16M", [], [["write 0 128k", "write 8M 4k"], ["read 0 128k"]],
+         "preallocation=full", opts="preallocation=full"),
+    _w3c("leaked", 65536, "1G", [["write 0 128k"], _LEAK], [["write 0 64k", "write 1M 64k"]],
+         "writes into an image that already leaks a cluster (crafted L2 entry)"),
+    _w3c("checkleaks", 65536, "1G", [["write 0 128k"], _LEAK],
+         [img("check", "-f", "qcow2", "-r", "leaks", "IMG")],
+         "qemu-img check -r leaks of an image with a leaked cluster"),
+    _w3c("checkall", 65536, "1G", [["write 0 128k"], _CORRUPT],
+         [img("check", "-f", "qcow2", "-r", "all", "IMG")],
+         "qemu-img check -r all of an image with a referenced cluster of refcount 0"),
+    _w3c("corruptw", 65536, "1G", [["write 0 128k"], _CORRUPT], [["write 1M 64k"]],
+         "a write into an image with a referenced cluster of refcount 0 (reallocated)"),
+    # -- qemu-io commands
+    _w3c("vec", 1024, "1G", [], [["writev 0 4k 60k", "writev 128k 1k 1k"], ["readv 0 64k 1k"]],
+         "writev and readv (several buffers per request)"),
+    _w3c("aio", 1024, "1G", [],
+         [["aio_write 0 64k", "aio_flush", "aio_write 64k 64k", "aio_flush"],
+          ["aio_read 0 64k", "aio_flush", "aio_read 64k 64k", "aio_flush"]],
+         "aio_write + aio_flush twice, then aio_read + aio_flush twice (two requests in "
+         "flight complete in either order: their output lines would too)"),
+    _w3c("wwrr", 1024, "1G", [], [["write 0 4k", "write 64k 4k", "read 0 4k", "read 64k 4k"]],
+         "one process: two writes (the second flushes to disk), two reads (iotest 257 chain)"),
+    _w3c("aiowr", 1024, "1G", [],
+         [["aio_write 0 64k", "aio_flush", "aio_write 64k 64k", "aio_flush", "aio_read 0 64k",
+           "aio_flush"]],
+         "one process: aio_write twice, then aio_read (iotest 124 chain)"),
+    _w3c("trunc", 65536, "1G", [["write 0 128k"]], [["truncate 2G", "write 1536M 64k"]],
+         "qemu-io truncate 1G -> 2G, then a write beyond the old end"),
+    _w3c("zeroalloc", 65536, "1G", [], [["write -z 0 128k", "write -z -u 128k 128k"]],
+         "write -z and write -z -u on unallocated clusters (iotest 179)"),
+    # -- qemu-img commands
+    _w3c("amend", 65536, "1G", [["write 0 128k"]],
+         [img("amend", "-f", "qcow2", "-o", "compat=0.10", "IMG")],
+         "qemu-img amend -o compat=0.10 (downgrade)"),
+    _w3c("amendrb", 65536, "1G", [["write 0 128k"]],
+         [img("amend", "-f", "qcow2", "-o", "refcount_bits=64", "IMG")],
+         "qemu-img amend -o refcount_bits=64 (new refcount structures)"),
+    _w3c("rebaseu", 65536, "1G", [], [img("rebase", "-u", "-f", "qcow2", "-b", "", "IMG")],
+         "qemu-img rebase -u -b '' on an overlay (header only)", base=[["write -P 1 0 128k"]]),
+    _w3c("rebase", 65536, "1G", [["write -P 2 64k 4k"]],
+         [img("rebase", "-f", "qcow2", "-b", "", "IMG")],
+         "safe qemu-img rebase -b '': the backing data is copied into the overlay",
+         base=[["write -P 1 0 128k"]]),
+    _w3c("map", 65536, "1G", [["write 0 128k", "write -c 1M 64k"]],
+         [img("map", "-f", "qcow2", "--output=json", "IMG")], "qemu-img map"),
+    _w3c("measure", 65536, "1G", [["write 0 128k"]],
+         [img("measure", "-f", "qcow2", "-O", "qcow2", "IMG")], "qemu-img measure"),
+    _w3c("bench", 65536, "1G", [],
+         [img("bench", "-w", "-d", "1", "-c", "8", "-s", "4k", "-S", "64k", "-f", "qcow2",
+              "IMG")],
+         "qemu-img bench -w (depth 1: 8 writes of 4k, each in a new cluster)"),
+    _w3c("commit", 65536, "1G", [["write -P 2 64k 64k"]],
+         [img("commit", "-f", "qcow2", "-d", "IMG")],
+         "qemu-img commit -d of the matched overlay into its backing file",
+         base=[["write -P 1 0 128k"]]),
+    _w3c("convfrom", 65536, "1G", [["write 0 128k", "write -c 1M 64k"]],
+         [img("convert", "-m", "1", "-f", "qcow2", "-O", "qcow2", "IMG", "TEST_DIR/out.qcow2")],
+         "qemu-img convert from the matched image"),
+    # -- other iotests
+    _w3c("it020", 65536, "1G", [["write -P 1 0 128k"], _TOP, ["@top.qcow2", "write -P 5 0 192k"]],
+         [_REBASE_TOP, img("commit", "TEST_DIR/top.qcow2")],
+         "iotest 020: commit of top.qcow2 into the matched backing image"),
+    _w3c("it066", 65536, "1G", [["write 0 128k"], ["write -z 0 128k"]],
+         [["write 0 64k", "write 65536 512"]],
+         "iotest 066: writes into preallocated zero clusters"),
+    _w3c("it074", 65536, "1G", [["write -P 1 0 128k"], _OTHER,
+                                ["@other.qcow2", "write -P 1 0 128k"]],
+         [img("compare", "-f", "qcow2", "-F", "qcow2", "IMG", "TEST_DIR/other.qcow2")],
+         "iotest 074: qemu-img compare of the matched image with a copy"),
+    _w3c("it251", 65536, "4M", [["write -P 1 0 256k"]],
+         [img("convert", "--salvage", "-m", "1", "-f", "qcow2", "-O", "qcow2", "IMG",
+              "TEST_DIR/out.qcow2")],
+         "iotest 251: qemu-img convert --salvage from the matched image"),
+]}
+WORKLOADS.update(S3C_WORKLOADS)
+
+_DATA = ["l2_load", "l2_update", "l1_update", "refblock_update_part", "cluster_alloc",
+         "write_aio", "read_aio", "flush_to_os", "flush_to_disk", "pwritev"]
+_META = ["l1_update", "l2_load", "l2_update", "refblock_load", "refblock_update_part",
+         "refblock_alloc", "cluster_free", "flush_to_os", "pwritev", "none"]
+# Events each workload is crossed with by default (errno 5, once on/off): those where a
+# rule injects under blkdebug (measured with all of _DATA/_META), then one where it does
+# not, as a no-injection control (the last entry). --full: every event.
+S3C_EVENTS: dict[str, list[str]] = {
+    "zstdw": ["write_compressed", "cluster_alloc_bytes", "l2_update_compressed",
+              "read_compressed", "l2_load"],
+    "zstdcow": ["read_compressed", "cow_write", "write_aio", "l2_update"],
+    "bitmapw": ["l2_update", "write_aio", "flush_to_os", "pwritev", "none",
+                "refblock_update_part", "l1_update"],
+    "bitmapcmd": ["none", "pwritev", "refblock_update_part", "refblock_alloc", "refblock_load",
+                  "l2_load"],
+    "dfile": ["write_aio", "l2_update", "l1_update", "cluster_alloc", "flush_to_os",
+              "refblock_update_part", "read_aio"],
+    "dfraw": ["l2_load", "write_aio"],
+    "pmeta": ["write_aio", "read_aio", "flush_to_os", "l2_load", "cluster_alloc"],
+    "pfalloc": ["write_aio", "read_aio", "flush_to_os", "l2_load", "cluster_alloc"],
+    "pfull": ["write_aio", "read_aio", "flush_to_os", "l2_load", "cluster_alloc"],
+    "leaked": ["cluster_alloc", "l2_update", "write_aio", "refblock_update_part", "flush_to_os",
+               "l1_update"],
+    "checkleaks": _META, "checkall": _META,
+    "corruptw": ["l2_update", "write_aio", "refblock_update_part", "l2_load", "read_aio",
+                 "flush_to_disk"],
+    "vec": ["write_aio", "read_aio", "l2_update", "l1_update", "cluster_alloc", "flush_to_os"],
+    "aio": ["write_aio", "read_aio", "l2_update", "l1_update", "cluster_alloc", "flush_to_os"],
+    "trunc": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
+              "l1_update", "write_aio", "l2_update", "l2_load"],
+    "zeroalloc": ["l2_update", "l2_alloc_write", "cluster_alloc", "flush_to_os", "cluster_free"],
+    "amend": ["l2_load", "none", "pwritev", "l1_update"],
+    "amendrb": _META + ["refblock_alloc_write", "reftable_grow"],
+    "rebaseu": ["none", "pwritev", "flush_to_disk"],
+    "rebase": ["l2_update", "write_aio", "l2_load", "refblock_update_part", "flush_to_os",
+               "l1_update"],
+    "map": ["l2_load", "none", "read_aio"],
+    "measure": ["l2_load", "none", "read_aio"],
+    "bench": ["write_aio", "l2_update", "cluster_alloc", "l1_update", "flush_to_os", "l2_load"],
+    "commit": ["l2_load", "read_aio", "none", "cluster_free"],
+    "convfrom": ["l2_load", "read_aio", "read_compressed", "refblock_load"],
+    "it020": ["write_aio", "l2_update", "l2_load", "flush_to_os", "refblock_update_part",
+              "cluster_alloc"],
+    "it066": ["write_aio", "l2_update", "l2_load"],
+    "it074": ["read_aio", "l2_load"],
+    "it251": ["read_aio", "l2_load"],
+}
+# iotest 020 and 179 with their own rules: errno 28 once (020), l2_update immediately
+# on, once off (179), read_aio once off (074).
+S3C_VARIANTS: dict[str, list[tuple]] = {
+    "it020": [(28, "on", "off")], "zeroalloc": [(5, "off", "on")],
+    "it074": [(5, "off", "off")],
+}
+
+# Where blkfault's model still falls short: whole workloads and (workload, event) pairs
+# that run only with --gaps (or --full), each with the reason (README, "Differences
+# from real blkdebug"). Everything else above is identical to blkdebug.
+_CHECK_R = ("qemu-img check -r: the repair's refcount-block reads and cache flushes are "
+            "taken for an allocation's and a full flush (as for the checkr gap workload)")
+_BITMAP_STORE = ("storing bitmaps at close (new bitmap tables and directory allocated, the "
+                 "old ones freed, header rewritten) is not modelled")
+S3C_GAPS: dict[str, str] = {
+    "checkleaks": _CHECK_R, "checkall": _CHECK_R,
+    "amendrb": ("qemu-img amend -o refcount_bits: the rebuilt refcount structures are "
+                "written and the old ones freed with no model of the rebuild; slow too"),
+}
+S3C_GAP_PAIRS: dict[tuple[str, str], str] = {
+    ("cluster_alloc", "zstdcow"): (
+        "once off: blkdebug fails the COW's free-space search (a refcount-block read), "
+        "blkfault the write of the new cluster, and QEMU then leaves the caches dirty; "
+        "the same with zlib (workload cowc), not zstd-specific"),
+    ("cluster_alloc", "bitmapw"): _BITMAP_STORE,
+    ("cluster_free", "bitmapcmd"): _BITMAP_STORE,
+    ("flush_to_os", "bitmapcmd"): _BITMAP_STORE,
+    ("cluster_alloc", "corruptw"): (
+        "once off: blkdebug fails the free-space search's refcount-block read, blkfault "
+        "the data write into the reallocated refcount-0 cluster (it cannot tell the "
+        "search from a run extension until then); QEMU then leaves different caches dirty"),
+    ("cluster_alloc", "it066"): (
+        "a partial write into a preallocated zero cluster first checks the image for "
+        "metadata preallocation (refcount reads with no event); blkfault takes the first "
+        "refcount-block read for an allocation's"),
+    ("flush_to_os", "amend"): (
+        "qemu-img amend's own cache flushes look like a guest request's full flush"),
+    ("flush_to_os", "rebaseu"): (
+        "qemu-img rebase -u: the header rewrite's flush looks like a full flush"),
+    ("cluster_alloc", "rebase"): (
+        "safe rebase writes the copied clusters concurrently; the allocation that extends "
+        "a host run is not told from a new one"),
+    ("flush_to_disk", "rebase"): (
+        "safe rebase: which write-back ends the last request is not recognised"),
+}
+
+# Data-file images: QEMU raises write_aio (and read_aio) on the qcow2 file's node while
+# the data goes to the data file, another file; a rule on it fails the next request on
+# the qcow2 file. blkfault sees no request where it could raise the event.
+for _ev in ("write_aio", "read_aio"):
+    UNDECIDABLE[(_ev, "dfile")] = UNDECIDABLE[(_ev, "dfraw")] = (
+        "raised on the qcow2 file's node while the data I/O goes to the external data "
+        "file; a rule on it fails the next request on the qcow2 file (an L2 update, a "
+        "flush), which blkfault cannot tell apart from the data write it never sees")
+UNDECIDABLE[("l1_grow_alloc_table", "trunc")] = UNDECIDABLE[("l1_grow_alloc_table", "l1grow")]
+
+_matrix_cases_before_3c = matrix_cases
+_chain_cases_before_3c = chain_cases
+
+
+def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
+    cases = _matrix_cases_before_3c(full, gaps)
+    seen = {c.id for c in cases}
+    for wk, evs in S3C_EVENTS.items():
+        variants = (list(product(ERRNOS, ONCE, IMMEDIATELY)) if full
+                    else list(product((5,), ONCE, ("off",))) + S3C_VARIANTS.get(wk, []))
+        evs = evs + [ev for (ev, w) in S3C_GAP_PAIRS if w == wk]
+        for ev in MATRIX_EVENTS if full else evs:
+            gap = wk in S3C_GAPS or (ev, wk) in S3C_GAP_PAIRS
+            if (gap and not (full or gaps)) or (gaps and not full and not gap):
+                continue
+            for errno, once, imm in variants:
+                cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                cases.append(Case(id=cid, event=ev, workload=WORKLOADS[wk],
+                                  rules=inject_rule(ev, errno, once, imm), group="matrix",
+                                  params={"errno": errno, "once": once, "immediately": imm}))
+    return cases
+
+
+def s3c_chain_cases() -> list[Case]:
+    W = WORKLOADS
+    c = []
+
+    def add(cid, wk, rules, note):
+        c.append(Case(id=f"chain-{cid}", event="chain", workload=W[wk],
+                      rules="\n".join(rules), group="chain", note=note))
+
+    add("it066-write_aio-sets-2-write_aio-fails", "it066",
+        [inject_rule("write_aio", 5, "off", state=2), set_state_rule("write_aio", 1, 2)],
+        "iotest 066: a write into a preallocated zero cluster is a single write_aio")
+    add("it257-flush-read-read", "wwrr",
+        [inject_rule("read_aio", 5, "on", state=3), set_state_rule("flush_to_disk", 1, 2),
+         set_state_rule("read_aio", 2, 3)],
+        "iotests 124/257: flush_to_disk 1->2, read_aio 2->3, inject read_aio in state 3")
+    add("it124-flush-read", "aiowr",
+        [inject_rule("read_aio", 5, "on", state=2), set_state_rule("flush_to_disk", 1, 2)],
+        "iotest 124: set-state on flush_to_disk, inject read_aio in state 2")
+    add("it136-read-sector-in", "read",
+        [inject_rule("read_aio", 5, "on", sector=(69632 >> 9) + 8)],
+        "iotest 136 style: read_aio at one sector of the data (host 69632 on)")
+    add("it136-read-sector-out", "read",
+        [inject_rule("read_aio", 5, "on", sector=(69632 + (128 << 10)) >> 9)],
+        "iotest 136 style: read_aio at the sector right after the data: no injection")
+    add("it136-write-sector-in", "vec",
+        [inject_rule("write_aio", 5, "off", sector=(4 << 10) // 512 + 140)],
+        "iotest 136 style: write_aio at one sector of a writev's data")
+    add("it251-salvage-read-sector", "it251",
+        [inject_rule("none", 5, "off", iotype="read", sector=(0x60000 >> 9) + 1)],
+        "iotest 251: event none, iotype read at one sector; convert --salvage goes on")
+    add("it179-l2_update-imm", "zeroalloc",
+        [inject_rule("l2_update", 5, "off", "on")],
+        "iotest 179: write -z [-u] on unallocated clusters updates no L2 table")
+    add("it244-none-flush", "dfile",
+        [inject_rule("none", 5, "off", iotype="flush")],
+        "iotest 244 style: every flush of the qcow2 file fails (data file on its own)")
+    return c
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_3c() + s3c_chain_cases()

@@ -308,6 +308,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
+            if contiguousAllocation, shadow.refcount(clusterOffset: shadow.clusterStart(op.offset), file: file) == 0 {
+                // A corrupt image: an L2 entry references the cluster but its refcount
+                // is 0, so the allocation whose free-space search just ran handed it
+                // out again. New data, as in a free cluster.
+                contiguousAllocation = false
+                let touched = clusters(of: op)
+                writtenClusters.formUnion(touched.map { $0 >> UInt64(shadow.header.clusterBits) })
+                return allocationEvents(newClusters: touched) + [.writeAio]
+            }
             // Existing data (the steady path: checked without building arrays); a
             // write that runs on into new clusters extends the host run.
             if !runsIntoUnreferenced(op) { return [.writeAio] }
@@ -327,6 +336,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func unreferencedWriteEvents(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         let first = shadow.clusterStart(op.offset)
         let head = op.bytes?(0, min(Int(op.length), 64)) ?? []
+        if let dir = shadow.bitmapDirectory(file: file), dir.contains(op.offset) {
+            // The bitmap directory rewritten in place (bitmaps marked in use at open):
+            // a short unaligned write like compressed data, but metadata with no event.
+            return []
+        }
         if !shadow.isCovered(clusterOffset: first) {
             // Self-describing refcount structures: a new refblock, or the blocks
             // and table of a grown refcount table.

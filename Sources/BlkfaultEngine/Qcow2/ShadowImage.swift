@@ -175,6 +175,16 @@ public struct ShadowImage: Sendable {
         return result
     }
 
+    /// The refcount of a host cluster as it is on disk; nil when no refblock covers it.
+    public mutating func refcount(clusterOffset: UInt64, file: ImageReader) -> UInt64? {
+        let index = reftableIndex(clusterOffset: clusterOffset)
+        guard index < UInt64(reftable.count) else { return nil }
+        let block = reftable[Int(index)] & Qcow2Entry.offsetMask
+        guard block != 0, let b = refblockContent(block, file: file) else { return nil }
+        let entry = (clusterOffset >> UInt64(header.clusterBits)) % header.refblockEntries
+        return RefcountBlock.entry(b, entry, bits: header.refcountBits)
+    }
+
     /// A refblock as it is on disk: learnt from the I/O, read from the file the first time.
     private mutating func refblockContent(_ block: UInt64, file: ImageReader) -> [UInt8]? {
         if let known = refblockData[block] { return known }
