@@ -154,8 +154,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL2Load = false
             previousWasCompressedRead = false
             return [.readAio]
-        case .write where op.length <= shadow.clusterSize - (op.offset & (shadow.clusterSize - 1))
-                          || !runsIntoUnreferenced(op, firstIsData: true):
+        // (Right after a free-space search the general path checks for a corrupt image's
+        // reused cluster: writeEvents' .data case.)
+        case .write where !contiguousAllocation
+                          && (op.length <= shadow.clusterSize - (op.offset & (shadow.clusterSize - 1))
+                              || !runsIntoUnreferenced(op, firstIsData: true)):
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             previousWasL2Load = false
