@@ -67,6 +67,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     enum Growth: Sendable { case none, blockWritten, area }
 
+    /// l2_allocate's L2 cache flush is under way (from its first write to the L1 entry):
+    /// l2_alloc_write precedes its first write, whichever dirty table that is, and the
+    /// other tables it writes back belong to it, not to a full flush.
+    private var l2AllocateFlush = false
+    /// qemu-img snapshot (SnapshotFlow.swift).
+    var snapshot = SnapshotFlow()
+
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
@@ -76,6 +83,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
+        if snapshot.isActive || (op.kind == .read && !shadow.snapshotL1Tables.isEmpty) {
+            let out = snapshot.before(op, region, isWriteBack: isWriteBack, shadow: shadow, file: file)
+            if out.flushStarted { flush.startInternal() }
+            events += out.events
+            if out.consumed { return events }
+        }
         if !(isWriteBack || op.kind == .flush) { events += flush.interrupted(); resizeCacheFlush = false }
         if let dropped = shrinkDroppedTables, op.kind != .flush {
             events.append(.l1ShrinkFreeL2Clusters)
@@ -124,6 +137,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            events += snapshot.sync()
             events += flush.sync()
         case .discard:
             events += discardEvents(op, region)
@@ -148,6 +162,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if !(performed && succeeded) && snapshot.isActive { snapshot.abandon() }
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
@@ -225,6 +240,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .header:
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 60 && op.length == 12 {
+                let count = (op.bytes?(0, 4)).map { $0.count == 4 ? $0.be32(at: 0) : 1 } ?? 1
+                return snapshot.snapshotHeaderWrite(newCount: count, shadow: shadow)
+            }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
                 oldTableFreePending = true
@@ -235,8 +254,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
             // rewrite of the whole table (snapshot refcount update, snapshot apply)
             // raises no event.
-            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 { return [] }
+            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 {
+                snapshot.activeL1Rewritten(shadow: shadow, file: file)
+                return []
+            }
             flush.requestContinues()
+            l2AllocateFlush = false
             return [.l1Update]
         case .refcountTable:
             return op.length == 8 ? [.refblockAllocHookup] : []
@@ -245,7 +268,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
             // (pendingTables): other dirty tables are written back there, not in a full flush.
-            if resizeCacheFlush || !pendingTables.isEmpty { return [.l2Update] }
+            if !pendingTables.isEmpty && !l2AllocateFlush {
+                l2AllocateFlush = true
+                return l2AllocWrites + [.l2Update]
+            }
+            if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
@@ -257,7 +284,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 flush.requestContinues()
                 var events: [BlkdebugEvent] = []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                events += [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+                events += [.refblockAlloc, .refblockLoad]
+                // qcow2_write_snapshots flushes the whole node after allocating the table.
+                if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }
+                events.append(.refblockUpdatePart)
                 clusterAllocRaised = false
                 contiguousAllocation = false
                 return events
@@ -311,22 +341,29 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.l1GrowWriteTable]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
-                let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
-                return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
+                if l2AllocateFlush { return [.l2Update] }
+                l2AllocateFlush = true
+                return l2AllocWrites + [.l2Update]
             }
             if op.length % 512 != 0 || op.offset % 512 != 0 {
                 // Another table written in pieces (the snapshot table): no event of its own.
                 otherTables.formUnion(touched)
+                snapshot.snapshotTableWritten()
                 return []
             }
         } else if newL2Tables.contains(first) {
             return [.l2Update]
         } else if otherTables.contains(first) {
+            snapshot.snapshotTableWritten()
             return []
         }
+        // A snapshot's L1 table rewritten with its COPIED flags (snapshot -a): no event.
+        if let n = shadow.snapshotL1Tables[op.offset], UInt64(n) * 8 == op.length { return [] }
         if op.length == UInt64(shadow.l1.count) * 8, looksLikeTableCopy(head, of: shadow.l1, allowZero: false) {
             // A copy of the active L1 table (qcow2_snapshot_create): allocated like
-            // any cluster run, written with no event of its own.
+            // any cluster run, written with no event of its own; the refcount walk
+            // over the active table follows.
+            snapshot.activeL1Copied(shadow: shadow, file: file)
             return allocationEvents(newClusters: touched)
         }
         if isCompressedWrite(op, first: first) { return compressedWriteEvents(touched) }
@@ -368,6 +405,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         clusterAllocRaised = false
         contiguousAllocation = false
         return events + [.l2UpdateCompressed, .writeCompressed]
+    }
+
+    /// l2_allocate marks each slice of the new table dirty (l2_alloc_write) before
+    /// the L2 cache flush writes it.
+    private var l2AllocWrites: [BlkdebugEvent] {
+        [BlkdebugEvent](repeating: .l2AllocWrite, count: Int(shadow.clusterSize / shadow.l2SliceSize))
     }
 
     /// QEMU grows the L1 table by factors of 1.5 from its current size.
