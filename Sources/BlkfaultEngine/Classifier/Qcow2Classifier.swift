@@ -23,6 +23,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O was an l1_update (the end of an l2_allocate).
+    private var previousWasL1Update = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
     /// is the copy-on-write of a partial write over a compressed cluster.
     private var previousWasCompressedRead = false
@@ -100,6 +102,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             oldTableFreePending = false
         }
         defer {
+            previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -273,6 +276,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return l2AllocWrites + [.l2Update]
             }
             if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
+            if previousWasL1Update && !isCovered(fileEnd: file.size) {
+                // The next table's allocation needs a new refcount block (the file ends
+                // where no refblock covers it): alloc_refcount_block flushes the L2
+                // cache first (qemu-img convert; in qemu-io a full flush would come
+                // after the request's data write instead).
+                clusterAllocRaised = true
+                return [.clusterAlloc, .refblockAlloc, .l2Update]
+            }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
@@ -445,6 +456,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         var c = shadow.clusterStart(op.offset)
         while c < op.end && result.count < 1 << 16 { result.append(c); c += shadow.clusterSize }
         return result
+    }
+
+    /// Whether a refcount block covers the cluster where the file ends.
+    private func isCovered(fileEnd: UInt64) -> Bool {
+        shadow.isCovered(clusterOffset: shadow.clusterStart(fileEnd &+ shadow.clusterSize &- 1))
     }
 
     private func runsIntoUnreferenced(_ op: Operation) -> Bool {
