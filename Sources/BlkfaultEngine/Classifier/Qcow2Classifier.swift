@@ -73,6 +73,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// l2_alloc_write precedes its first write, whichever dirty table that is, and the
     /// other tables it writes back belong to it, not to a full flush.
     private var l2AllocateFlush = false
+    /// qemu-img commit emptying the image (MakeEmpty.swift).
+    private var makeEmpty = MakeEmpty.none
     /// qemu-img snapshot (SnapshotFlow.swift).
     var snapshot = SnapshotFlow()
 
@@ -124,7 +126,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
         case .writeZeroes:
-            if case .l1Table(let first) = region {
+            if case .l1Table(0) = region, op.length >= UInt64(shadow.l1.count) * 8, op.length % shadow.clusterSize == 0 {
+                // make_completely_empty: the whole L1 table is zeroed.
+                for i in 0..<shadow.l1.count { shadow.setL1(index: i, 0) }
+                makeEmpty = .l1Zeroed
+                events.append(.l1Update)
+            } else if makeEmpty == .l1Zeroed && op.offset == shadow.clusterSize {
+                makeEmpty = .prepared
+                events.append(.emptyImagePrepare)
+            } else if case .l1Table(let first) = region {
                 // qemu-img resize --shrink: the dropped L1 entries are zeroed.
                 let end = min(UInt64(shadow.l1.count), first + op.length / 8)
                 shrinkDroppedTables = (first..<max(first, end)).filter { shadow.l1[Int($0)] & Qcow2Entry.offsetMask != 0 }.count
@@ -140,11 +150,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
             events += snapshot.sync()
             events += flush.sync()
         case .discard:
             events += discardEvents(op, region)
-        case .truncate, .allocate:
+        case .truncate:
+            if makeEmpty == .allocated { makeEmpty = .truncated }
+        case .allocate:
             break
         }
         return events
@@ -188,6 +201,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .writeZeroes:
                 // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
                 if case .l1Table = shadow.region(at: op.offset) { break }
+                if makeEmpty != .none { break }  // qcow2's own, not a guest request
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
             default: break
             }
@@ -220,6 +234,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = true
                 return []
             }
+            if makeEmpty == .refblockHooked {
+                // make_completely_empty's qcow2_alloc_clusters (the refcount cache was emptied).
+                clusterAllocRaised = true
+                return [.clusterAlloc]
+            }
             if writable { flush.requestContinues() }
             // A metadata walk (qemu-img check) reads refblocks without allocating.
             if writable && !clusterAllocRaised && l1TableReads <= 1 {
@@ -243,6 +262,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .header:
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
+                makeEmpty = .headerSwitched
+                return [.l1Update, .reftableUpdate]
+            }
             if op.offset == 60 && op.length == 12 {
                 let count = (op.bytes?(0, 4)).map { $0.count == 4 ? $0.be32(at: 0) : 1 } ?? 1
                 return snapshot.snapshotHeaderWrite(newCount: count, shadow: shadow)
@@ -265,6 +288,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             l2AllocateFlush = false
             return [.l1Update]
         case .refcountTable:
+            if makeEmpty == .headerSwitched && op.length == 8 {
+                makeEmpty = .refblockHooked
+                return [.refblockAlloc]
+            }
             return op.length == 8 ? [.refblockAllocHookup] : []
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
@@ -286,6 +313,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
+            if makeEmpty == .refblockHooked {
+                // The refcounts of the header, tables and refblock, written back by mark-clean.
+                makeEmpty = .allocated
+                let alloc: [BlkdebugEvent] = clusterAllocRaised ? [] : [.clusterAlloc]
+                clusterAllocRaised = false
+                return alloc + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+            }
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
                 .filter { !writtenClusters.contains($0) }
             if !allocated.isEmpty {

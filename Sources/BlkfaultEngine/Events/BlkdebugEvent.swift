@@ -44,7 +44,7 @@ public struct EventInfo: Sendable {
 extension BlkdebugEvent {
     /// The event table: one row per event, in QEMU's enum order.
     public static let table: [EventInfo] = [
-        .init(event: .l1Update, name: "l1_update", recognition: .exact, howRecognised: "write into the active L1 table"),
+        .init(event: .l1Update, name: "l1_update", recognition: .exact, howRecognised: "write into the active L1 table; write-zeroes of the whole table and the 20-byte header write at offset 40 when qemu-img commit empties the image"),
         .init(event: .l1GrowAllocTable, name: "l1_grow_alloc_table", recognition: .notYet, howRecognised: "undecidable before the I/O: its first I/O (a refblock read) looks like any allocation's"),
         .init(event: .l1GrowWriteTable, name: "l1_grow_write_table", recognition: .exact, howRecognised: "write of a whole new L1 table to unreferenced clusters"),
         .init(event: .l1GrowActivateTable, name: "l1_grow_activate_table", recognition: .exact, howRecognised: "12-byte header write at offset 36 (l1_size, l1_table_offset)"),
@@ -64,7 +64,7 @@ extension BlkdebugEvent {
         .init(event: .cowWrite, name: "cow_write", recognition: .inferred, howRecognised: "write of a new cluster right after a read of compressed data (COW over a compressed cluster); COW from a backing file or snapshot is not recognised"),
         .init(event: .reftableLoad, name: "reftable_load", recognition: .exact, howRecognised: "read of the whole refcount table at open"),
         .init(event: .reftableGrow, name: "reftable_grow", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area are written"),
-        .init(event: .reftableUpdate, name: "reftable_update", recognition: .notYet, howRecognised: "raised only by make_completely_empty (qemu-img commit), not modelled yet"),
+        .init(event: .reftableUpdate, name: "reftable_update", recognition: .exact, howRecognised: "20-byte header write at offset 40 (L1 and refcount table offsets) when qemu-img commit empties the image"),
         .init(event: .refblockLoad, name: "refblock_load", recognition: .inferred, howRecognised: "each refcount update QEMU makes, cached or not"),
         .init(event: .refblockUpdate, name: "refblock_update", recognition: .neverRaised, howRecognised: "accepted for compatibility; never fires"),
         .init(event: .refblockUpdatePart, name: "refblock_update_part", recognition: .exact, howRecognised: "write of a refcount block (refcount cache write-back)"),
@@ -76,8 +76,8 @@ extension BlkdebugEvent {
         .init(event: .refblockAllocSwitchTable, name: "refblock_alloc_switch_table", recognition: .exact, howRecognised: "12-byte header write at offset 48 (refcount_table_offset, clusters)"),
         .init(event: .clusterAlloc, name: "cluster_alloc", recognition: .inferred, howRecognised: "start of a cluster allocation (QEMU 7.2's allocator modelled)"),
         .init(event: .clusterAllocBytes, name: "cluster_alloc_bytes", recognition: .inferred, howRecognised: "before a compressed data write (in a new process its refblock read is taken for a plain allocation's)"),
-        .init(event: .clusterFree, name: "cluster_free", recognition: .inferred, howRecognised: "before the discard of freed data clusters (one per cluster); other frees are not modelled yet"),
-        .init(event: .flushToOS, name: "flush_to_os", recognition: .inferred, howRecognised: "start of a full flush of the qcow2 node (writethrough after each write)"),
+        .init(event: .clusterFree, name: "cluster_free", recognition: .inferred, howRecognised: "before the discard of freed data clusters (one per cluster); qemu-img snapshot's frees of the old snapshot table and of a deleted snapshot's L1 table; other frees are not modelled yet"),
+        .init(event: .flushToOS, name: "flush_to_os", recognition: .inferred, howRecognised: "start of a full flush of the qcow2 node (writethrough after each write; qemu-img snapshot's flushes after each refcount walk and around the snapshot table; the close after qemu-img commit empties the image)"),
         .init(event: .flushToDisk, name: "flush_to_disk", recognition: .inferred, howRecognised: "the full flush's fdatasync (not the first write of a session)"),
         .init(event: .pwritevRmwHead, name: "pwritev_rmw_head", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
         .init(event: .pwritevRmwAfterHead, name: "pwritev_rmw_after_head", recognition: .neverRaised, howRecognised: "needs blkdebug's align option; a plain file has request alignment 1"),
@@ -86,7 +86,7 @@ extension BlkdebugEvent {
         .init(event: .pwritev, name: "pwritev", recognition: .exact, howRecognised: "every write"),
         .init(event: .pwritevZero, name: "pwritev_zero", recognition: .exact, howRecognised: "every write-zeroes (fallocate zero range / punch hole)"),
         .init(event: .pwritevDone, name: "pwritev_done", recognition: .exact, howRecognised: "after every write or write-zeroes, failed or not"),
-        .init(event: .emptyImagePrepare, name: "empty_image_prepare", recognition: .notYet, howRecognised: "raised only by make_completely_empty (qemu-img commit), not modelled yet"),
+        .init(event: .emptyImagePrepare, name: "empty_image_prepare", recognition: .exact, howRecognised: "write-zeroes over the clusters after the header, right after the whole L1 table was zeroed (qemu-img commit empties the image)"),
         .init(event: .l1ShrinkWriteTable, name: "l1_shrink_write_table", recognition: .exact, howRecognised: "write-zeroes into the active L1 table (qemu-img resize --shrink)"),
         .init(event: .l1ShrinkFreeL2Clusters, name: "l1_shrink_free_l2_clusters", recognition: .inferred, howRecognised: "after the shrink's L1 flush: one cluster_free per dropped L2 table"),
         .init(event: .corWrite, name: "cor_write", recognition: .notYet, howRecognised: "copy-on-read is not modelled yet"),
