@@ -68,7 +68,7 @@ extension BlkdebugEvent {
         .init(event: .refblockLoad, name: "refblock_load", recognition: .inferred, howRecognised: "each refcount update QEMU makes, cached or not"),
         .init(event: .refblockUpdate, name: "refblock_update", recognition: .neverRaised, howRecognised: "accepted for compatibility; never fires"),
         .init(event: .refblockUpdatePart, name: "refblock_update_part", recognition: .exact, howRecognised: "write of a refcount block (refcount cache write-back)"),
-        .init(event: .refblockAlloc, name: "refblock_alloc", recognition: .inferred, howRecognised: "each refcount update QEMU makes, before refblock_load"),
+        .init(event: .refblockAlloc, name: "refblock_alloc", recognition: .inferred, howRecognised: "each refcount update QEMU makes, before refblock_load (qemu-img snapshot's refcount walks replayed from the tables); the 8-byte refcount table entry write when qemu-img commit empties the image"),
         .init(event: .refblockAllocHookup, name: "refblock_alloc_hookup", recognition: .exact, howRecognised: "8-byte write into the refcount table"),
         .init(event: .refblockAllocWrite, name: "refblock_alloc_write", recognition: .inferred, howRecognised: "before the first write of a new refcount block"),
         .init(event: .refblockAllocWriteBlocks, name: "refblock_alloc_write_blocks", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area (refcount table growth)"),
