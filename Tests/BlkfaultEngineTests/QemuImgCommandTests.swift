@@ -64,6 +64,40 @@ import BlkfaultEngine
         #expect(r.flush().events == [])
     }
 
+    /// qemu-io `write 512 512` into clusters shared with the snapshot: l2_allocate copies
+    /// the shared table; the old table's free, the new cluster's allocation and cow_read
+    /// come before the COW read; after the data write, the request's cache-dependency
+    /// flushes (an fdatasync, the old data cluster's free with a refblock write-back and
+    /// an fdatasync) come before its full flush.
+    @Test func writeIntoClustersSharedWithASnapshot() throws {
+        var r = try Replay(imageWithSnapshot())
+        r.open()
+        #expect(r.read(2048, 1024).events == [.clusterAlloc])
+        var refblock = r.file.read(offset: 2048, count: 1024)!
+        refblock[9 * 2 + 1] = 1
+        #expect(r.write(2048, refblock).events == [.refblockAlloc, .refblockLoad, .refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.read(4096, 1024).events == [.l2AllocCowRead, .l2Load])
+        let oldL2 = r.file.read(offset: 4096, count: 1024)!
+        #expect(r.write(9216, oldL2).events == [.l2AllocWrite, .l2Update, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(3072, be64((1 << 63) | 9216)).events == [.l1Update, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.read(5120, 512).events == [.clusterFree, .refblockAlloc, .refblockLoad,
+                                             .clusterAlloc, .refblockAlloc, .refblockLoad, .cowRead, .readAio])
+        #expect(r.write(10240, [UInt8](repeating: 2, count: 1024)).events == [.writeAio, .cowWrite, .pwritev])
+        #expect(r.flush().events == [])
+        refblock[4 * 2 + 1] = 1; refblock[5 * 2 + 1] = 1; refblock[10 * 2 + 1] = 1
+        #expect(r.write(2048, refblock).events == [.clusterFree, .refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        var l2 = oldL2
+        l2.replaceSubrange(0..<8, with: be64((1 << 63) | 10240))
+        #expect(r.write(9216, l2).events == [.refblockAlloc, .refblockLoad, .flushToOS, .l2Update, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(2048, refblock).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+
     /// qemu-img convert -n (cache=unsafe, no syncs): l2_allocate's L2 cache flush
     /// writes every dirty table; l2_alloc_write precedes its first write even when
     /// that is the previous table's, and none of them is a full flush.

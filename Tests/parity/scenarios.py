@@ -357,8 +357,9 @@ UNDECIDABLE[("cow_read", "cowc")] = (
 # Backing files: QEMU raises read_backing_aio (and, for a COW from the backing file,
 # cow_read) on the overlay's node while the read goes to the backing file, another
 # file that blkfault does not follow; the COW's merged write to the overlay then looks
-# like a plain full-cluster write. A COW from a cluster shared with a snapshot reads
-# it like a guest read.
+# like a plain full-cluster write. (A COW from a cluster shared with a snapshot is
+# recognised: its read comes right after the l1_update of an l2_allocate that copied a
+# shared table, inside the same write request.)
 for _w_key in ("bread", "bcow"):
     UNDECIDABLE[("read_backing_aio", _w_key)] = (
         "raised on the overlay while the read goes to the backing file, another file; "
@@ -367,9 +368,6 @@ for _ev in ("cow_read", "cow_write"):
     UNDECIDABLE[(_ev, "bcow")] = (
         "a COW from the backing file reads another file; the overlay sees only a "
         "full-cluster write, the same as a guest write of whole clusters")
-    UNDECIDABLE[(_ev, "snapw")] = (
-        "a COW from a cluster shared with a snapshot reads it like a guest read, and "
-        "its merged write looks like a guest write of whole clusters")
 
 # Issue 3b: qemu-img commit (iotest 098). QEMU's block-status check for metadata
 # preallocation reads refcounts: in the reference run (blkdebug between qcow2 and the
@@ -379,19 +377,6 @@ for _ev in ("cow_read", "cow_write"):
 UNDECIDABLE[("cluster_alloc", "commit098")] = (
     "with blkdebug in the chain QEMU checks the base for metadata preallocation, without "
     "it the top image: the top's extra refcount block read looks like an allocation's")
-
-# Not undecidable in principle, but not modelled (issue 3b, measured against real
-# blkdebug): in a partial write into clusters shared with a snapshot, the request's own
-# cache-dependency flushes come before its full flush. l2_allocate freed the shared old L2
-# table (the refcount cache then depends on the L2 cache); linking the new data cluster
-# sets the reverse dependency, which flushes the L2 cache (an fdatasync with nothing to
-# write); freeing the old data cluster (cluster_free) flushes the refcount cache (a
-# refblock write and an fdatasync); only then does flush_to_os come, at the L2 write-back.
-# blkfault takes the first fdatasync for the full flush: telling them apart needs a model
-# of qcow2_cache_set_dependency between the two caches.
-UNDECIDABLE[("flush_to_os", "snapw")] = (
-    "not modelled: the COW's cache-dependency flushes (an fdatasync, then cluster_free's "
-    "refblock write-back) come before the full flush; blkfault takes the first for it")
 
 # iotest 026 events whose blocks blkfault cannot reproduce, with the reason.
 UNDECIDABLE_026: dict[str, str] = {

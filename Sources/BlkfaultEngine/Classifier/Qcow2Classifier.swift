@@ -73,6 +73,29 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// l2_alloc_write precedes its first write, whichever dirty table that is, and the
     /// other tables it writes back belong to it, not to a full flush.
     private var l2AllocateFlush = false
+    /// A write into clusters shared with a snapshot (l2_allocate copied a shared table):
+    /// the old table's free makes the refcount cache depend on the L2 cache, so the
+    /// request's own dependency flushes come before its full flush (SharedCow).
+    private var sharedCow = SharedCow.none
+    enum SharedCow: Sendable, Equatable {
+        case none
+        /// l2_allocate read the shared table (l2_alloc_cow_read).
+        case tableCopied
+        /// Its L1 entry was written: the old table's free (cluster_free) comes next.
+        case oldTableFreePending
+        /// The COW read went out; after the data write, linking the new cluster flushes
+        /// the L2 cache (an fdatasync, no event).
+        case dataWritten
+        /// Freeing the old data cluster (cluster_free) flushes the refcount cache.
+        case l2Synced
+        case refcountsWritten
+        /// Then its refcount update, and the request's full flush.
+        case refcountsSynced
+    }
+    /// Old data clusters the write into shared clusters replaces (each freed).
+    private var sharedCowClusters = 1
+    /// The data write of a COW from a shared cluster comes next (write_aio, cow_write).
+    private var cowWritePending = false
     /// qemu-img commit emptying the image (MakeEmpty.swift).
     private var makeEmpty = MakeEmpty.none
     /// qemu-img snapshot (SnapshotFlow.swift).
@@ -98,6 +121,38 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events.append(.l1ShrinkFreeL2Clusters)
             for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
             shrinkDroppedTables = nil
+        }
+        switch sharedCow {
+        case .oldTableFreePending where op.kind != .flush:
+            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            sharedCow = .none
+            if op.kind == .read, case .data = region {
+                // The COW read of the shared data cluster: the new cluster was allocated
+                // first (one refcount block assumed); its write carries the COW.
+                events += [.clusterAlloc, .refblockAlloc, .refblockLoad, .cowRead]
+                sharedCow = .dataWritten
+                cowWritePending = true
+            } else if op.kind == .write {
+                sharedCow = .dataWritten
+                sharedCowClusters = clusters(of: op).count
+            }
+        case .dataWritten where op.kind == .write:
+            sharedCowClusters = clusters(of: op).count
+        case .l2Synced where op.kind == .write:
+            if case .refcountBlock = region {
+                sharedCow = .refcountsWritten
+                events.append(.clusterFree)
+                events.append(.refblockUpdatePart)
+                events.append(.pwritev)
+                return events
+            }
+            sharedCow = .none
+        case .refcountsSynced where op.kind != .flush:
+            // The first free's refcount update, then one free per other old cluster.
+            for _ in 1..<max(1, sharedCowClusters) { events += [.refblockAlloc, .refblockLoad, .clusterFree] }
+            events += [.refblockAlloc, .refblockLoad]
+            sharedCow = .none
+        default: break
         }
         if oldTableFreePending && op.kind != .flush {
             events += [.clusterFree, .refblockAlloc, .refblockLoad]
@@ -152,7 +207,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .flush:
             if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
             events += snapshot.sync()
-            events += flush.sync()
+            switch sharedCow {
+            case .dataWritten: sharedCow = .l2Synced
+            case .refcountsWritten: sharedCow = .refcountsSynced
+            default: events += flush.sync()
+            }
         case .discard:
             events += discardEvents(op, region)
         case .truncate:
@@ -224,6 +283,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // the COPIED flag): the new table's refcount went out, now the old one is read.
             if !pendingTables.isEmpty, Int(l1Index) < shadow.l1.count,
                shadow.l1[Int(l1Index)] & Qcow2Entry.copied == 0 {
+                sharedCow = .tableCopied
                 return [.l2AllocCowRead, .l2Load]
             }
             return [.l2Load]
@@ -286,6 +346,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             flush.requestContinues()
             l2AllocateFlush = false
+            if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
             return [.l1Update]
         case .refcountTable:
             if makeEmpty == .headerSwitched && op.length == 8 {
@@ -415,6 +476,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         // New guest data: its refcount is still in QEMU's cache. A write that extends
         // a host run starts in the allocated cluster; one that starts here did not.
         contiguousAllocation = false
+        if cowWritePending {
+            cowWritePending = false
+            requestAllocated = true
+            clusterAllocRaised = false
+            for c in touched { zeroedClusters.remove(c) }
+            return [.writeAio, .cowWrite]
+        }
         if previousWasCompressedRead {
             // Copy-on-write over a compressed cluster: the COW region and the guest
             // data go out as one write (perform_cow: write_aio, then cow_write).
