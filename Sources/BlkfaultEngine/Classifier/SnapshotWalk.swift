@@ -18,13 +18,14 @@ struct SnapshotWalk: Sendable {
     init(l1: [UInt64], updating: Bool, shadow: ShadowImage, file: ImageReader) {
         let sliceSize = shadow.l2SliceSize, step = Int(shadow.header.l2EntrySize)
         let bits = UInt64(shadow.header.clusterBits)
-        var budget = 1 << 22  // entries looked at: a hostile L1 must not make this endless
+        var budget = 1 << 22  // slices and entries looked at: a hostile L1 must not make this endless
         for e in l1 {
             let l2 = e & Qcow2Entry.offsetMask
             guard l2 != 0, l2 % shadow.clusterSize == 0 else { continue }
             var slice: UInt64 = 0
-            while slice < shadow.clusterSize {
+            while slice < shadow.clusterSize && budget > 0 {
                 items.append(.l2Slice(l2 + slice))
+                budget -= 1
                 if updating, let data = file.read(offset: l2 + slice, count: Int(sliceSize)) {
                     var k = 0
                     while k + 8 <= data.count && budget > 0 {
