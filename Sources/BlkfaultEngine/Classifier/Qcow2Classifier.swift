@@ -237,7 +237,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
-        if !(performed && succeeded) && snapshot.isActive { snapshot.abandon() }
+        if !(performed && succeeded) {
+            // QEMU gives the operation up: none of its later steps follow.
+            if snapshot.isActive { snapshot.abandon() }
+            sharedCow = .none
+            cowWritePending = false
+        }
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
