@@ -58,6 +58,10 @@ import BlkfaultEngine
         var l1 = r.file.read(offset: 3072, count: 65536)!
         let copy = r.write(200704, l1).events
         #expect(!copy.contains(.writeAio) && !copy.contains(.l1Update) && copy.last == .pwritev)
+        // The refcount walk over the active table (one update: the empty L2 table's own),
+        // ended by its full flush.
+        #expect(r.read(68608, 1024).events == [.l2Load])
+        #expect(r.flush().events == [.refblockAlloc, .refblockLoad, .flushToOS])
         l1.replaceSubrange(0..<8, with: be64(68608))
         #expect(r.write(3072, l1).events == [.pwritev])
         // One entry is still an l1_update.

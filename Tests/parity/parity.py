@@ -198,12 +198,15 @@ def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     return TIMING_RE.sub(TIMING_SUB, text)
 
 
-def sha256(path: str, mask_snapshot_dates: bool = False) -> str:
+def sha256(path: str, mask_snapshot_dates: bool = False, ranges=()) -> str:
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             if mask_snapshot_dates:
-                h.update(_masked_snapshot_dates(f.read()))
+                b = bytearray(_masked_snapshot_dates(f.read()))
+                for off, n in ranges:
+                    b[off:off + n] = bytes(len(b[off:off + n]))
+                h.update(b)
             else:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
@@ -563,7 +566,7 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     p = runner.check(img)
     res.check_rc = p.rc
     res.check_out = normalise(p.stdout, run_dir, None)
-    res.digest = sha256(img, wl.snapshots)
+    res.digest = sha256(img, wl.snapshots, wl.mask_ranges)
     for name in getattr(wl, "hash_files", ()):  # other files the workload writes
         res.digest += "+" + sha256(os.path.join(run_dir, name))
     try:

@@ -21,6 +21,10 @@ struct FullFlush: Sendable {
     /// What the current request left dirty in the caches.
     private var dirtyL2 = false, dirtyRefcounts = false
     private var wroteL2 = false, wroteRefcounts = false
+    /// A flush qcow2 starts itself (bdrv_flush in qcow2_update_snapshot_refcount): no
+    /// write request came through the qcow2 node, so no flush_to_disk; its dependency
+    /// syncs and write-backs last until the next other I/O.
+    private var internalFlush = false
 
     /// A guest write, discard or zero write finished.
     mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool) {
@@ -47,8 +51,15 @@ struct FullFlush: Sendable {
         return events
     }
 
+    /// qcow2 flushes the node itself; the caller raised flush_to_os.
+    mutating func startInternal() {
+        phase = .writingBack
+        internalFlush = true
+    }
+
     /// An fdatasync.
     mutating func sync() -> [BlkdebugEvent] {
+        if internalFlush, case .writingBack = phase { return [] }
         switch phase {
         case .idle:
             return []
@@ -69,6 +80,12 @@ struct FullFlush: Sendable {
     }
 
     private mutating func finish(prefix: [BlkdebugEvent]) -> [BlkdebugEvent] {
+        if internalFlush {
+            internalFlush = false
+            phase = .idle
+            dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
+            return prefix
+        }
         let events = completedRequests > 0 ? prefix + [.flushToDisk] : prefix
         completedRequests += 1
         phase = .idle

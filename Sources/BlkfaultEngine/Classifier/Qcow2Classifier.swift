@@ -24,6 +24,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O was an l1_update (the end of an l2_allocate).
+    private var previousWasL1Update = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
     /// is the copy-on-write of a partial write over a compressed cluster.
     private var previousWasCompressedRead = false
@@ -68,6 +70,38 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     enum Growth: Sendable { case none, blockWritten, area }
 
+    /// l2_allocate's L2 cache flush is under way (from its first write to the L1 entry):
+    /// l2_alloc_write precedes its first write, whichever dirty table that is, and the
+    /// other tables it writes back belong to it, not to a full flush.
+    private var l2AllocateFlush = false
+    /// A write into clusters shared with a snapshot (l2_allocate copied a shared table):
+    /// the old table's free makes the refcount cache depend on the L2 cache, so the
+    /// request's own dependency flushes come before its full flush (SharedCow).
+    private var sharedCow = SharedCow.none
+    enum SharedCow: Sendable, Equatable {
+        case none
+        /// l2_allocate read the shared table (l2_alloc_cow_read).
+        case tableCopied
+        /// Its L1 entry was written: the old table's free (cluster_free) comes next.
+        case oldTableFreePending
+        /// The COW read went out; after the data write, linking the new cluster flushes
+        /// the L2 cache (an fdatasync, no event).
+        case dataWritten
+        /// Freeing the old data cluster (cluster_free) flushes the refcount cache.
+        case l2Synced
+        case refcountsWritten
+        /// Then its refcount update, and the request's full flush.
+        case refcountsSynced
+    }
+    /// Old data clusters the write into shared clusters replaces (each freed).
+    private var sharedCowClusters = 1
+    /// The data write of a COW from a shared cluster comes next (write_aio, cow_write).
+    private var cowWritePending = false
+    /// qemu-img commit emptying the image (MakeEmpty.swift).
+    private var makeEmpty = MakeEmpty.none
+    /// qemu-img snapshot (SnapshotFlow.swift).
+    var snapshot = SnapshotFlow()
+
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
@@ -82,6 +116,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
+        if snapshot.isActive || (op.kind == .read && !shadow.snapshotL1Tables.isEmpty) {
+            let out = snapshot.before(op, region, isWriteBack: isWriteBack, shadow: shadow, file: file)
+            if out.flushStarted { flush.startInternal() }
+            events += out.events
+            if out.consumed { return events }
+        }
         if !(isWriteBack || op.kind == .flush) {
             if flush.isWritingBack { events += flush.interrupted() }
             resizeCacheFlush = false
@@ -91,11 +131,44 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             for _ in 0..<dropped { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
             shrinkDroppedTables = nil
         }
+        switch sharedCow {
+        case .oldTableFreePending where op.kind != .flush:
+            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            sharedCow = .none
+            if op.kind == .read, case .data = region {
+                // The COW read of the shared data cluster: the new cluster was allocated
+                // first (one refcount block assumed); its write carries the COW.
+                events += [.clusterAlloc, .refblockAlloc, .refblockLoad, .cowRead]
+                sharedCow = .dataWritten
+                cowWritePending = true
+            } else if op.kind == .write {
+                sharedCow = .dataWritten
+                sharedCowClusters = clusters(of: op).count
+            }
+        case .dataWritten where op.kind == .write:
+            sharedCowClusters = clusters(of: op).count
+        case .l2Synced where op.kind == .write:
+            if case .refcountBlock = region {
+                sharedCow = .refcountsWritten
+                events.append(.clusterFree)
+                events.append(.refblockUpdatePart)
+                events.append(.pwritev)
+                return events
+            }
+            sharedCow = .none
+        case .refcountsSynced where op.kind != .flush:
+            // The first free's refcount update, then one free per other old cluster.
+            for _ in 1..<max(1, sharedCowClusters) { events += [.refblockAlloc, .refblockLoad, .clusterFree] }
+            events += [.refblockAlloc, .refblockLoad]
+            sharedCow = .none
+        default: break
+        }
         if oldTableFreePending && op.kind != .flush {
             events += [.clusterFree, .refblockAlloc, .refblockLoad]
             oldTableFreePending = false
         }
         defer {
+            previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -117,7 +190,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
         case .writeZeroes:
-            if case .l1Table(let first) = region {
+            if case .l1Table(0) = region, op.length >= UInt64(shadow.l1.count) * 8, op.length % shadow.clusterSize == 0 {
+                // make_completely_empty: the whole L1 table is zeroed.
+                for i in 0..<shadow.l1.count { shadow.setL1(index: i, 0) }
+                makeEmpty = .l1Zeroed
+                events.append(.l1Update)
+            } else if makeEmpty == .l1Zeroed && op.offset == shadow.clusterSize {
+                makeEmpty = .prepared
+                events.append(.emptyImagePrepare)
+            } else if case .l1Table(let first) = region {
                 // qemu-img resize --shrink: the dropped L1 entries are zeroed.
                 let end = min(UInt64(shadow.l1.count), first + op.length / 8)
                 shrinkDroppedTables = (first..<max(first, end)).filter { shadow.l1[Int($0)] & Qcow2Entry.offsetMask != 0 }.count
@@ -133,10 +214,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
-            events += flush.sync()
+            if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
+            events += snapshot.sync()
+            switch sharedCow {
+            case .dataWritten: sharedCow = .l2Synced
+            case .refcountsWritten: sharedCow = .refcountsSynced
+            default: events += flush.sync()
+            }
         case .discard:
             events += discardEvents(op, region)
-        case .truncate, .allocate:
+        case .truncate:
+            if makeEmpty == .allocated { makeEmpty = .truncated }
+        case .allocate:
             break
         }
         return events
@@ -147,10 +236,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// (no flush to end, no free owed). The same events and state changes as the general
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
-        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending else { return nil }
+        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
         case .read:
             resizeCacheFlush = false
+            previousWasL1Update = false
             previousWasL2Load = false
             previousWasCompressedRead = false
             return [.readAio]
@@ -161,6 +252,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                               || !runsIntoUnreferenced(op, firstIsData: true)):
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
+            previousWasL1Update = false
             previousWasL2Load = false
             previousWasCompressedRead = false
             pendingGuestWrite = true
@@ -185,7 +277,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
-        if performed && succeeded && op.kind == .write, case .data = shadow.region(at: op.offset) {
+        if !(performed && succeeded) {
+            // QEMU gives the operation up: none of its later steps follow.
+            if snapshot.isActive { snapshot.abandon() }
+            sharedCow = .none
+            cowWritePending = false
+        } else if op.kind == .write, case .data = shadow.region(at: op.offset) {
             // The steady path: guest data written, nothing to learn (as below, without
             // the metadata checks and the empty learn).
             if pendingGuestWrite {
@@ -216,6 +313,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .writeZeroes:
                 // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
                 if case .l1Table = shadow.region(at: op.offset) { break }
+                if makeEmpty != .none { break }  // qcow2's own, not a guest request
                 flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: requestAllocated)
             default: break
             }
@@ -238,6 +336,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // the COPIED flag): the new table's refcount went out, now the old one is read.
             if !pendingTables.isEmpty, Int(l1Index) < shadow.l1.count,
                shadow.l1[Int(l1Index)] & Qcow2Entry.copied == 0 {
+                sharedCow = .tableCopied
                 return [.l2AllocCowRead, .l2Load]
             }
             return [.l2Load]
@@ -247,6 +346,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if previousWasL2Load && lastLoadedSliceHasBoundary {
                 contiguousAllocation = true
                 return []
+            }
+            if makeEmpty == .refblockHooked {
+                // make_completely_empty's qcow2_alloc_clusters (the refcount cache was emptied).
+                clusterAllocRaised = true
+                return [.clusterAlloc]
             }
             if writable { flush.requestContinues() }
             // A metadata walk (qemu-img check) reads refblocks without allocating.
@@ -271,6 +375,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .header:
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
+                makeEmpty = .headerSwitched
+                return [.l1Update, .reftableUpdate]
+            }
+            if op.offset == 60 && op.length == 12 {
+                let count = (op.bytes?(0, 4)).map { $0.count == 4 ? $0.be32(at: 0) : 1 } ?? 1
+                return snapshot.snapshotHeaderWrite(newCount: count, shadow: shadow)
+            }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
                 oldTableFreePending = true
@@ -281,19 +393,47 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
             // rewrite of the whole table (snapshot refcount update, snapshot apply)
             // raises no event.
-            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 { return [] }
+            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 {
+                snapshot.activeL1Rewritten(shadow: shadow, file: file)
+                return []
+            }
             flush.requestContinues()
+            l2AllocateFlush = false
+            if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
             return [.l1Update]
         case .refcountTable:
+            if makeEmpty == .headerSwitched && op.length == 8 {
+                makeEmpty = .refblockHooked
+                return [.refblockAlloc]
+            }
             return op.length == 8 ? [.refblockAllocHookup] : []
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
             // (pendingTables): other dirty tables are written back there, not in a full flush.
-            if resizeCacheFlush || !pendingTables.isEmpty { return [.l2Update] }
+            if !pendingTables.isEmpty && !l2AllocateFlush {
+                l2AllocateFlush = true
+                return l2AllocWrites + [.l2Update]
+            }
+            if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
+            if previousWasL1Update && !isCovered(fileEnd: file.size) {
+                // The next table's allocation needs a new refcount block (the file ends
+                // where no refblock covers it): alloc_refcount_block flushes the L2
+                // cache first (qemu-img convert; in qemu-io a full flush would come
+                // after the request's data write instead).
+                clusterAllocRaised = true
+                return [.clusterAlloc, .refblockAlloc, .l2Update]
+            }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, _):
+            if makeEmpty == .refblockHooked {
+                // The refcounts of the header, tables and refblock, written back by mark-clean.
+                makeEmpty = .allocated
+                let alloc: [BlkdebugEvent] = clusterAllocRaised ? [] : [.clusterAlloc]
+                clusterAllocRaised = false
+                return alloc + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+            }
             let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
                 .filter { !writtenClusters.contains($0) }
             if !allocated.isEmpty {
@@ -303,7 +443,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 flush.requestContinues()
                 var events: [BlkdebugEvent] = []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                events += [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+                events += [.refblockAlloc, .refblockLoad]
+                // qcow2_write_snapshots flushes the whole node after allocating the table.
+                if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }
+                events.append(.refblockUpdatePart)
                 clusterAllocRaised = false
                 contiguousAllocation = false
                 return events
@@ -371,28 +514,42 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.l1GrowWriteTable]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
-                let slices = Int(shadow.clusterSize / shadow.l2SliceSize)
-                return [BlkdebugEvent](repeating: .l2AllocWrite, count: slices) + [.l2Update]
+                if l2AllocateFlush { return [.l2Update] }
+                l2AllocateFlush = true
+                return l2AllocWrites + [.l2Update]
             }
             if op.length % 512 != 0 || op.offset % 512 != 0 {
                 // Another table written in pieces (the snapshot table): no event of its own.
                 otherTables.formUnion(touched)
+                snapshot.snapshotTableWritten()
                 return []
             }
         } else if newL2Tables.contains(first) {
             return [.l2Update]
         } else if otherTables.contains(first) {
+            snapshot.snapshotTableWritten()
             return []
         }
+        // A snapshot's L1 table rewritten with its COPIED flags (snapshot -a): no event.
+        if let n = shadow.snapshotL1Tables[op.offset], UInt64(n) * 8 == op.length { return [] }
         if op.length == UInt64(shadow.l1.count) * 8, looksLikeTableCopy(head, of: shadow.l1, allowZero: false) {
             // A copy of the active L1 table (qcow2_snapshot_create): allocated like
-            // any cluster run, written with no event of its own.
+            // any cluster run, written with no event of its own; the refcount walk
+            // over the active table follows.
+            snapshot.activeL1Copied(shadow: shadow, file: file)
             return allocationEvents(newClusters: touched)
         }
         if isCompressedWrite(op, first: first) { return compressedWriteEvents(touched) }
         // New guest data: its refcount is still in QEMU's cache. A write that extends
         // a host run starts in the allocated cluster; one that starts here did not.
         contiguousAllocation = false
+        if cowWritePending {
+            cowWritePending = false
+            requestAllocated = true
+            clusterAllocRaised = false
+            for c in touched { zeroedClusters.remove(c) }
+            return [.writeAio, .cowWrite]
+        }
         if previousWasCompressedRead {
             // Copy-on-write over a compressed cluster: the COW region and the guest
             // data go out as one write (perform_cow: write_aio, then cow_write).
@@ -430,6 +587,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return events + [.l2UpdateCompressed, .writeCompressed]
     }
 
+    /// l2_allocate marks each slice of the new table dirty (l2_alloc_write) before
+    /// the L2 cache flush writes it.
+    private var l2AllocWrites: [BlkdebugEvent] {
+        [BlkdebugEvent](repeating: .l2AllocWrite, count: Int(shadow.clusterSize / shadow.l2SliceSize))
+    }
+
     /// QEMU grows the L1 table by factors of 1.5 from its current size.
     private func isL1GrowthLength(_ length: UInt64) -> Bool {
         guard length % 8 == 0 else { return false }
@@ -462,6 +625,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         var c = shadow.clusterStart(op.offset)
         while c < op.end && result.count < 1 << 16 { result.append(c); c += shadow.clusterSize }
         return result
+    }
+
+    /// Whether a refcount block covers the cluster where the file ends.
+    private func isCovered(fileEnd: UInt64) -> Bool {
+        shadow.isCovered(clusterOffset: shadow.clusterStart(fileEnd &+ shadow.clusterSize &- 1))
     }
 
     /// `firstIsData`: the caller knows the first cluster holds data (skips its lookup).

@@ -30,6 +30,11 @@ public struct ShadowImage: Sendable {
     /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
     /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
     public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
+    /// L1 tables of internal snapshots, also of ones deleted in this process:
+    /// offset -> number of entries.
+    public private(set) var snapshotL1Tables: [UInt64: Int] = [:]
+    /// Bytes of the snapshot table (what qcow2_write_snapshots frees when it replaces it).
+    public private(set) var snapshotTableSize: UInt64 = 0
     /// Refblock cluster offset -> refcount table index.
     public private(set) var refblocks: [UInt64: UInt64] = [:]
     /// Host cluster indices that an L2 entry we have seen points to.
@@ -70,11 +75,17 @@ public struct ShadowImage: Sendable {
     /// id and name lengths, dates, VM state size and extra data; padded to 8 bytes.
     private mutating func loadSnapshotL2Tables(_ file: ImageReader) {
         var offset = header.snapshotsOffset
+        // L1 tables stay known after their snapshot is deleted: qcow2 walks it afterwards.
+        snapshotL2Tables = [:]; snapshotTableSize = 0
+        defer { snapshotTableSize = header.nbSnapshots == 0 ? 0 : offset &- header.snapshotsOffset }
         for _ in 0..<min(Int(header.nbSnapshots), 1024) {
-            guard let e = file.read(offset: offset, count: 40), e.count == 40 else { return }
+            // Each entry starts 8-aligned; the table's size ends at the last name.
+            offset = (offset &+ 7) & ~7
+            guard let e = file.read(offset: offset, count: 40), e.count == 40 else { break }
             let l1Offset = e.be64(at: 0), l1Size = Int(e.be32(at: 8))
             let idLen = UInt64(e[12]) << 8 | UInt64(e[13]), nameLen = UInt64(e[14]) << 8 | UInt64(e[15])
             let extra = UInt64(e.be32(at: 36))
+            if l1Size > 0 { snapshotL1Tables[l1Offset] = l1Size }
             if l1Size > 0, l1Size < 1 << 22, let t = file.read(offset: l1Offset, count: l1Size * 8), t.count == l1Size * 8 {
                 for i in 0..<l1Size {
                     let l2 = t.be64(at: i * 8) & Qcow2Entry.offsetMask
@@ -82,9 +93,9 @@ public struct ShadowImage: Sendable {
                 }
             }
             // Saturating: a damaged table's lengths may point anywhere.
-            let next = offset.addingReportingOverflow(40 + extra + idLen + nameLen + 7)
+            let next = offset.addingReportingOverflow(40 + extra + idLen + nameLen)
             if next.overflow { break }
-            offset = next.partialValue & ~7
+            offset = next.partialValue
         }
         rebuildTableClusters()
     }
@@ -260,6 +271,8 @@ public struct ShadowImage: Sendable {
             release(offset: oldRT.0, bytes: UInt64(oldRT.1) * clusterSize)
             try? loadReftable(file)
         }
+        // qcow2_write_snapshots: a new snapshot table (its entries are on disk already).
+        if touches(60, 72) { loadSnapshotL2Tables(file) }
     }
 
     mutating func setL1(index: Int, _ entry: UInt64) {
