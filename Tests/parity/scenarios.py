@@ -467,9 +467,6 @@ def set_state_rule(event, state, new_state) -> str:
 # it through, for its own comparison: its backing reads look like the overlay's (blkfault
 # raises read_backing_aio where blkdebug raises nothing).
 GAP_WORKLOADS: set[str] = {"brebase"}
-# The former gap workloads (now in the default set) and issue 3b's iotest workloads:
-# what --gaps selects, as a quick slice.
-GAPS_SLICE = {"snapa", "snapd", "checkr", "convert", "commit098", "snapd217"}
 
 
 def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
@@ -479,7 +476,7 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
     def add(ev, wk, variants):
         if wk in GAP_WORKLOADS and not (full or gaps):
             return
-        if gaps and not full and wk not in GAP_WORKLOADS | GAPS_SLICE:
+        if gaps and not full and wk not in GAP_WORKLOADS:
             return
         for errno, once, imm in variants:
             cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
