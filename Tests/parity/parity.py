@@ -1265,7 +1265,7 @@ def run_matrix(args, runner: Runner) -> int:
     results.sort(key=lambda r: pos[r.case.id])
     events, tot = summarise(results)
     meta = {"qemu": qemu_version(), "subject": runner.subject, "so": runner.so,
-            "set": "full" if args.full else "default", "elapsed": elapsed,
+            "set": "full" if args.full else "gaps" if args.gaps else "default", "elapsed": elapsed,
             "filter": args.filter, "case": args.case, "jobs": args.jobs}
 
     print()
