@@ -459,6 +459,19 @@ def set_state_rule(event, state, new_state) -> str:
             f'new_state = "{new_state}"\n')
 
 
+def matrix_case(ev, wk, errno, once, imm) -> Case:
+    """One inject-error rule on one workload."""
+    return Case(id=f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}", event=ev, workload=WORKLOADS[wk],
+                rules=inject_rule(ev, errno, once, imm), group="matrix",
+                params={"errno": errno, "once": once, "immediately": imm})
+
+
+def chain_case(cid, wk, rules, note) -> Case:
+    """A set of rules (set-state chains and the like) on one workload."""
+    return Case(id=f"chain-{cid}", event="chain", workload=WORKLOADS[wk],
+                rules="\n".join(rules), group="chain", note=note)
+
+
 # Workloads where blkfault's model is known to fall short (README, "Differences from
 # real blkdebug"): qemu-img snapshot -a/-d, check -r and convert (the model misreads
 # some of their metadata writes and cache flushes). They break the no-injection separation, so they run
@@ -479,14 +492,10 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
         if gaps and not full and wk not in GAP_WORKLOADS:
             return
         for errno, once, imm in variants:
-            cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
-            if cid in seen:
-                continue
-            seen.add(cid)
-            cases.append(Case(
-                id=cid, event=ev, workload=WORKLOADS[wk],
-                rules=inject_rule(ev, errno, once, imm), group="matrix",
-                params={"errno": errno, "once": once, "immediately": imm}))
+            case = matrix_case(ev, wk, errno, once, imm)
+            if case.id not in seen:
+                seen.add(case.id)
+                cases.append(case)
 
     every = list(product(ERRNOS, ONCE, IMMEDIATELY))
     for ev in MATRIX_EVENTS:
@@ -506,12 +515,10 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
 
 
 def chain_cases() -> list[Case]:
-    W = WORKLOADS
     c = []
 
     def add(cid, wk, rules, note):
-        c.append(Case(id=f"chain-{cid}", event="chain", workload=W[wk],
-                      rules="\n".join(rules), group="chain", note=note))
+        c.append(chain_case(cid, wk, rules, note))
 
     add("l2_update-sets-2-write_aio-fails", "w128",
         [inject_rule("write_aio", 5, "on", state=2), set_state_rule("l2_update", 1, 2)],
@@ -932,23 +939,18 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
             if (gap and not (full or gaps)) or (gaps and not full and not gap):
                 continue
             for errno, once, imm in variants:
-                cid = f"{ev}-e{errno}-once_{once}-imm_{imm}-{wk}"
-                if cid in seen:
-                    continue
-                seen.add(cid)
-                cases.append(Case(id=cid, event=ev, workload=WORKLOADS[wk],
-                                  rules=inject_rule(ev, errno, once, imm), group="matrix",
-                                  params={"errno": errno, "once": once, "immediately": imm}))
+                case = matrix_case(ev, wk, errno, once, imm)
+                if case.id not in seen:
+                    seen.add(case.id)
+                    cases.append(case)
     return cases
 
 
 def s3c_chain_cases() -> list[Case]:
-    W = WORKLOADS
     c = []
 
     def add(cid, wk, rules, note):
-        c.append(Case(id=f"chain-{cid}", event="chain", workload=W[wk],
-                      rules="\n".join(rules), group="chain", note=note))
+        c.append(chain_case(cid, wk, rules, note))
 
     add("it066-write_aio-sets-2-write_aio-fails", "it066",
         [inject_rule("write_aio", 5, "off", state=2), set_state_rule("write_aio", 1, 2)],
