@@ -24,6 +24,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O read a refcount block (a free-space search's, when it set
+    /// contiguousAllocation).
+    private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
@@ -170,6 +173,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         defer {
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
+            previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
 
@@ -243,17 +247,19 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasRefblockRead = false
             previousWasCompressedRead = false
             return [.readAio]
         // (Right after a free-space search the general path checks for a corrupt image's
         // reused cluster: writeEvents' .data case.)
-        case .write where !contiguousAllocation
+        case .write where !(contiguousAllocation && previousWasRefblockRead)
                           && (op.length <= shadow.clusterSize - (op.offset & (shadow.clusterSize - 1))
                               || !runsIntoUnreferenced(op, firstIsData: true)):
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasRefblockRead = false
             previousWasCompressedRead = false
             pendingGuestWrite = true
             return [.writeAio, .pwritev]
@@ -454,7 +460,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
-            if contiguousAllocation, shadow.refcount(clusterOffset: shadow.clusterStart(op.offset), file: file) == 0 {
+            if contiguousAllocation, previousWasRefblockRead,
+               shadow.refcount(clusterOffset: shadow.clusterStart(op.offset), file: file) == 0 {
                 // A corrupt image: an L2 entry references the cluster but its refcount
                 // is 0, so the allocation whose free-space search just ran handed it
                 // out again. New data, as in a free cluster.
