@@ -401,7 +401,7 @@ def _streams_cached(base):
     return _STREAM_CACHE[k][0]
 
 
-def first_failure(base: list[tuple], ref: list[tuple]):
+def first_failure(base: list[tuple], ref: list[tuple], cache: bool = True):
     """(token, serial index) of the request blkdebug failed first in the injected
     reference run, or (None, None).  A request blkdebug fails never reaches the
     image file, so it is the first request of the rule-less run (base) missing from
@@ -409,7 +409,7 @@ def first_failure(base: list[tuple], ref: list[tuple]):
     task that issued no I/O is a failed task; the earlier of the two (by position
     in the injected run) wins.  The serial index says how far into the run that
     was (see Harness.baseline for how it is used)."""
-    bs = _streams_cached(base)
+    bs = _streams_cached(base) if cache else _streams(base)[0]
     rs, rfailed = _streams(ref)
     cands = []
     for i, (bpos, bkey) in enumerate(bs):
@@ -490,19 +490,22 @@ def _cmd_str(cmds, what, cfg_shown):
 
 
 def run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
-                 cfg: str | None, trace: bool = False) -> RunResult:
+                 cfg: str | None, trace: bool = False,
+                 snap_dir: str | None = None) -> RunResult:
     """variant: reference | subject | baseline.  trace: run the injected qemu-io
-    processes under strace and keep their image-file syscalls in res.trace."""
+    processes under strace and keep their image-file syscalls in res.trace.
+    snap_dir: copy the run directory to snap_dir/I before each traced qemu-io
+    process I after the first (the state that process starts from)."""
     os.makedirs(run_dir, exist_ok=True)
     _RUN_DIR.path = run_dir
     try:
-        return _run_workload(runner, wl, variant, run_dir, cfg, trace)
+        return _run_workload(runner, wl, variant, run_dir, cfg, trace, snap_dir)
     finally:
         _RUN_DIR.path = None
 
 
 def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
-                  cfg: str | None, trace: bool) -> RunResult:
+                  cfg: str | None, trace: bool, snap_dir: str | None = None) -> RunResult:
     os.makedirs(run_dir, exist_ok=True)
     img = os.path.join(run_dir, IMG_NAME)
     res = RunResult(variant=variant, img=img)
@@ -551,6 +554,9 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
             p = runner.qemu_img(qvar, cmds, img, cfg, run_dir)
             tr = None
         else:
+            if tr and snap_dir and i > 0:
+                shutil.copytree(run_dir, os.path.join(snap_dir, str(i)),
+                                ignore=shutil.ignore_patterns("strace.*"))
             p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
         if tr:
             res.trace += parse_trace(tr, img, i, wl.cluster_size)
@@ -653,6 +659,28 @@ class Harness:
             shutil.rmtree(d, ignore_errors=True)
         return r
 
+    def later_first_failures(self, wl: Workload, traced: RunResult, snap_dir: str):
+        """[(process index, token)]: the first request blkdebug failed in each traced
+        qemu-io process after the first.  Each process opens a new blkdebug node
+        (its rules re-armed), so each can have a first failure of its own.  A later
+        process starts from the image the earlier injected ones left, which the
+        rule-less baseline never saw: its own rule-less run starts from a copy of
+        that image (snap_dir/I, taken just before it ran) instead."""
+        out = []
+        for i, cmds in enumerate(wl.runs):
+            d = os.path.join(snap_dir, str(i))
+            if i == 0 or not os.path.isdir(d):
+                continue
+            img = os.path.join(d, IMG_NAME)
+            tr = os.path.join(d, "strace.base")
+            self.runner.qemu_io("reference", cmds, img, "", strace_to=tr)
+            base = parse_trace(tr, img, i, wl.cluster_size)
+            first, _ = first_failure(base, [t for t in traced.trace if t[0] == i],
+                                     cache=False)
+            if first:
+                out.append((i, first))
+        return out
+
     def run_case(self, case: Case) -> CaseResult:
         t0 = time.monotonic()
         cr = CaseResult(case)
@@ -690,8 +718,10 @@ class Harness:
             # differs, look: if blkdebug did fail a request, it is an inject case.
             probe = cr.kind == "no-injection" and not all(same3(ref, subj))
             if (cr.kind == "inject" or probe) and self.use_strace:
+                snaps = os.path.join(cdir, "snaps")
                 tr = run_workload(self.runner, case.workload, "reference",
-                                  os.path.join(cdir, "traced"), cfg, trace=True)
+                                  os.path.join(cdir, "traced"), cfg, trace=True,
+                                  snap_dir=snaps)
                 first, idx = first_failure(self.trace_bases[case.workload.key], tr.trace)
                 cr.first_failure = describe_tok(first) if first else None
                 if probe and first:
@@ -702,6 +732,15 @@ class Harness:
                     cr.first_failure = f"unreliable ({cr.first_failure})"
                 elif first and first[1] == "flush":
                     cr.tags.append("flush-latch")
+                elif first:
+                    # The latch is per process: a later process whose own first
+                    # failure is a flush is as much a flush-latch case.
+                    later = self.later_first_failures(case.workload, tr, snaps)
+                    flushes = [(i, t) for i, t in later if t[1] == "flush"]
+                    if flushes:
+                        cr.tags.append("flush-latch")
+                        cr.first_failure = (f"{cr.first_failure}; first in process "
+                                            f"{flushes[0][0] + 1}: {describe_tok(flushes[0][1])}")
                 if not all(same3(ref, tr)):
                     cr.tags.append("unstable-reference")
             reason = scenarios.UNDECIDABLE.get((case.event, case.workload.key))
