@@ -744,6 +744,9 @@ class Harness:
                 if not all(same3(ref, tr)):
                     cr.tags.append("unstable-reference")
             reason = scenarios.UNDECIDABLE.get((case.event, case.workload.key))
+            if case.params.get("immediately") == "on":
+                reason = reason or scenarios.UNDECIDABLE_IMMEDIATELY.get(
+                    (case.event, case.workload.key))
             if cr.kind == "inject" and reason:
                 cr.tags.append("undecidable")
                 cr.undecidable = reason
