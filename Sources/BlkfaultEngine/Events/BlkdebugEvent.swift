@@ -56,7 +56,7 @@ extension BlkdebugEvent {
         .init(event: .readAio, name: "read_aio", recognition: .exact, howRecognised: "read of a guest data cluster"),
         .init(event: .readBackingAio, name: "read_backing_aio", recognition: .inferred, howRecognised: "before the overlay's next request after a data read (or L2 load) of a matched overlay's backing file, which blkfault follows; a read of clusters neither file has does no I/O and is not seen"),
         .init(event: .readCompressed, name: "read_compressed", recognition: .exact, howRecognised: "read of compressed data (a cluster a compressed L2 entry points to)"),
-        .init(event: .writeAio, name: "write_aio", recognition: .exact, howRecognised: "write of guest data (data clusters or new clusters that no table will reference)"),
+        .init(event: .writeAio, name: "write_aio", recognition: .exact, howRecognised: "write of guest data (data clusters or new clusters that no table will reference); with immediately=on in a write QEMU splits into several allocating chunks, blkdebug fails the chunk before QEMU starts the next one, blkfault only at its pwrite, after the next one started (undecidable from outside)"),
         .init(event: .writeCompressed, name: "write_compressed", recognition: .exact, howRecognised: "write shorter than a cluster, not sector-sized, into new space with no zero-fill before it (compressed data)"),
         .init(event: .vmstateLoad, name: "vmstate_load", recognition: .notYet, howRecognised: "undecidable before the I/O: a vmstate request's first I/O does not tell a read from a write"),
         .init(event: .vmstateSave, name: "vmstate_save", recognition: .notYet, howRecognised: "undecidable before the I/O: a vmstate request's first I/O does not tell a read from a write"),
