@@ -210,6 +210,9 @@ func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePoint
     if let iov, iovcnt > 0 {
         // Captures nothing (no allocation): the buffers are this thread's current ones.
         blkfault_set_op_iov(iov, iovcnt)
+        if iovcnt == 1, let base = iov[0].iov_base {
+            operation.buffer = UnsafeRawBufferPointer(start: base, count: Int(iov[0].iov_len))
+        }
         operation.bytes = { from, count in
             guard let iov = blkfault_get_op_iov() else { return [] }
             return gather(iov, Int(blkfault_get_op_iovcnt()), from: from, count: count)

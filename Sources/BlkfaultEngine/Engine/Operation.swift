@@ -37,6 +37,9 @@ public struct Operation {
     /// How many buffers the call carried (iovcnt): a copy-on-write's merged write is
     /// head + guest data + tail, three or more (BackingReads.swift).
     public var segments = 1
+    /// The call's buffer itself when it carried one (iovcnt 1): metadata is learnt from it
+    /// in place, without gathering a copy. Valid only during the call, like `bytes`.
+    public var buffer: UnsafeRawBufferPointer?
 
     public init(_ kind: OperationKind, offset: UInt64 = 0, length: UInt64 = 0,
                 bytes: ((_ from: Int, _ count: Int) -> [UInt8])? = nil) {
@@ -51,6 +54,15 @@ public struct Operation {
     }
 
     var end: UInt64 { offset &+ length }
+
+    /// `body` over the first `count` bytes of the data (fewer if the call carried fewer):
+    /// in place from `buffer`, else gathered by `bytes`; nil without either.
+    @inline(__always)
+    func withBytes<R>(count: Int, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        if let buffer { return body(UnsafeRawBufferPointer(rebasing: buffer.prefix(max(0, count)))) }
+        guard let bytes else { return nil }
+        return bytes(0, count).withUnsafeBytes(body)
+    }
 }
 
 /// What the shim must do with an operation.

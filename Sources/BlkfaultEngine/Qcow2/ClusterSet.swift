@@ -36,15 +36,28 @@ public struct ClusterSet: Sendable {
             return new
         }
         let w = Int(index >> 6)
-        if w >= words.count {
-            // Grow geometrically so a file filled front to back costs amortised O(1).
-            words += [UInt64](repeating: 0, count: max(w + 1, words.count * 2) - words.count)
-        }
+        if w >= words.count { grow(to: w) }
         let bit: UInt64 = 1 << (index & 63)
         if words[w] & bit != 0 { return false }
         words[w] |= bit
         count += 1
         return true
+    }
+
+    /// Inserts the indices `w * 64 + b` for each bit `b` set in `bits`: one update for
+    /// a run of neighbouring clusters (an L2 table's entries, mostly).
+    @inline(__always)
+    public mutating func insert(word w: Int, bits: UInt64) {
+        precondition(w >= 0 && UInt64(w) < Self.bitmapLimit >> 6, "word past the bitmap")
+        if w >= words.count { grow(to: w) }
+        let old = words[w]
+        words[w] = old | bits
+        count += (bits & ~old).nonzeroBitCount
+    }
+
+    /// Grows geometrically so a file filled front to back costs amortised O(1).
+    private mutating func grow(to w: Int) {
+        words += [UInt64](repeating: 0, count: max(w + 1, words.count * 2) - words.count)
     }
 
     public mutating func remove(_ index: UInt64) {

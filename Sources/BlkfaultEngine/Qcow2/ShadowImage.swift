@@ -208,20 +208,25 @@ public struct ShadowImage: Sendable {
 
     /// Takes in data that is now on disk at `offset` (a completed write, or a read).
     public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
+        data.withUnsafeBytes { learn(offset: offset, data: $0, file: file) }
+    }
+
+    /// The same, from the bytes in place (the call's own buffer): no copies.
+    public mutating func learn(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) {
         guard !data.isEmpty else { return }
         var pos = 0
         while pos < data.count {
             let at = offset + UInt64(pos)
             let chunkEnd = min(data.count, pos + Int(clusterSize - (at % clusterSize)))
-            learnChunk(at: at, Array(data[pos..<chunkEnd]), file: file)
+            learnChunk(at: at, UnsafeRawBufferPointer(rebasing: data[pos..<chunkEnd]), file: file)
             pos = chunkEnd
         }
     }
 
-    private mutating func learnChunk(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+    private mutating func learnChunk(at offset: UInt64, _ data: UnsafeRawBufferPointer, file: ImageReader) {
         switch region(at: offset) {
         case .header:
-            learnHeader(at: offset, data, file: file)
+            learnHeader(at: offset, length: data.count, file: file)
         case .l1Table(let first):
             // An unused entry that stays unused changes nothing (most of a table read).
             for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
@@ -243,7 +248,7 @@ public struct ShadowImage: Sendable {
             // written. (Caching every refblock a metadata walk reads cost 4 KiB per
             // 4 KiB-cluster refblock: 55 MB for a 1 TiB image.)
             guard refblockData[block] != nil else { break }
-            if data.count == Int(clusterSize) { refblockData[block] = data }
+            if data.count == Int(clusterSize) { refblockData[block] = Array(data) }
             else if var b = refblockContent(block, file: file) {
                 let start = Int(offset - block)
                 b.replaceSubrange(start..<min(b.count, start + data.count), with: data.prefix(b.count - start))
@@ -254,9 +259,9 @@ public struct ShadowImage: Sendable {
         }
     }
 
-    private mutating func learnHeader(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+    private mutating func learnHeader(at offset: UInt64, length: Int, file: ImageReader) {
         // Re-read the fields that moved; QEMU rewrites the header in place.
-        let touches: (UInt64, UInt64) -> Bool = { lo, hi in offset < hi && offset + UInt64(data.count) > lo }
+        let touches: (UInt64, UInt64) -> Bool = { lo, hi in offset < hi && offset + UInt64(length) > lo }
         guard let b = file.read(offset: 0, count: Qcow2Header.readLength), let h = try? Qcow2Header(bytes: b) else { return }
         let oldL1 = (header.l1TableOffset, header.l1Size)
         let oldRT = (header.refcountTableOffset, header.refcountTableClusters)
@@ -311,24 +316,35 @@ public struct ShadowImage: Sendable {
         for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
     }
 
-    private mutating func learnL2Entries(_ data: [UInt8]) {
+    private mutating func learnL2Entries(_ raw: UnsafeRawBufferPointer) {
         let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits)
         // Worked on a local copy moved out of self: one uniqueness check, not one per entry.
         var known = dataClusters
         dataClusters = ClusterSet()
         var compressed: [UInt64] = []
-        data.withUnsafeBytes { raw in
-            var k = 0
-            while k + 8 <= raw.count {
-                let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
-                if e & Qcow2Entry.compressed != 0 {
-                    compressed.append(e)
-                } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
-                    known.insert(host >> shift)
-                }
-                k += step
+        // Neighbouring entries mostly point to neighbouring clusters: their bits are
+        // gathered per bitmap word and set together.
+        var word = -1, bits: UInt64 = 0
+        var k = 0
+        while k + 8 <= raw.count {
+            let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
+            k += step
+            if e & Qcow2Entry.compressed != 0 {
+                compressed.append(e)
+                continue
             }
+            let host = e & Qcow2Entry.offsetMask
+            guard host != 0 else { continue }
+            let index = host >> shift
+            guard index < ClusterSet.bitmapLimit else { known.insert(index); continue }
+            let w = Int(truncatingIfNeeded: index >> 6)
+            if w != word {
+                if bits != 0 { known.insert(word: word, bits: bits) }
+                word = w; bits = 0
+            }
+            bits |= 1 << (index & 63)
         }
+        if bits != 0 { known.insert(word: word, bits: bits) }
         dataClusters = known
         for e in compressed { learnCompressedEntry(e) }
     }
@@ -356,11 +372,15 @@ public struct ShadowImage: Sendable {
     /// followed by an unallocated one (a write starting there would allocate
     /// contiguously, without `cluster_alloc`).
     public func hasAllocationBoundary(_ data: [UInt8]) -> Bool {
+        data.withUnsafeBytes { hasAllocationBoundary($0) }
+    }
+
+    public func hasAllocationBoundary(_ data: UnsafeRawBufferPointer) -> Bool {
         let step = Int(header.l2EntrySize)
         var previousAllocated = false
         var k = 0
         while k + 8 <= data.count {
-            let allocated = data.be64(at: k) & Qcow2Entry.offsetMask != 0
+            let allocated = UInt64(bigEndian: data.loadUnaligned(fromByteOffset: k, as: UInt64.self)) & Qcow2Entry.offsetMask != 0
             if previousAllocated && !allocated { return true }
             previousAllocated = allocated
             k += step
