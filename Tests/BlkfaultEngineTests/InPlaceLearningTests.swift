@@ -1,0 +1,59 @@
+import Testing
+import BlkfaultEngine
+
+/// Learning an L2 table from the call's buffer in place, with its entries' bits set per
+/// bitmap word, learns what the gathered copy with one insert per entry learnt.
+@Suite struct InPlaceLearningTests {
+    @Test func wordInsertsEqualSingleInserts() {
+        var generator = SystemRandomNumberGenerator()
+        var single = ClusterSet(), grouped = ClusterSet()
+        var indices: [UInt64] = (0..<3000).map { _ in UInt64.random(in: 0..<20_000, using: &generator) }
+        indices += (100..<700).map { UInt64($0) }  // runs, and repeats of the random ones
+        for i in indices { single.insert(i) }
+        // Grouped by word in arbitrary order, some words more than once.
+        var byWord: [Int: UInt64] = [:]
+        for (n, i) in indices.enumerated() {
+            byWord[Int(i >> 6), default: 0] |= 1 << (i & 63)
+            if n % 97 == 0 { grouped.insert(word: Int(i >> 6), bits: 1 << (i & 63)) }
+        }
+        for (w, bits) in byWord { grouped.insert(word: w, bits: bits) }
+        #expect(grouped.count == single.count)
+        #expect(grouped.count == Set(indices).count)
+        for i in UInt64(0)..<20_100 { #expect(grouped.contains(i) == single.contains(i), "index \(i)") }
+    }
+
+    @Test func bufferInPlaceLearnsWhatGatheredBytesLearn() throws {
+        let cluster: UInt64 = 1024
+        var copied = try Replay(freshQcow2(), rules: "")
+        copied.open()
+        let table = 100 * cluster  // past the L1 table (clusters 3..<67)
+        // An L2 table: a run, a gap, scattered entries, one far past the bitmap's reach.
+        var l2 = l2Slice(size: Int(cluster), host: 200 * cluster, count: 70, cluster: cluster)
+        for (slot, host) in [(80, 400 * cluster), (81, 399 * cluster), (90, 5000 * cluster), (91, (1 << 40) * cluster)] {
+            l2.replaceSubrange(slot * 8..<slot * 8 + 8, with: be64((1 << 63) | host))
+        }
+        copied.file.write(offset: table, data: l2)
+        copied.write(copied.engine.shadow!.header.l1TableOffset, be64((1 << 63) | table))
+        var inPlace = copied
+        copied.read(table, cluster)
+
+        // The preload's way: the buffer in place; the gathering closure must stay unused.
+        var gathered = 0
+        var op = Operation(.read, offset: table, length: cluster) { from, count in
+            gathered += 1
+            return Array(l2[from..<from + count])
+        }
+        let step = inPlace.engine.before(op, file: inPlace.file)
+        #expect(step.decision == .perform)
+        l2.withUnsafeBytes { raw in
+            op.buffer = raw
+            _ = inPlace.engine.after(op, succeeded: true, file: inPlace.file)
+        }
+        #expect(gathered == 0)
+        let a = copied.engine.shadow!, b = inPlace.engine.shadow!
+        #expect(a.dataClusters.count == 74)
+        #expect(b.dataClusters.count == a.dataClusters.count)
+        for c in UInt64(0)..<6000 { #expect(b.region(at: c * cluster) == a.region(at: c * cluster), "cluster \(c)") }
+        #expect(b.region(at: (1 << 40) * cluster) == .data)
+    }
+}
