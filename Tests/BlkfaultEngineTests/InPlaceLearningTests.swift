@@ -4,22 +4,37 @@ import BlkfaultEngine
 /// Learning an L2 table from the call's buffer in place, with its entries' bits set per
 /// bitmap word, learns what the gathered copy with one insert per entry learnt.
 @Suite struct InPlaceLearningTests {
-    @Test func wordInsertsEqualSingleInserts() {
+    @Test func bitsSetThroughWordsEqualSingleInserts() {
         var generator = SystemRandomNumberGenerator()
-        var single = ClusterSet(), grouped = ClusterSet()
+        var single = ClusterSet(), bulk = ClusterSet()
         var indices: [UInt64] = (0..<3000).map { _ in UInt64.random(in: 0..<20_000, using: &generator) }
-        indices += (100..<700).map { UInt64($0) }  // runs, and repeats of the random ones
+        indices += (100..<700).map { UInt64($0) }  // a run, and repeats of the random ones
         for i in indices { single.insert(i) }
-        // Grouped by word in arbitrary order, some words more than once.
-        var byWord: [Int: UInt64] = [:]
-        for (n, i) in indices.enumerated() {
-            byWord[Int(i >> 6), default: 0] |= 1 << (i & 63)
-            if n % 97 == 0 { grouped.insert(word: Int(i >> 6), bits: 1 << (i & 63)) }
+        bulk.insert(19_999)  // grows the bitmap to hold them all
+        single.insert(19_999)
+        bulk.withWords { words, added in
+            for i in indices {
+                let old = words[Int(i >> 6)]
+                words[Int(i >> 6)] = old | 1 << (i & 63)
+                if old & 1 << (i & 63) == 0 { added += 1 }
+            }
         }
-        for (w, bits) in byWord { grouped.insert(word: w, bits: bits) }
-        #expect(grouped.count == single.count)
-        #expect(grouped.count == Set(indices).count)
-        for i in UInt64(0)..<20_100 { #expect(grouped.contains(i) == single.contains(i), "index \(i)") }
+        #expect(bulk.count == single.count)
+        #expect(bulk.count == Set(indices + [19_999]).count)
+        for i in UInt64(0)..<20_100 { #expect(bulk.contains(i) == single.contains(i), "index \(i)") }
+    }
+
+    /// An index at the bitmap's limit lives in the far set even after the bitmap doubled past it.
+    @Test func bitmapNeverGrowsPastItsLimit() {
+        let limit: UInt64 = 1 << 27  // ClusterSet.bitmapLimit
+        var set = ClusterSet()
+        set.insert(limit / 2 + 64)   // grows to just over half the limit
+        set.insert(limit - 1)        // would double past the limit
+        set.insert(limit + 5)        // the far set
+        #expect(set.contains(limit + 5))
+        #expect(set.contains(limit - 1))
+        #expect(!set.contains(limit + 6))
+        #expect(set.count == 3)
     }
 
     @Test func bufferInPlaceLearnsWhatGatheredBytesLearn() throws {

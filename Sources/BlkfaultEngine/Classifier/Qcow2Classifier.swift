@@ -305,8 +305,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     var l2Read = false
                     if op.kind == .read, case .l2Table = shadow.region(at: op.offset) { l2Read = true }
                     op.withBytes(count: Int(op.length)) { data in
-                        if l2Read { lastLoadedSliceHasBoundary = shadow.hasAllocationBoundary(data) }
-                        shadow.learn(offset: op.offset, data: data, file: file)
+                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, data: data, file: file) }
+                        else { shadow.learn(offset: op.offset, data: data, file: file) }
                     }
                 } else if op.kind == .write {
                     shadow.learn(offset: op.offset, data: [], file: file)

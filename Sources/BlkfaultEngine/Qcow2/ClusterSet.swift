@@ -44,20 +44,22 @@ public struct ClusterSet: Sendable {
         return true
     }
 
-    /// Inserts the indices `w * 64 + b` for each bit `b` set in `bits`: one update for
-    /// a run of neighbouring clusters (an L2 table's entries, mostly).
+    /// `body` with the bitmap's words as they are (it does not grow), for a caller that
+    /// sets bits in bulk (an L2 table's entries) and adds to `added` each bit it newly set.
+    /// Indices past `words.count * 64` must go through `insert`.
     @inline(__always)
-    public mutating func insert(word w: Int, bits: UInt64) {
-        precondition(w >= 0 && UInt64(w) < Self.bitmapLimit >> 6, "word past the bitmap")
-        if w >= words.count { grow(to: w) }
-        let old = words[w]
-        words[w] = old | bits
-        count += (bits & ~old).nonzeroBitCount
+    public mutating func withWords<R>(_ body: (UnsafeMutableBufferPointer<UInt64>, inout Int) -> R) -> R {
+        var added = 0
+        let r = words.withUnsafeMutableBufferPointer { body($0, &added) }
+        count += added
+        return r
     }
 
     /// Grows geometrically so a file filled front to back costs amortised O(1).
     private mutating func grow(to w: Int) {
-        words += [UInt64](repeating: 0, count: max(w + 1, words.count * 2) - words.count)
+        // Never past the limit: indices from there on live in `far`, and `contains` must not
+        // look for them in the bitmap.
+        words += [UInt64](repeating: 0, count: min(max(w + 1, words.count * 2), Int(Self.bitmapLimit >> 6)) - words.count)
     }
 
     public mutating func remove(_ index: UInt64) {

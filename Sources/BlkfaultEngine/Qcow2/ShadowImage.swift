@@ -316,37 +316,65 @@ public struct ShadowImage: Sendable {
         for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
     }
 
-    private mutating func learnL2Entries(_ raw: UnsafeRawBufferPointer) {
-        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits)
-        // Worked on a local copy moved out of self: one uniqueness check, not one per entry.
+    /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
+    /// `hasAllocationBoundary(data)`, in one pass when the slice lies in one cluster.
+    public mutating func learnL2Read(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
+        guard case .l2Table = region(at: offset), UInt64(data.count) <= clusterSize - offset % clusterSize else {
+            let boundary = hasAllocationBoundary(data)
+            learn(offset: offset, data: data, file: file)
+            return boundary
+        }
+        return learnL2Entries(data)
+    }
+
+    /// Learns the entries of an L2 slice; returns `hasAllocationBoundary(raw)`.
+    /// (qemu-img check reads every L2 table: this loop is most of blkfault's cost there.)
+    @discardableResult
+    private mutating func learnL2Entries(_ raw: UnsafeRawBufferPointer) -> Bool {
+        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits) & 63
+        guard let base = raw.baseAddress, raw.count >= 8 else { return false }
+        let n = (raw.count - 8) / step + 1
+        // The common entries straight into the bitmap's words; it stops at the first entry
+        // that needs more (compressed, or a cluster past the bitmap: it grows).
+        let (stop, fastBoundary) = dataClusters.withWords { words, added -> (Int, Bool) in
+            let limit = UInt64(words.count) &<< 6
+            var boundary = false, previousAllocated = false
+            var i = 0
+            while i < n {
+                let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* step, as: UInt64.self))
+                if e & Qcow2Entry.compressed != 0 { return (i, false) }
+                let host = e & Qcow2Entry.offsetMask
+                if host != 0 {
+                    let index = host &>> shift
+                    if index >= limit { return (i, false) }
+                    let w = Int(truncatingIfNeeded: index &>> 6), b = index & 63
+                    let old = words[w]
+                    words[w] = old | (1 &<< b)
+                    added &+= Int(truncatingIfNeeded: (~old &>> b) & 1)
+                } else if previousAllocated {
+                    boundary = true
+                }
+                previousAllocated = host != 0
+                i &+= 1
+            }
+            return (n, boundary)
+        }
+        if stop == n { return fastBoundary }
+        // The rest one entry at a time, on a local copy moved out of self (one uniqueness check).
         var known = dataClusters
         dataClusters = ClusterSet()
         var compressed: [UInt64] = []
-        // Neighbouring entries mostly point to neighbouring clusters: their bits are
-        // gathered per bitmap word and set together.
-        var word = -1, bits: UInt64 = 0
-        var k = 0
-        while k + 8 <= raw.count {
-            let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
-            k += step
+        for i in stop..<n {
+            let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i * step, as: UInt64.self))
             if e & Qcow2Entry.compressed != 0 {
                 compressed.append(e)
-                continue
+            } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
+                known.insert(host >> shift)
             }
-            let host = e & Qcow2Entry.offsetMask
-            guard host != 0 else { continue }
-            let index = host >> shift
-            guard index < ClusterSet.bitmapLimit else { known.insert(index); continue }
-            let w = Int(truncatingIfNeeded: index >> 6)
-            if w != word {
-                if bits != 0 { known.insert(word: word, bits: bits) }
-                word = w; bits = 0
-            }
-            bits |= 1 << (index & 63)
         }
-        if bits != 0 { known.insert(word: word, bits: bits) }
         dataClusters = known
         for e in compressed { learnCompressedEntry(e) }
+        return hasAllocationBoundary(raw)
     }
 
     /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
