@@ -335,29 +335,11 @@ public struct ShadowImage: Sendable {
         guard let base = raw.baseAddress, raw.count >= 8 else { return false }
         let n = (raw.count - 8) / step + 1
         // The common entries straight into the bitmap's words; it stops at the first entry
-        // that needs more (compressed, or a cluster past the bitmap: it grows).
+        // that needs more (compressed, or a cluster past the bitmap: it grows). A constant
+        // stride (8: standard entries; 16: extended L2) keeps the loop tight.
         let (stop, fastBoundary) = dataClusters.withWords { words, added -> (Int, Bool) in
-            let limit = UInt64(words.count) &<< 6
-            var boundary = false, previousAllocated = false
-            var i = 0
-            while i < n {
-                let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* step, as: UInt64.self))
-                if e & Qcow2Entry.compressed != 0 { return (i, false) }
-                let host = e & Qcow2Entry.offsetMask
-                if host != 0 {
-                    let index = host &>> shift
-                    if index >= limit { return (i, false) }
-                    let w = Int(truncatingIfNeeded: index &>> 6), b = index & 63
-                    let old = words[w]
-                    words[w] = old | (1 &<< b)
-                    added &+= Int(truncatingIfNeeded: (~old &>> b) & 1)
-                } else if previousAllocated {
-                    boundary = true
-                }
-                previousAllocated = host != 0
-                i &+= 1
-            }
-            return (n, boundary)
+            step == 8 ? Self.setDataBits(base, n, stride: 8, shift: shift, words, &added)
+                      : Self.setDataBits(base, n, stride: 16, shift: shift, words, &added)
         }
         if stop == n { return fastBoundary }
         // The rest one entry at a time, on a local copy moved out of self (one uniqueness check).
@@ -375,6 +357,63 @@ public struct ShadowImage: Sendable {
         dataClusters = known
         for e in compressed { learnCompressedEntry(e) }
         return hasAllocationBoundary(raw)
+    }
+
+    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end) and,
+    /// if at the end, whether an allocated entry is followed by an unallocated one.
+    /// Entries pointing to consecutive clusters (a preallocated, converted or sequentially
+    /// written image) form runs: an entry equal to the previous one plus a cluster costs
+    /// one compare, and a run sets its bits word by word.
+    @inline(__always)
+    private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
+                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool) {
+        let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
+        var boundary = false, previousAllocated = false
+        // The current run: its first index and entry position, its length, its next entry.
+        var runStart: UInt64 = 0, runFirst = 0, runLength: UInt64 = 0, expected: UInt64 = 0
+        var i = 0
+        while i < n {
+            let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self))
+            i &+= 1
+            if e == expected && runLength != 0 { runLength &+= 1; expected &+= clusterSize; continue }
+            if runLength != 0 {
+                // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
+                if runStart &+ runLength > limit { return (runFirst, false) }
+                added &+= setRange(words, runStart, runLength)
+                previousAllocated = true
+                runLength = 0
+            }
+            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false) }
+            let host = e & Qcow2Entry.offsetMask
+            if host != 0 {
+                runStart = host &>> shift; runFirst = i &- 1; runLength = 1; expected = e &+ clusterSize
+            } else {
+                boundary = boundary || previousAllocated
+                previousAllocated = false
+            }
+        }
+        if runLength != 0 {
+            if runStart &+ runLength > limit { return (runFirst, false) }
+            added &+= setRange(words, runStart, runLength)
+        }
+        return (n, boundary)
+    }
+
+    /// Sets the bits of indices start..<start+length (inside `words`); returns how many were clear.
+    /// (Not inlined: once per run, and its constants would take the run loop's registers.)
+    @inline(never)
+    private static func setRange(_ words: UnsafeMutableBufferPointer<UInt64>, _ start: UInt64, _ length: UInt64) -> Int {
+        var newlySet = 0, index = start, left = length
+        while left > 0 {
+            let b = index & 63, take = min(64 &- b, left)
+            let mask: UInt64 = (take == 64 ? ~0 : (1 &<< take) &- 1) &<< b
+            let w = Int(truncatingIfNeeded: index &>> 6)
+            let old = words[w]
+            words[w] = old | mask
+            newlySet &+= (mask & ~old).nonzeroBitCount
+            index &+= take; left &-= take
+        }
+        return newlySet
     }
 
     /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
