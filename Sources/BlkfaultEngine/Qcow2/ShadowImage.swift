@@ -106,11 +106,11 @@ public struct ShadowImage: Sendable {
         guard header.l1TableOffset % clusterSize == 0,
               let b = file.read(offset: header.l1TableOffset, count: count * 8), b.count == count * 8
         else { throw .truncated("L1 table") }
-        l1 = (0..<count).map { b.be64(at: $0 * 8) }
+        l1 = Self.entries(b, count)
         l2Tables = [:]
-        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
-            l2Tables[e & Qcow2Entry.offsetMask] = UInt64(i)
-        }
+        var tables: [UInt64: UInt64] = [:]
+        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 { tables[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        l2Tables = tables
         rebuildTableClusters()
     }
 
@@ -119,13 +119,25 @@ public struct ShadowImage: Sendable {
         guard header.refcountTableOffset % clusterSize == 0,
               let b = file.read(offset: header.refcountTableOffset, count: bytes), b.count == bytes
         else { throw .truncated("refcount table") }
-        reftable = (0..<bytes / 8).map { b.be64(at: $0 * 8) }
+        reftable = Self.entries(b, bytes / 8)
         refblocks = [:]
         refblockData = [:]
-        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 {
-            refblocks[e & Qcow2Entry.offsetMask] = UInt64(i)
-        }
+        var blocks: [UInt64: UInt64] = [:]
+        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        refblocks = blocks
         rebuildTableClusters()
+    }
+
+    /// The first `count` big-endian 64-bit entries of a table read at attach, in one pass
+    /// (a 64 KiB refcount table is 8,192 entries in every process that opens the image).
+    private static func entries(_ b: [UInt8], _ count: Int) -> [UInt64] {
+        precondition(count * 8 <= b.count, "table shorter than its entries")
+        return [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
+            b.withUnsafeBytes { raw in
+                for i in 0..<count { out[i] = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self)) }
+            }
+            initialized = count
+        }
     }
 
     // MARK: Classification
