@@ -1,9 +1,15 @@
 import Testing
 import BlkfaultEngine
+import Glibc
 
 /// Learning an L2 table from the call's buffer in place, with its entries' bits set per
 /// bitmap word, learns what the gathered copy with one insert per entry learnt.
-@Suite struct InPlaceLearningTests {
+@Suite(.serialized) struct InPlaceLearningTests {
+    /// What the stand-in for the preload's hook hands out (a C function pointer captures nothing).
+    /// Only on the test's own thread: other suites' engines run in parallel.
+    nonisolated(unsafe) static var buffer = UnsafeRawBufferPointer(start: nil, count: 0)
+    nonisolated(unsafe) static var owner = pthread_self()
+
     @Test func bitsSetThroughWordsEqualSingleInserts() {
         var generator = SystemRandomNumberGenerator()
         var single = ClusterSet(), bulk = ClusterSet()
@@ -54,15 +60,22 @@ import BlkfaultEngine
 
         // The preload's way: the buffer in place; the gathering closure must stay unused.
         var gathered = 0
-        var op = Operation(.read, offset: table, length: cluster) { from, count in
+        let op = Operation(.read, offset: table, length: cluster) { from, count in
             gathered += 1
             return Array(l2[from..<from + count])
         }
         let step = inPlace.engine.before(op, file: inPlace.file)
         #expect(step.decision == .perform)
         l2.withUnsafeBytes { raw in
-            op.buffer = raw
+            InPlaceLearningTests.buffer = raw
+            InPlaceLearningTests.owner = pthread_self()
+            Operation.currentBuffer = { length in
+                guard pthread_equal(pthread_self(), InPlaceLearningTests.owner) != 0 else { return nil }
+                length.pointee = InPlaceLearningTests.buffer.count
+                return InPlaceLearningTests.buffer.baseAddress
+            }
             _ = inPlace.engine.after(op, succeeded: true, file: inPlace.file)
+            Operation.currentBuffer = nil
         }
         #expect(gathered == 0)
         let a = copied.engine.shadow!, b = inPlace.engine.shadow!
