@@ -143,6 +143,7 @@ func loadConfiguration() -> Configuration {
 
 @_cdecl("blkfault_engine_attach")
 public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> Int32 {
+    Operation.currentBuffer = currentBuffer
     let config = loadConfiguration()
     let name = String(cString: path)
     return images.withLock { list in
@@ -218,6 +219,13 @@ func operation(_ op: Int32, _ offset: Int64, _ length: Int64, _ iov: UnsafePoint
         blkfault_set_op_iov(nil, 0)
     }
     return operation
+}
+
+/// `Operation.currentBuffer`: the buffer `operation(...).bytes` gathers from, when it is one.
+private let currentBuffer: @convention(c) (UnsafeMutablePointer<Int>) -> UnsafeRawPointer? = { length in
+    guard blkfault_get_op_iovcnt() == 1, let iov = blkfault_get_op_iov(), let base = iov[0].iov_base else { return nil }
+    length.pointee = Int(iov[0].iov_len)
+    return UnsafeRawPointer(base)
 }
 
 /// Copies `count` bytes starting `from` bytes into the iovec list.

@@ -300,12 +300,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
-                if let bytes = op.bytes, isMetadata(op) {
-                    let data = bytes(0, Int(op.length))
-                    if op.kind == .read, case .l2Table = shadow.region(at: op.offset) {
-                        lastLoadedSliceHasBoundary = shadow.hasAllocationBoundary(data)
+                if op.bytes != nil, isMetadata(op) {
+                    // In place from the call's buffer when it has one (an L2 table read: no copies).
+                    var l2Read = false
+                    if op.kind == .read, case .l2Table = shadow.region(at: op.offset) { l2Read = true }
+                    op.withBytes(count: Int(op.length)) { data in
+                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, data: data, file: file) }
+                        else { shadow.learn(offset: op.offset, data: data, file: file) }
                     }
-                    shadow.learn(offset: op.offset, data: data, file: file)
                 } else if op.kind == .write {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }

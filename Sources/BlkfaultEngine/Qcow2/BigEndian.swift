@@ -15,3 +15,11 @@ extension Array where Element == UInt8 {
     @inline(__always)
     func be16(at i: Int) -> UInt16 { (UInt16(self[i]) << 8) | UInt16(self[i + 1]) }
 }
+
+extension UnsafeRawBufferPointer {
+    @inline(__always)
+    func be64(at i: Int) -> UInt64 {
+        precondition(i >= 0 && i <= count - 8, "be64 out of range")
+        return UInt64(bigEndian: loadUnaligned(fromByteOffset: i, as: UInt64.self))
+    }
+}

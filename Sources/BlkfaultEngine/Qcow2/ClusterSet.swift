@@ -36,15 +36,30 @@ public struct ClusterSet: Sendable {
             return new
         }
         let w = Int(index >> 6)
-        if w >= words.count {
-            // Grow geometrically so a file filled front to back costs amortised O(1).
-            words += [UInt64](repeating: 0, count: max(w + 1, words.count * 2) - words.count)
-        }
+        if w >= words.count { grow(to: w) }
         let bit: UInt64 = 1 << (index & 63)
         if words[w] & bit != 0 { return false }
         words[w] |= bit
         count += 1
         return true
+    }
+
+    /// `body` with the bitmap's words as they are (it does not grow), for a caller that
+    /// sets bits in bulk (an L2 table's entries) and adds to `added` each bit it newly set.
+    /// Indices past `words.count * 64` must go through `insert`.
+    @inline(__always)
+    public mutating func withWords<R>(_ body: (UnsafeMutableBufferPointer<UInt64>, inout Int) -> R) -> R {
+        var added = 0
+        let r = words.withUnsafeMutableBufferPointer { body($0, &added) }
+        count += added
+        return r
+    }
+
+    /// Grows geometrically so a file filled front to back costs amortised O(1).
+    private mutating func grow(to w: Int) {
+        // Never past the limit: indices from there on live in `far`, and `contains` must not
+        // look for them in the bitmap.
+        words += [UInt64](repeating: 0, count: min(max(w + 1, words.count * 2), Int(Self.bitmapLimit >> 6)) - words.count)
     }
 
     public mutating func remove(_ index: UInt64) {

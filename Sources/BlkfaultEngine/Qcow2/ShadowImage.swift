@@ -106,11 +106,11 @@ public struct ShadowImage: Sendable {
         guard header.l1TableOffset % clusterSize == 0,
               let b = file.read(offset: header.l1TableOffset, count: count * 8), b.count == count * 8
         else { throw .truncated("L1 table") }
-        l1 = (0..<count).map { b.be64(at: $0 * 8) }
+        l1 = Self.entries(b, count)
         l2Tables = [:]
-        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
-            l2Tables[e & Qcow2Entry.offsetMask] = UInt64(i)
-        }
+        var tables: [UInt64: UInt64] = [:]
+        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 { tables[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        l2Tables = tables
         rebuildTableClusters()
     }
 
@@ -119,13 +119,25 @@ public struct ShadowImage: Sendable {
         guard header.refcountTableOffset % clusterSize == 0,
               let b = file.read(offset: header.refcountTableOffset, count: bytes), b.count == bytes
         else { throw .truncated("refcount table") }
-        reftable = (0..<bytes / 8).map { b.be64(at: $0 * 8) }
+        reftable = Self.entries(b, bytes / 8)
         refblocks = [:]
         refblockData = [:]
-        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 {
-            refblocks[e & Qcow2Entry.offsetMask] = UInt64(i)
-        }
+        var blocks: [UInt64: UInt64] = [:]
+        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        refblocks = blocks
         rebuildTableClusters()
+    }
+
+    /// The first `count` big-endian 64-bit entries of a table read at attach, in one pass
+    /// (a 64 KiB refcount table is 8,192 entries in every process that opens the image).
+    private static func entries(_ b: [UInt8], _ count: Int) -> [UInt64] {
+        precondition(count * 8 <= b.count, "table shorter than its entries")
+        return [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
+            b.withUnsafeBytes { raw in
+                for i in 0..<count { out[i] = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self)) }
+            }
+            initialized = count
+        }
     }
 
     // MARK: Classification
@@ -208,20 +220,25 @@ public struct ShadowImage: Sendable {
 
     /// Takes in data that is now on disk at `offset` (a completed write, or a read).
     public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
+        data.withUnsafeBytes { learn(offset: offset, data: $0, file: file) }
+    }
+
+    /// The same, from the bytes in place (the call's own buffer): no copies.
+    public mutating func learn(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) {
         guard !data.isEmpty else { return }
         var pos = 0
         while pos < data.count {
             let at = offset + UInt64(pos)
             let chunkEnd = min(data.count, pos + Int(clusterSize - (at % clusterSize)))
-            learnChunk(at: at, Array(data[pos..<chunkEnd]), file: file)
+            learnChunk(at: at, UnsafeRawBufferPointer(rebasing: data[pos..<chunkEnd]), file: file)
             pos = chunkEnd
         }
     }
 
-    private mutating func learnChunk(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+    private mutating func learnChunk(at offset: UInt64, _ data: UnsafeRawBufferPointer, file: ImageReader) {
         switch region(at: offset) {
         case .header:
-            learnHeader(at: offset, data, file: file)
+            learnHeader(at: offset, length: data.count, file: file)
         case .l1Table(let first):
             // An unused entry that stays unused changes nothing (most of a table read).
             for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
@@ -243,7 +260,7 @@ public struct ShadowImage: Sendable {
             // written. (Caching every refblock a metadata walk reads cost 4 KiB per
             // 4 KiB-cluster refblock: 55 MB for a 1 TiB image.)
             guard refblockData[block] != nil else { break }
-            if data.count == Int(clusterSize) { refblockData[block] = data }
+            if data.count == Int(clusterSize) { refblockData[block] = Array(data) }
             else if var b = refblockContent(block, file: file) {
                 let start = Int(offset - block)
                 b.replaceSubrange(start..<min(b.count, start + data.count), with: data.prefix(b.count - start))
@@ -254,9 +271,9 @@ public struct ShadowImage: Sendable {
         }
     }
 
-    private mutating func learnHeader(at offset: UInt64, _ data: [UInt8], file: ImageReader) {
+    private mutating func learnHeader(at offset: UInt64, length: Int, file: ImageReader) {
         // Re-read the fields that moved; QEMU rewrites the header in place.
-        let touches: (UInt64, UInt64) -> Bool = { lo, hi in offset < hi && offset + UInt64(data.count) > lo }
+        let touches: (UInt64, UInt64) -> Bool = { lo, hi in offset < hi && offset + UInt64(length) > lo }
         guard let b = file.read(offset: 0, count: Qcow2Header.readLength), let h = try? Qcow2Header(bytes: b) else { return }
         let oldL1 = (header.l1TableOffset, header.l1Size)
         let oldRT = (header.refcountTableOffset, header.refcountTableClusters)
@@ -311,26 +328,104 @@ public struct ShadowImage: Sendable {
         for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
     }
 
-    private mutating func learnL2Entries(_ data: [UInt8]) {
-        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits)
-        // Worked on a local copy moved out of self: one uniqueness check, not one per entry.
+    /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
+    /// `hasAllocationBoundary(data)`, in one pass when the slice lies in one cluster.
+    public mutating func learnL2Read(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
+        guard case .l2Table = region(at: offset), UInt64(data.count) <= clusterSize - offset % clusterSize else {
+            let boundary = hasAllocationBoundary(data)
+            learn(offset: offset, data: data, file: file)
+            return boundary
+        }
+        return learnL2Entries(data)
+    }
+
+    /// Learns the entries of an L2 slice; returns `hasAllocationBoundary(raw)`.
+    /// (qemu-img check reads every L2 table: this loop is most of blkfault's cost there.)
+    @discardableResult
+    private mutating func learnL2Entries(_ raw: UnsafeRawBufferPointer) -> Bool {
+        let step = Int(header.l2EntrySize), shift = UInt64(header.clusterBits) & 63
+        guard let base = raw.baseAddress, raw.count >= 8 else { return false }
+        let n = (raw.count - 8) / step + 1
+        // The common entries straight into the bitmap's words; it stops at the first entry
+        // that needs more (compressed, or a cluster past the bitmap: it grows). A constant
+        // stride (8: standard entries; 16: extended L2) keeps the loop tight.
+        let (stop, fastBoundary) = dataClusters.withWords { words, added -> (Int, Bool) in
+            step == 8 ? Self.setDataBits(base, n, stride: 8, shift: shift, words, &added)
+                      : Self.setDataBits(base, n, stride: 16, shift: shift, words, &added)
+        }
+        if stop == n { return fastBoundary }
+        // The rest one entry at a time, on a local copy moved out of self (one uniqueness check).
         var known = dataClusters
         dataClusters = ClusterSet()
         var compressed: [UInt64] = []
-        data.withUnsafeBytes { raw in
-            var k = 0
-            while k + 8 <= raw.count {
-                let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
-                if e & Qcow2Entry.compressed != 0 {
-                    compressed.append(e)
-                } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
-                    known.insert(host >> shift)
-                }
-                k += step
+        for i in stop..<n {
+            let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i * step, as: UInt64.self))
+            if e & Qcow2Entry.compressed != 0 {
+                compressed.append(e)
+            } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
+                known.insert(host >> shift)
             }
         }
         dataClusters = known
         for e in compressed { learnCompressedEntry(e) }
+        return hasAllocationBoundary(raw)
+    }
+
+    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end) and,
+    /// if at the end, whether an allocated entry is followed by an unallocated one.
+    /// Entries pointing to consecutive clusters (a preallocated, converted or sequentially
+    /// written image) form runs: an entry equal to the previous one plus a cluster costs
+    /// one compare, and a run sets its bits word by word.
+    @inline(__always)
+    private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
+                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool) {
+        let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
+        var boundary = false, previousAllocated = false
+        // The current run: its first index and entry position, its length, its next entry.
+        var runStart: UInt64 = 0, runFirst = 0, runLength: UInt64 = 0, expected: UInt64 = 0
+        var i = 0
+        while i < n {
+            let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self))
+            i &+= 1
+            if e == expected && runLength != 0 { runLength &+= 1; expected &+= clusterSize; continue }
+            if runLength != 0 {
+                // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
+                if runStart &+ runLength > limit { return (runFirst, false) }
+                added &+= setRange(words, runStart, runLength)
+                previousAllocated = true
+                runLength = 0
+            }
+            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false) }
+            let host = e & Qcow2Entry.offsetMask
+            if host != 0 {
+                runStart = host &>> shift; runFirst = i &- 1; runLength = 1; expected = e &+ clusterSize
+            } else {
+                boundary = boundary || previousAllocated
+                previousAllocated = false
+            }
+        }
+        if runLength != 0 {
+            if runStart &+ runLength > limit { return (runFirst, false) }
+            added &+= setRange(words, runStart, runLength)
+        }
+        return (n, boundary)
+    }
+
+    /// Sets the bits of indices start..<start+length (inside `words`); returns how many were clear.
+    /// (Not inlined: once per run, and its constants would take the run loop's registers.)
+    @inline(never)
+    private static func setRange(_ words: UnsafeMutableBufferPointer<UInt64>, _ start: UInt64, _ length: UInt64) -> Int {
+        var newlySet = 0, index = start, left = length
+        while left > 0 {
+            let b = index & 63, take = min(64 &- b, left)
+            let mask: UInt64 = (take == 64 ? ~0 : (1 &<< take) &- 1) &<< b
+            let w = Int(truncatingIfNeeded: index &>> 6)
+            let old = words[w]
+            words[w] = old | mask
+            newlySet &+= (mask & ~old).nonzeroBitCount
+            index &+= take; left &-= take
+        }
+        return newlySet
     }
 
     /// A compressed cluster descriptor (notes §4.6): the host byte offset in the low
@@ -356,11 +451,15 @@ public struct ShadowImage: Sendable {
     /// followed by an unallocated one (a write starting there would allocate
     /// contiguously, without `cluster_alloc`).
     public func hasAllocationBoundary(_ data: [UInt8]) -> Bool {
+        data.withUnsafeBytes { hasAllocationBoundary($0) }
+    }
+
+    public func hasAllocationBoundary(_ data: UnsafeRawBufferPointer) -> Bool {
         let step = Int(header.l2EntrySize)
         var previousAllocated = false
         var k = 0
         while k + 8 <= data.count {
-            let allocated = data.be64(at: k) & Qcow2Entry.offsetMask != 0
+            let allocated = UInt64(bigEndian: data.loadUnaligned(fromByteOffset: k, as: UInt64.self)) & Qcow2Entry.offsetMask != 0
             if previousAllocated && !allocated { return true }
             previousAllocated = allocated
             k += step
