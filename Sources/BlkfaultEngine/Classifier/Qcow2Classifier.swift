@@ -104,6 +104,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var makeEmpty = MakeEmpty.none
     /// qemu-img snapshot (SnapshotFlow.swift).
     var snapshot = SnapshotFlow()
+    /// qemu-img check -r after its walk (CheckRepair.swift); nil before it.
+    private var checkRepair: CheckRepair?
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
@@ -124,6 +126,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if out.flushStarted { flush.startInternal() }
             events += out.events
             if out.consumed { return events }
+        }
+        if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
+            checkRepair = CheckRepair()
+        }
+        if checkRepair != nil, op.kind != .read {
+            let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
+            events += checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            if op.kind == .writeZeroes { events.append(.pwritevZero) }
+            return events
         }
         if !(isWriteBack || op.kind == .flush) {
             if flush.isWritingBack { events += flush.interrupted() }
