@@ -7,12 +7,16 @@
 /// - each leak fix (compare_refcounts → update_refcount, no cluster_free) raises
 ///   `refblock_alloc` + `refblock_load` (a cache hit), then discards the freed cluster
 ///   (QCOW2_DISCARD_ALWAYS): the events precede that discard;
+/// - (qemu-img amend -o refcount_bits enters at `.fixed` once the old refcount
+///   structures are freed: its close is the same;)
 /// - the close's flush: `flush_to_os`, the refcount cache's dependency flush of the L2
 ///   cache (an fdatasync), the refblock write-back (`refblock_update_part`) and the
 ///   file's own flush; no `flush_to_disk` (no write went through the qcow2 node).
 struct CheckRepair: Sendable, Equatable {
     enum Phase: Sendable, Equatable { case walking, fixed, closing }
-    private(set) var phase = Phase.walking
+    private(set) var phase: Phase
+
+    init(phase: Phase = .walking) { self.phase = phase }
 
     mutating func events(_ kind: OperationKind, clusters: Int, isRefblock: Bool) -> [BlkdebugEvent] {
         switch kind {

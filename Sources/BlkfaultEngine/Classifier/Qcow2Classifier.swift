@@ -106,6 +106,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     var snapshot = SnapshotFlow()
     /// qemu-img check -r after its walk (CheckRepair.swift); nil before it.
     private var checkRepair: CheckRepair?
+    /// qemu-img amend -o refcount_bits switched to new refcount structures: the old
+    /// refblocks and table are freed next (qcow2_change_refcount_order), one
+    /// qcow2_free_clusters each, with no I/O but the new refblock's cache miss.
+    private var refcountOrderFrees = 0
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
@@ -130,6 +134,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
             checkRepair = CheckRepair()
         }
+        if refcountOrderFrees > 0, op.kind != .flush {
+            let free: [BlkdebugEvent] = [.clusterFree, .refblockAlloc, .refblockLoad]
+            let isRefblockRead: Bool = { if op.kind == .read, case .refcountBlock = region { return true } else { return false } }()
+            // A refblock read is the first (or a retried) free's cache miss; anything
+            // else comes after all of them.
+            let n = isRefblockRead ? 1 : refcountOrderFrees
+            for _ in 0..<n { events += free }
+            refcountOrderFrees -= n
+            if refcountOrderFrees == 0 { checkRepair = CheckRepair(phase: .fixed) }
+            if isRefblockRead { return events }
+        }
+        if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
             events += checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
@@ -390,6 +406,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
+            if op.offset == 0, op.length >= 100, let b = op.bytes?(96, 4), b.count == 4,
+               b.be32(at: 0) != shadow.header.refcountOrder, b.be32(at: 0) <= 6 {
+                // qcow2_change_refcount_order's header switch to the new refcount
+                // structures; the old table and each old refblock are freed next.
+                refcountOrderFrees = shadow.reftable.filter { $0 != 0 }.count + 1
+                return []
+            }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
