@@ -110,6 +110,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// refblocks and table are freed next (qcow2_change_refcount_order), one
     /// qcow2_free_clusters each, with no I/O but the new refblock's cache miss.
     private var refcountOrderFrees = 0
+    /// qemu-img amend -o refcount_bits is writing the new refcount structures (from
+    /// the first new refblock until the header switch).
+    private var refcountOrderRewrite = false
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
@@ -134,6 +137,30 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
             checkRepair = CheckRepair()
         }
+        if !refcountOrderRewrite, op.kind == .write, op.length == shadow.clusterSize, region == .unreferenced,
+           writable, l1TableReads <= 1, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head) {
+            // qcow2_change_refcount_order: every new refblock and the new table were
+            // allocated (cluster_alloc + a refcount update each) before the first new
+            // refblock is written; then the table, the old refblocks' write-back and a
+            // flush, with no events.
+            refcountOrderRewrite = true
+            let newEntries = shadow.clusterSize * 8 / refcountBitsOf(head)
+            let blocks = (max(file.size, op.end) / shadow.clusterSize + newEntries - 1) / newEntries
+            for _ in 0..<(blocks + 1) { events += [.clusterAlloc, .refblockAlloc, .refblockLoad] }
+            clusterAllocRaised = false
+            return events + [.pwritev]
+        }
+        if refcountOrderRewrite, !(op.kind == .write && op.offset == 0) {
+            switch op.kind {
+            case .write:
+                if case .refcountBlock = region { events.append(.refblockUpdatePart) }
+                events.append(.pwritev)
+            case .writeZeroes: events.append(.pwritevZero)
+            default: break
+            }
+            return events
+        }
+        refcountOrderRewrite = false
         if refcountOrderFrees > 0, op.kind != .flush {
             let free: [BlkdebugEvent] = [.clusterFree, .refblockAlloc, .refblockLoad]
             let isRefblockRead: Bool = { if op.kind == .read, case .refcountBlock = region { return true } else { return false } }()
@@ -626,6 +653,22 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         clusterAllocRaised = false
         contiguousAllocation = false
         return events + [.l2UpdateCompressed, .writeCompressed]
+    }
+
+    /// A refblock of another refcount width (qemu-img amend -o refcount_bits): its first
+    /// two entries, the header's and the refcount table's clusters, read 1 in that width
+    /// and not in the image's.
+    private func isRefblockOfOtherOrder(_ head: [UInt8]) -> Bool {
+        guard head.count == 16, RefcountBlock.entry(head, 0, bits: shadow.header.refcountBits) != 1 else { return false }
+        return refcountBitsOf(head) != 0
+    }
+
+    /// The refcount width (8 … 64 bits) in which `head` starts with two entries of 1; 0 if none.
+    private func refcountBitsOf(_ head: [UInt8]) -> UInt64 {
+        for bits: UInt64 in [8, 16, 32, 64] where bits != shadow.header.refcountBits {
+            if RefcountBlock.entry(head, 0, bits: bits) == 1 && RefcountBlock.entry(head, 1, bits: bits) == 1 { return bits }
+        }
+        return 0
     }
 
     /// l2_allocate marks each slice of the new table dirty (l2_alloc_write) before
