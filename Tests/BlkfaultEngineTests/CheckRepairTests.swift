@@ -53,3 +53,36 @@ import BlkfaultEngine
         #expect(r.flush().events == [])
     }
 }
+
+/// qemu-img amend -o refcount_bits=64 (QEMU 7.2 qcow2_change_refcount_order, lined up
+/// with real blkdebug's events): 1 KiB clusters, 16-bit refcounts, 67 clusters in use.
+@Suite struct RefcountOrderChangeTests {
+    @Test func theRewriteRaisesItsAllocationsFirstAndFreesTheOldStructuresAfterTheSwitch() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        // The walk over the old refcount table (undecidable: a free-space search's read).
+        r.read(2048, 1024)
+        let refblock = r.file.size, reftable = refblock + 1024
+        var newBlock = [UInt8](repeating: 0, count: 1024)
+        for c in 0..<69 { newBlock[c * 8 + 7] = 1 }
+        // One new refblock and the new table allocated (two qcow2_alloc_clusters), then
+        // the new refblock written: all the events come before that write.
+        #expect(r.write(refblock, newBlock).events
+                == [.clusterAlloc, .refblockAlloc, .refblockLoad, .clusterAlloc, .refblockAlloc, .refblockLoad, .pwritev])
+        #expect(r.write(reftable, be64(refblock) + [UInt8](repeating: 0, count: 1016)).events == [.pwritev])
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [67, 68])).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        // The header switch to the new structures (a whole cluster at offset 0).
+        var header = r.file.read(offset: 0, count: 1024)!
+        header.replaceSubrange(48..<56, with: be64(reftable))
+        header.replaceSubrange(96..<100, with: [0, 0, 0, 6])
+        #expect(r.write(0, header).events == [.pwritev])
+        // The old table's and the old refblock's frees: the first misses the new cache.
+        #expect(r.read(refblock, 1024).events == [.clusterFree, .refblockAlloc, .refblockLoad])
+        #expect(r.write(0, header).events == [.clusterFree, .refblockAlloc, .refblockLoad, .pwritev])
+        // The close, as after a check repair: no flush_to_disk.
+        #expect(r.flush().events == [.flushToOS])
+        #expect(r.write(refblock, newBlock).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+}
