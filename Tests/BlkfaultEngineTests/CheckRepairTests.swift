@@ -86,3 +86,15 @@ import BlkfaultEngine
         #expect(r.flush().events == [])
     }
 }
+
+extension RefcountOrderChangeTests {
+    /// Guest data filled with ones (`write -P 1`) starts like an 8-bit refblock; a refblock
+    /// has no refcounts past the file's end, the data has.
+    @Test func guestDataOfOnesIsNoNewRefblock() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        #expect(r.read(3072, 1024).events == [])
+        let events = r.write(r.file.size, [UInt8](repeating: 1, count: 1024)).events
+        #expect(events.contains(.writeAio))
+    }
+}

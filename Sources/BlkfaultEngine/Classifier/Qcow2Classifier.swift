@@ -138,7 +138,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             checkRepair = CheckRepair()
         }
         if !refcountOrderRewrite, op.kind == .write, op.length == shadow.clusterSize, region == .unreferenced,
-           writable, l1TableReads <= 1, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head) {
+           writable, l1TableReads <= 1, !pendingGuestWrite, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head),
+           refcountsEndBeforeFileEnd(op, bits: refcountBitsOf(head), fileSize: max(file.size, op.end)) {
             // qcow2_change_refcount_order: every new refblock and the new table were
             // allocated (cluster_alloc + a refcount update each) before the first new
             // refblock is written; then the table, the old refblocks' write-back and a
@@ -661,6 +662,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private func isRefblockOfOtherOrder(_ head: [UInt8]) -> Bool {
         guard head.count == 16, RefcountBlock.entry(head, 0, bits: shadow.header.refcountBits) != 1 else { return false }
         return refcountBitsOf(head) != 0
+    }
+
+    /// A refblock describes the file: the entry of a cluster well past its end is 0 (guest
+    /// data that happens to start with two ones, such as a `write -P 1` pattern, is not).
+    private func refcountsEndBeforeFileEnd(_ op: Operation, bits: UInt64, fileSize: UInt64) -> Bool {
+        let index = fileSize / shadow.clusterSize + 8, width = max(1, bits / 8)
+        guard (index + 1) * width <= shadow.clusterSize else { return true }
+        guard let e = op.bytes?(Int(index * width), Int(width)), e.count == Int(width) else { return false }
+        return e.allSatisfy { $0 == 0 }
     }
 
     /// The refcount width (8 … 64 bits) in which `head` starts with two entries of 1; 0 if none.
