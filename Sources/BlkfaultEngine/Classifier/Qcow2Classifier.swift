@@ -104,6 +104,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var makeEmpty = MakeEmpty.none
     /// qemu-img snapshot (SnapshotFlow.swift).
     var snapshot = SnapshotFlow()
+    /// qemu-img check -r after its walk (CheckRepair.swift); nil before it.
+    private var checkRepair: CheckRepair?
+    /// qemu-img amend -o refcount_bits switched to new refcount structures: the old
+    /// refblocks and table are freed next (qcow2_change_refcount_order), one
+    /// qcow2_free_clusters each, with no I/O but the new refblock's cache miss.
+    private var refcountOrderFrees = 0
+    /// qemu-img amend -o refcount_bits is writing the new refcount structures (from
+    /// the first new refblock until the header switch).
+    private var refcountOrderRewrite = false
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
@@ -124,6 +133,52 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if out.flushStarted { flush.startInternal() }
             events += out.events
             if out.consumed { return events }
+        }
+        if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
+            checkRepair = CheckRepair()
+        }
+        if !refcountOrderRewrite, op.kind == .write, op.length == shadow.clusterSize, region == .unreferenced,
+           writable, l1TableReads <= 1, !pendingGuestWrite, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head),
+           refcountsEndBeforeFileEnd(op, bits: refcountBitsOf(head), fileSize: max(file.size, op.end)) {
+            // qcow2_change_refcount_order: every new refblock and the new table were
+            // allocated (cluster_alloc + a refcount update each) before the first new
+            // refblock is written; then the table, the old refblocks' write-back and a
+            // flush, with no events.
+            refcountOrderRewrite = true
+            let newEntries = shadow.clusterSize * 8 / refcountBitsOf(head)
+            let blocks = (max(file.size, op.end) / shadow.clusterSize + newEntries - 1) / newEntries
+            for _ in 0..<(blocks + 1) { events += [.clusterAlloc, .refblockAlloc, .refblockLoad] }
+            clusterAllocRaised = false
+            return events + [.pwritev]
+        }
+        if refcountOrderRewrite, !(op.kind == .write && op.offset == 0) {
+            switch op.kind {
+            case .write:
+                if case .refcountBlock = region { events.append(.refblockUpdatePart) }
+                events.append(.pwritev)
+            case .writeZeroes: events.append(.pwritevZero)
+            default: break
+            }
+            return events
+        }
+        refcountOrderRewrite = false
+        if refcountOrderFrees > 0, op.kind != .flush {
+            let free: [BlkdebugEvent] = [.clusterFree, .refblockAlloc, .refblockLoad]
+            let isRefblockRead: Bool = { if op.kind == .read, case .refcountBlock = region { return true } else { return false } }()
+            // A refblock read is the first (or a retried) free's cache miss; anything
+            // else comes after all of them.
+            let n = isRefblockRead ? 1 : refcountOrderFrees
+            for _ in 0..<n { events += free }
+            refcountOrderFrees -= n
+            if refcountOrderFrees == 0 { checkRepair = CheckRepair(phase: .fixed) }
+            if isRefblockRead { return events }
+        }
+        if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
+        if checkRepair != nil, op.kind != .read {
+            let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
+            events += checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            if op.kind == .writeZeroes { events.append(.pwritevZero) }
+            return events
         }
         if !(isWriteBack || op.kind == .flush) {
             if flush.isWritingBack { events += flush.interrupted() }
@@ -381,6 +436,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
+            if op.offset == 0, op.length >= 100, let b = op.bytes?(96, 4), b.count == 4,
+               b.be32(at: 0) != shadow.header.refcountOrder, b.be32(at: 0) <= 6 {
+                // qcow2_change_refcount_order's header switch to the new refcount
+                // structures; the old table and each old refblock are freed next.
+                refcountOrderFrees = shadow.reftable.filter { $0 != 0 }.count + 1
+                return []
+            }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
@@ -594,6 +656,31 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         clusterAllocRaised = false
         contiguousAllocation = false
         return events + [.l2UpdateCompressed, .writeCompressed]
+    }
+
+    /// A refblock of another refcount width (qemu-img amend -o refcount_bits): its first
+    /// two entries, the header's and the refcount table's clusters, read 1 in that width
+    /// and not in the image's.
+    private func isRefblockOfOtherOrder(_ head: [UInt8]) -> Bool {
+        guard head.count == 16, RefcountBlock.entry(head, 0, bits: shadow.header.refcountBits) != 1 else { return false }
+        return refcountBitsOf(head) != 0
+    }
+
+    /// A refblock describes the file: the entry of a cluster well past its end is 0 (guest
+    /// data that happens to start with two ones, such as a `write -P 1` pattern, is not).
+    private func refcountsEndBeforeFileEnd(_ op: Operation, bits: UInt64, fileSize: UInt64) -> Bool {
+        let index = fileSize / shadow.clusterSize + 8, width = max(1, bits / 8)
+        guard (index + 1) * width <= shadow.clusterSize else { return true }
+        guard let e = op.bytes?(Int(index * width), Int(width)), e.count == Int(width) else { return false }
+        return e.allSatisfy { $0 == 0 }
+    }
+
+    /// The refcount width (8 … 64 bits) in which `head` starts with two entries of 1; 0 if none.
+    private func refcountBitsOf(_ head: [UInt8]) -> UInt64 {
+        for bits: UInt64 in [8, 16, 32, 64] where bits != shadow.header.refcountBits {
+            if RefcountBlock.entry(head, 0, bits: bits) == 1 && RefcountBlock.entry(head, 1, bits: bits) == 1 { return bits }
+        }
+        return 0
     }
 
     /// l2_allocate marks each slice of the new table dirty (l2_alloc_write) before

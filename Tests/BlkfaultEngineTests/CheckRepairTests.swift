@@ -1,0 +1,100 @@
+import Testing
+import BlkfaultEngine
+
+/// qemu-img check -r (QEMU 7.2, lined up with real blkdebug's events under gdb,
+/// Tests/parity/tools/events_diff.py). 1 GiB image, 1 KiB clusters: L2 table @68608
+/// (cluster 67), data @69632 (68), and cluster 69 @70656 with refcount 1 that no table
+/// references (a leak).
+@Suite struct CheckRepairTests {
+    func leakingImage() throws -> Replay {
+        var setup = try Replay(freshQcow2())
+        setup.file.write(offset: 2048, data: setup.refblock(2048, settingClusters: [67, 68, 69]))
+        setup.file.write(offset: 3072, data: be64((1 << 63) | 68608))
+        setup.file.write(offset: 68608, data: be64((1 << 63) | 69632))
+        setup.file.write(offset: 69632, data: [UInt8](repeating: 0xcd, count: 2048))
+        return try Replay(setup.file)
+    }
+
+    /// The walk: the active L1 table read a second time, the L2 table and the refblock
+    /// read with no event (bdrv_pread and qcow2_get_refcount's cache miss).
+    func walk(_ r: inout Replay) {
+        #expect(r.read(3072, 65536).events == [])
+        #expect(r.read(68608, 1024).events == [])
+        #expect(r.read(2048, 1024).events == [])
+    }
+
+    @Test func aLeakFixRaisesItsRefcountUpdateBeforeTheDiscard() throws {
+        var r = try leakingImage()
+        r.open()
+        walk(&r)
+        // compare_refcounts → update_refcount (no cluster_free), then the discard.
+        #expect(r.discard(70656, 1024).events == [.refblockAlloc, .refblockLoad])
+        // "Double checking the fixed image now...": a walk again.
+        walk(&r)
+        // The close: flush_to_os, the refcount cache's dependency flush of the L2 cache,
+        // the refblock, the file's flush; no flush_to_disk (no write through qcow2).
+        #expect(r.flush().events == [.flushToOS])
+        var block = r.file.read(offset: 2048, count: 1024)!
+        block[69 * 2 + 1] = 0
+        #expect(r.write(2048, block).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+
+    @Test func aRebuildWritesItsRefcountStructuresWithNoEvent() throws {
+        var r = try leakingImage()
+        r.open()
+        walk(&r)
+        // rebuild_refcount_structure: a new refblock and reftable after the end of the
+        // file, the header's reftable fields, the file's flush.
+        let end = r.file.size + 2048
+        #expect(r.write(end, r.refblock(2048, settingClusters: [70, 71])).events == [.pwritev])
+        #expect(r.write(end + 1024, be64(end) + [UInt8](repeating: 0, count: 1016)).events == [.pwritev])
+        #expect(r.write(48, be64(end + 1024) + [0, 0, 0, 1]).events == [.pwritev])
+        #expect(r.flush().events == [])
+    }
+}
+
+/// qemu-img amend -o refcount_bits=64 (QEMU 7.2 qcow2_change_refcount_order, lined up
+/// with real blkdebug's events): 1 KiB clusters, 16-bit refcounts, 67 clusters in use.
+@Suite struct RefcountOrderChangeTests {
+    @Test func theRewriteRaisesItsAllocationsFirstAndFreesTheOldStructuresAfterTheSwitch() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        // The walk over the old refcount table (undecidable: a free-space search's read).
+        r.read(2048, 1024)
+        let refblock = r.file.size, reftable = refblock + 1024
+        var newBlock = [UInt8](repeating: 0, count: 1024)
+        for c in 0..<69 { newBlock[c * 8 + 7] = 1 }
+        // One new refblock and the new table allocated (two qcow2_alloc_clusters), then
+        // the new refblock written: all the events come before that write.
+        #expect(r.write(refblock, newBlock).events
+                == [.clusterAlloc, .refblockAlloc, .refblockLoad, .clusterAlloc, .refblockAlloc, .refblockLoad, .pwritev])
+        #expect(r.write(reftable, be64(refblock) + [UInt8](repeating: 0, count: 1016)).events == [.pwritev])
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [67, 68])).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        // The header switch to the new structures (a whole cluster at offset 0).
+        var header = r.file.read(offset: 0, count: 1024)!
+        header.replaceSubrange(48..<56, with: be64(reftable))
+        header.replaceSubrange(96..<100, with: [0, 0, 0, 6])
+        #expect(r.write(0, header).events == [.pwritev])
+        // The old table's and the old refblock's frees: the first misses the new cache.
+        #expect(r.read(refblock, 1024).events == [.clusterFree, .refblockAlloc, .refblockLoad])
+        #expect(r.write(0, header).events == [.clusterFree, .refblockAlloc, .refblockLoad, .pwritev])
+        // The close, as after a check repair: no flush_to_disk.
+        #expect(r.flush().events == [.flushToOS])
+        #expect(r.write(refblock, newBlock).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+}
+
+extension RefcountOrderChangeTests {
+    /// Guest data filled with ones (`write -P 1`) starts like an 8-bit refblock; a refblock
+    /// has no refcounts past the file's end, the data has.
+    @Test func guestDataOfOnesIsNoNewRefblock() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        #expect(r.read(3072, 1024).events == [])
+        let events = r.write(r.file.size, [UInt8](repeating: 1, count: 1024)).events
+        #expect(events.contains(.writeAio))
+    }
+}
