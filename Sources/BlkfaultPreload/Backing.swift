@@ -90,13 +90,7 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
                                    backingOf: target.overlay, backingOnly: true, backingDepth: target.depth)
         registerDeeper(than: target, path: path, reader: reader)
         tracked.backingFDs.store(1, ordering: .relaxed)
-        list.append(tracked)
-        let handle = list.count - 1
-        if handle < imageSlots {
-            imageTable[handle] = Unmanaged.passRetained(tracked)
-            publishedImages.store(handle + 1, ordering: .releasing)
-        }
-        return Int32(handle)
+        return publish(tracked, in: &list)
     }
 }
 

@@ -143,10 +143,11 @@ func loadConfiguration() -> Configuration {
 
 @_cdecl("blkfault_engine_attach")
 public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> Int32 {
-    Operation.currentBuffer = currentBuffer
     let config = loadConfiguration()
     let name = String(cString: path)
     return images.withLock { list in
+        // Once, under the lock, before any handle is published (the I/O path reads it).
+        if Operation.currentBuffer == nil { Operation.currentBuffer = currentBuffer }
         let mode = fcntl(fd, F_GETFL)
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
         if let i = list.firstIndex(where: { $0.path == name && !$0.backingOnly }) {
@@ -176,14 +177,20 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
                                    backingOf: backing?.overlay, backingDepth: backing?.depth ?? 0)
         tracked.witness.attach(programFD: fd, reader: reader)
         registerBacking(of: tracked)
-        list.append(tracked)
-        let handle = list.count - 1
-        if handle < imageSlots {
-            imageTable[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
-            publishedImages.store(handle + 1, ordering: .releasing)
-        }
-        return Int32(handle)
+        return publish(tracked, in: &list)
     }
+}
+
+/// Adds a new image to the list (the caller holds `images`' lock) and, when it fits,
+/// to the lock-free table the I/O path reads; returns its handle.
+func publish(_ tracked: TrackedImage, in list: inout [TrackedImage]) -> Int32 {
+    list.append(tracked)
+    let handle = list.count - 1
+    if handle < imageSlots {
+        imageTable[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
+        publishedImages.store(handle + 1, ordering: .releasing)
+    }
+    return Int32(handle)
 }
 
 func image(_ handle: Int32) -> TrackedImage? {
