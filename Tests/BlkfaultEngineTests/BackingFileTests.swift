@@ -23,6 +23,18 @@ import BlkfaultEngine
         return r
     }
 
+    /// A qcow2 file whose L1 entry 0 points to an empty L2 table @68608, as in the overlay.
+    func qcow2WithOneL2Table() -> MemoryImage {
+        var file = freshQcow2()
+        file.write(offset: 3072, data: be64((1 << 63) | 68608))
+        file.write(offset: 68608, data: [UInt8](repeating: 0, count: 1024))
+        return file
+    }
+
+    /// read_backing_aio moves state 1 -> 2 -> 3: the state after says how often it was raised.
+    let countsTwoRaises = "[set-state]\nevent = \"read_backing_aio\"\nstate = \"1\"\nnew_state = \"2\"\n"
+        + "[set-state]\nevent = \"read_backing_aio\"\nstate = \"2\"\nnew_state = \"3\"\n"
+
     func rule(_ event: String, once: String = "on") -> String {
         "[inject-error]\nevent = \"\(event)\"\nerrno = \"5\"\nonce = \"\(once)\"\n"
     }
@@ -108,13 +120,7 @@ import BlkfaultEngine
     }
 
     @Test func aBackingL2LoadStartsTheReadAndItsDataReadIsNotCountedTwice() throws {
-        // base: L1 entry 0 -> L2 table @68608, as in the overlay.
-        var base = freshQcow2()
-        base.write(offset: 3072, data: be64((1 << 63) | 68608))
-        base.write(offset: 68608, data: [UInt8](repeating: 0, count: 1024))
-        let twice = "[set-state]\nevent = \"read_backing_aio\"\nstate = \"1\"\nnew_state = \"2\"\n"
-            + "[set-state]\nevent = \"read_backing_aio\"\nstate = \"2\"\nnew_state = \"3\"\n"
-        var r = try overlay(rules: twice, backing: base, format: nil)
+        var r = try overlay(rules: countsTwoRaises, backing: qcow2WithOneL2Table(), format: nil)
         #expect(r.engine.backingOperation(Operation(.read, offset: 68608, length: 1024)).held == [.readBackingAio])
         // A concurrent overlay read comes before the backing data read.
         #expect(r.read(2048, 1024).stateAfter == 2)
@@ -125,12 +131,7 @@ import BlkfaultEngine
     @Test func aReadThroughTheChainRaisesOnce() throws {
         // backing file (qcow2, depth 0) with an L2 table the read misses, its own
         // backing file (raw, depth 1) with the data: one backing read, one raise.
-        var mid = freshQcow2()
-        mid.write(offset: 3072, data: be64((1 << 63) | 68608))
-        mid.write(offset: 68608, data: [UInt8](repeating: 0, count: 1024))
-        let once = "[set-state]\nevent = \"read_backing_aio\"\nstate = \"1\"\nnew_state = \"2\"\n"
-            + "[set-state]\nevent = \"read_backing_aio\"\nstate = \"2\"\nnew_state = \"3\"\n"
-        var r = try overlay(rules: once, backing: mid, format: "qcow2")
+        var r = try overlay(rules: countsTwoRaises, backing: qcow2WithOneL2Table(), format: "qcow2")
         r.engine.followBacking(format: "raw", file: rawBase, depth: 1)
         #expect(r.engine.backingOperation(Operation(.read, offset: 68608, length: 1024), depth: 0).held == [.readBackingAio])
         #expect(r.engine.backingOperation(Operation(.read, offset: 0, length: 4096), depth: 1).held == [.readBackingAio])
