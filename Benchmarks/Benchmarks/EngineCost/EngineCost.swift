@@ -25,14 +25,21 @@ let benchmarks: @Sendable () -> Void = {
         sink(0)
     }
 
+    // The whole sequence: warmed up by one pass, every operation measured three times.
+    let wholeSequence = Benchmark.Configuration(
+        metrics: [.wallClock, .mallocCountTotal],
+        timeUnits: .nanoseconds, warmupIterations: recording.ops.count,
+        maxDuration: .seconds(10), maxIterations: 3 * recording.ops.count)
+    let steadyPath = Benchmark.Configuration(
+        metrics: [.wallClock, .mallocCountTotal],
+        timeUnits: .nanoseconds, warmupIterations: 10_000,
+        maxDuration: .seconds(10), maxIterations: 1_000_000)
+
     // One operation per measured iteration (before, then after as the preload does):
     // the percentiles are per operation, the clock read included.
     Benchmark(
         "engine per op: \(sequence)",
-        configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal],
-            timeUnits: .nanoseconds, warmupIterations: recording.ops.count,
-            maxDuration: .seconds(10), maxIterations: 3 * recording.ops.count)
+        configuration: wholeSequence
     ) { _ in
         replay.step()
     }
@@ -41,10 +48,7 @@ let benchmarks: @Sendable () -> Void = {
     // after the whole sequence was replayed once (every L2 table known).
     Benchmark(
         "engine per op, steady path: data reads and writes",
-        configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal],
-            timeUnits: .nanoseconds, warmupIterations: 10_000,
-            maxDuration: .seconds(10), maxIterations: 1_000_000)
+        configuration: steadyPath
     ) { _ in
         steady.step()
     }
@@ -55,19 +59,13 @@ let benchmarks: @Sendable () -> Void = {
     let steadyUntraced = Player.steady(recording)
     Benchmark(
         "engine per op, untraced: \(sequence)",
-        configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal],
-            timeUnits: .nanoseconds, warmupIterations: recording.ops.count,
-            maxDuration: .seconds(10), maxIterations: 3 * recording.ops.count)
+        configuration: wholeSequence
     ) { _ in
         replayUntraced.stepUntraced()
     }
     Benchmark(
         "engine per op, untraced, steady path: data reads and writes",
-        configuration: .init(
-            metrics: [.wallClock, .mallocCountTotal],
-            timeUnits: .nanoseconds, warmupIterations: 10_000,
-            maxDuration: .seconds(10), maxIterations: 1_000_000)
+        configuration: steadyPath
     ) { _ in
         steadyUntraced.stepUntraced()
     }
