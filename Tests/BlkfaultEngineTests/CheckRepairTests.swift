@@ -98,3 +98,41 @@ extension RefcountOrderChangeTests {
         #expect(events.contains(.writeAio))
     }
 }
+
+/// The close's dependency flush under a `flush_to_os` rule: blkdebug fails it above
+/// file-posix, bdrv_close ignores the error and qcow2_close flushes again, so with `once`
+/// nothing shows. Failing the fdatasync would latch in file-posix: blkfault performs it.
+extension CheckRepairTests {
+    func closeAfterLeakFix(rules: String) throws -> (Replay, Step) {
+        var r = try Replay(try leakingImage().file, rules: rules)
+        r.open()
+        walk(&r)
+        r.discard(70656, 1024)
+        walk(&r)
+        return (r, r.flush())
+    }
+
+    @Test func aOnceRuleOnTheClosesDependencyFlushIsAbsorbed() throws {
+        let (_, step) = try closeAfterLeakFix(rules: "[inject-error]\nevent = \"flush_to_os\"\nerrno = \"5\"\nonce = \"on\"\n")
+        #expect(step.events == [.flushToOS])
+        #expect(step.decision == .perform)
+        #expect(step.absorbed)
+    }
+
+    @Test func withOnceOffTheClosesDependencyFlushFails() throws {
+        let (_, step) = try closeAfterLeakFix(rules: "[inject-error]\nevent = \"flush_to_os\"\nerrno = \"5\"\nonce = \"off\"\n")
+        #expect(step.decision == .fail(errno: 5))
+        #expect(!step.absorbed)
+    }
+
+    @Test func aOnceRuleOnAGuestRequestsFlushStillFails() throws {
+        // A plain write session's flush (no check walk): not a close QEMU retries.
+        var r = try Replay(freshQcow2(), rules: "[inject-error]\nevent = \"flush_to_os\"\nerrno = \"5\"\nonce = \"on\"\n")
+        r.open()
+        r.read(3072, 1024)
+        r.write(r.file.size, [UInt8](repeating: 0xcd, count: 1024))
+        var failed = false
+        for _ in 0..<3 where !failed { failed = r.flush().decision == .fail(errno: 5) }
+        #expect(failed)
+    }
+}

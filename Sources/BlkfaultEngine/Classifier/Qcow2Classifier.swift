@@ -113,6 +113,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// qemu-img amend -o refcount_bits is writing the new refcount structures (from
     /// the first new refblock until the header switch).
     private var refcountOrderRewrite = false
+    /// The flush being decided is the close's dependency flush after `qemu-img check -r`
+    /// or `amend` (CheckRepair's close): bdrv_close ignores its error and qcow2_close
+    /// flushes both caches again, so blkdebug failing it once leaves no trace (ImageEngine
+    /// performs it instead of failing the fdatasync, which file-posix would latch).
+    public private(set) var flushRetriedAtClose = false
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
@@ -125,6 +130,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         lastReadIsMetadata = Self.isMetadata(region, op.kind)
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
+        if op.kind == .flush { flushRetriedAtClose = false }
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
@@ -176,7 +182,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
-            events += checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            let repair = checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            flushRetriedAtClose = op.kind == .flush && repair.contains(.flushToOS)
+            events += repair
             if op.kind == .writeZeroes { events.append(.pwritevZero) }
             return events
         }

@@ -23,6 +23,9 @@ public struct Step: Sendable {
     /// I/O on the overlay's backing file: events held until the overlay's next request
     /// shows where QEMU raised them (BackingReads.swift).
     public var held: [BlkdebugEvent] = []
+    /// A `once` rule fired on a flush whose failure QEMU retries with nothing lost
+    /// (`retriedFlush`): performed, the rule consumed.
+    public var absorbed = false
 }
 
 /// One blkdebug node's worth of state for one image: the rules, and the
@@ -121,6 +124,7 @@ public struct ImageEngine: Sendable {
             step.ruleChoice = hit.choice
             step.effects.delayNs = hit.delayNs
             step.decision = hit.errno == 0 ? .perform : hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
+            if hit.errno != 0, retriedFlush(op, consumed: hit.consumed) { step.decision = .perform; step.absorbed = true }
         }
         rules.endRequest()
         if !actions.isEmpty {
@@ -165,6 +169,7 @@ public struct ImageEngine: Sendable {
         if rules.hasActiveRules, let iotype = op.kind.ioType,
            let hit = rules.check(offset: Int64(bitPattern: op.offset), bytes: Int64(bitPattern: op.length), iotype: iotype) {
             decision = hit.errno == 0 ? .perform : hit.errno < 0 ? .pretendSuccess : .fail(errno: hit.errno)
+            if hit.errno != 0, retriedFlush(op, consumed: hit.consumed) { decision = .perform }
         }
         rules.endRequest()
         if decision != .perform {
@@ -172,6 +177,17 @@ public struct ImageEngine: Sendable {
             raiseAfter(classifyAfter(op, performed: false, succeeded: false, file: file))
         }
         return decision
+    }
+
+    /// A `once` rule failing the close's dependency flush after `qemu-img check -r` or
+    /// `amend`: blkdebug fails it above file-posix, bdrv_close ignores the error and
+    /// qcow2_close flushes both caches again, so nothing shows. Failing the fdatasync
+    /// would latch in file-posix and fail that retry too: the flush is performed and the
+    /// rule counts as fired. (With once=off the rule stays active and fails the retry
+    /// as under blkdebug.)
+    private func retriedFlush(_ op: Operation, consumed: Bool) -> Bool {
+        guard consumed, op.kind == .flush, case .qcow2 = model else { return false }
+        return qcow2!.flushRetriedAtClose
     }
 
     /// Takes in the outcome of a performed operation (for reads, what was read).

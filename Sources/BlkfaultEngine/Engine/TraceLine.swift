@@ -35,6 +35,7 @@ public struct TraceLine {
             case .fail(let e): s += ",\"then\":\"fail\",\"errno\":\(e)"
             }
         }
+        if step.absorbed { s += ",\"absorbed\":\"close flush QEMU retries: performed, rule consumed\"" }
         if let line = step.ruleLine { s += ",\"rule_line\":\(line)" }
         if let choice = step.ruleChoice { s += Self.choice(choice) }
         if step.effects.delayNs > 0 { s += ",\"delay_ns\":\(step.effects.delayNs)" }

@@ -15,7 +15,7 @@ TRACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blkdebug_even
 i = sys.argv.index("--"); src = sys.argv[1]; cmd = sys.argv[i+1:]
 opts = sys.argv[2:i]
 W = tempfile.mkdtemp(prefix="blkfault-evdiff.")
-for extra in ("base.qcow2", "src.qcow2"):
+for extra in ("base.qcow2", "base2.qcow2", "src.qcow2"):
     p = os.path.join(os.path.dirname(os.path.abspath(src)), extra)
     if os.path.exists(p): shutil.copy(p, W)
 ref = os.path.join(W, "ref.qcow2"); sub = os.path.join(W, "sub.qcow2")
