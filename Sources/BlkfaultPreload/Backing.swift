@@ -58,8 +58,30 @@ func backingTarget(_ path: String) -> BackingTarget? {
 func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: Int32) {
     let mode = fcntl(fd, F_GETFL)
     let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
-    target.overlay.engine.withLock { $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth) }
+    target.overlay.engine.withLock {
+        $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth,
+                         readByProgram: programIsQemuImgRebase)
+    }
 }
+
+/// `qemu-img rebase`: it reads the old backing file through a BlockBackend of its own on
+/// the backing node (img_rebase's blk_old_backing), not through the overlay's node, so
+/// those reads raise nothing on the overlay. Its I/O looks like a copy-on-read's; only
+/// the command line tells them apart. Read once from /proc/self/cmdline.
+let programIsQemuImgRebase: Bool = {
+    let fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while bytes.count < 1 << 16 {
+        let n = read(fd, &chunk, chunk.count)
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+    }
+    let args = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+    return ProgramCommand(arguments: args).isQemuImgRebase
+}()
 
 @_cdecl("blkfault_engine_attach_backing")
 public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {

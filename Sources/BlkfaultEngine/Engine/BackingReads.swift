@@ -63,6 +63,10 @@ public struct BackingReads: Sendable {
     private var absorbNextData = false
     /// COW regions still to be written after the first one (perform_cow without merged reads).
     private var cowWritesLeft = 0
+    /// The program reads the backing chain through its own BlockBackend on the backing
+    /// node (qemu-img rebase's comparison of old and new backing data): a data read that
+    /// is no copy-on-write's raises nothing on the overlay.
+    public var readByProgram = false
 
     public init() {}
 
@@ -168,6 +172,7 @@ public struct BackingReads: Sendable {
         }
         cowWritesLeft = 0
         guard !pending.isEmpty else { return events }
+        if readByProgram { pending.removeAll(); return events }
         // A guest read (or copy-on-read) of clusters the overlay does not have: one
         // read_backing_aio per read task, before whatever the overlay does next.
         let raised = [BlkdebugEvent](repeating: .readBackingAio, count: pending.count)

@@ -19,10 +19,14 @@ extension ImageEngine {
     /// The program opened a file of the overlay's backing chain (`file`; `depth` 0: the
     /// overlay's backing file, 1: that file's backing file, ...). `writable`: opened for
     /// writing (qemu-img commit reopens it so).
-    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0) {
+    /// `readByProgram`: the program reads the chain itself, not through the overlay
+    /// (qemu-img rebase, ProgramCommand.swift).
+    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0,
+                                       readByProgram: Bool = false) {
         if backing == nil { backing = BackingReads() }
         backing!.follow(depth: depth, format: format, file: file)
         if writable { backing!.noteWriter(depth: depth) }
+        if readByProgram { backing!.readByProgram = true }
     }
 
     /// An operation on a file of the backing chain, before it is performed: it is

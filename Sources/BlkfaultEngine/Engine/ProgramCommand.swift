@@ -1,0 +1,26 @@
+/// What the program is, from its command line, where QEMU's block graph depends on the
+/// command and the image's I/O cannot show it (qemu-img rebase reads the old backing
+/// file through a node of its own; qemu-io -C reads it through the overlay, with the
+/// same I/O).
+public struct ProgramCommand: Sendable, Equatable {
+    /// The program's name (argv[0] without its directory).
+    public var program: String
+    /// qemu-img's subcommand: the first argument that is neither an option nor the value
+    /// of qemu-img's one global option with a value (-T/--trace).
+    public var subcommand: String?
+
+    public init(arguments: [String]) {
+        program = arguments.first.map { String($0.split(separator: "/", omittingEmptySubsequences: false).last ?? "") } ?? ""
+        var i = 1
+        subcommand = nil
+        while i < arguments.count {
+            let a = arguments[i]
+            if a == "-T" || a == "--trace" { i += 2; continue }
+            if a.hasPrefix("-") { i += 1; continue }
+            subcommand = a.isEmpty ? nil : a
+            break
+        }
+    }
+
+    public var isQemuImgRebase: Bool { program.hasPrefix("qemu-img") && subcommand == "rebase" }
+}
