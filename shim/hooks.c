@@ -446,6 +446,21 @@ static int ftruncate_hook(enum shim_sym sym, int fd, off64_t len)
                         do_ftruncate);
 }
 
+typedef fstat64_fn fam_fstat;
+
+static int64_t do_fstat(const struct shim_req *r)
+{
+    return REAL_AS(fam_fstat, r->sym)(r->fd, r->arg_ptr);
+}
+
+/* STAT: offset and length 0; the engine never fails it. */
+static int fstat_hook(enum shim_sym sym, int fd, struct stat64 *st)
+{
+    return (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_STAT,
+                                           .off = 0, .len = 0, .arg_ptr = st},
+                        do_fstat);
+}
+
 /* ---- bypasses ----
  * Every helper forwards the call as it is; none decides or fails anything. They
  * cost one load (shim_tracking, shim_fd_image) while no image fd is tracked. */

@@ -19,6 +19,8 @@ enum blkfault_op {
     BLKFAULT_OP_FLUSH = 4,        /* fsync, fdatasync, sync_file_range(WAIT_AFTER) */
     BLKFAULT_OP_TRUNCATE = 5,     /* ftruncate: never rule-checked (blkdebug passes it through) */
     BLKFAULT_OP_ALLOCATE = 6,     /* fallocate mode 0 / posix_fallocate: never rule-checked */
+    BLKFAULT_OP_STAT = 7,         /* fstat64: never rule-checked, offset/length 0 (QEMU's
+                                     metadata-preallocation check starts with one) */
 };
 
 /* How the shim (shim/) uses this contract:

@@ -19,13 +19,14 @@ public struct RawClassifier: EventClassifier, Sendable {
     public var modelName: String { "raw" }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        guard op.kind != .stat else { return [] }
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
         switch op.kind {
         case .read: events.append(.readAio)
         case .write: events += [.writeAio, .pwritev]
         case .writeZeroes: events.append(.pwritevZero)
-        case .discard, .flush, .truncate, .allocate: break
+        case .discard, .flush, .truncate, .allocate, .stat: break
         }
         return events
     }

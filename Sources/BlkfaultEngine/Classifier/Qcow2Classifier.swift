@@ -113,6 +113,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// qemu-img amend -o refcount_bits is writing the new refcount structures (from
     /// the first new refblock until the header switch).
     private var refcountOrderRewrite = false
+    /// The program just asked the image's allocated size (fstat): the refcount-block
+    /// reads that follow are qcow2's metadata-preallocation check, not a free-space search.
+    private var metadataPreallocationCheck = false
     /// The flush being decided is the close's dependency flush after `qemu-img check -r`
     /// or `amend` (CheckRepair's close): bdrv_close ignores its error and qcow2_close
     /// flushes both caches again, so blkdebug failing it once leaves no trace (ImageEngine
@@ -122,6 +125,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
+        if op.kind == .stat { metadataPreallocationCheck = opened; return [] }
         let region = shadow.region(at: op.offset)
         if case .data = region, let steady = steadyEvents(op) {
             lastReadIsMetadata = false
@@ -131,6 +135,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
         if op.kind == .flush { flushRetriedAtClose = false }
+        if metadataPreallocationCheck {
+            // qcow2_detect_metadata_preallocation: file-posix's allocated size (an fstat),
+            // then qcow2_get_refcount of every cluster from 0, refblock by refblock: reads
+            // with no event, not an allocation's free-space search. (Over blkdebug QEMU
+            // cannot ask the allocated size and skips the check: the reads never happen.)
+            if op.kind == .read, case .refcountBlock = region { return events }
+            metadataPreallocationCheck = false
+        }
         let isWriteBack = op.kind == .write && {
             switch region { case .l2Table, .refcountBlock: return true; default: return false }
         }()
@@ -292,7 +304,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events += discardEvents(op, region)
         case .truncate:
             if makeEmpty == .allocated { makeEmpty = .truncated }
-        case .allocate:
+        case .allocate, .stat:
             break
         }
         return events

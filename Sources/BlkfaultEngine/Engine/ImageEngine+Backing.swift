@@ -40,7 +40,7 @@ extension ImageEngine {
             if backing?.read(offset: op.offset, length: op.length, depth: depth) == true { step.held = [.readBackingAio] }
         case .write, .writeZeroes, .discard:
             backing?.noteWriter(depth: depth)
-        case .flush, .truncate, .allocate:
+        case .flush, .truncate, .allocate, .stat:
             break
         }
         return step

@@ -151,7 +151,7 @@ public struct ImageEngine: Sendable {
     public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
         let decision = decision(op, file: file)
         switch op.kind {
-        case .flush: return (decision, false)
+        case .flush, .stat: return (decision, false)
         case .read:
             guard case .qcow2 = model else { return (decision, false) }
             return (decision, qcow2!.lastReadIsMetadata)

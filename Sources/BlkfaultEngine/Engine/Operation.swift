@@ -1,6 +1,7 @@
 /// What a program did to an image file, as the shim saw it (values match `enum blkfault_op`).
 public enum OperationKind: Int32, Sendable {
-    case read = 0, write, writeZeroes, discard, flush, truncate, allocate
+    /// `stat`: fstat of the image (no request of blkdebug's; QEMU's metadata-preallocation check).
+    case read = 0, write, writeZeroes, discard, flush, truncate, allocate, stat
 
     public var name: String {
         switch self {
@@ -11,6 +12,7 @@ public enum OperationKind: Int32, Sendable {
         case .flush: return "flush"
         case .truncate: return "truncate"
         case .allocate: return "allocate"
+        case .stat: return "stat"
         }
     }
 
@@ -22,7 +24,7 @@ public enum OperationKind: Int32, Sendable {
         case .writeZeroes: return .writeZeroes
         case .discard: return .discard
         case .flush: return .flush
-        case .truncate, .allocate: return nil
+        case .truncate, .allocate, .stat: return nil
         }
     }
 }

@@ -67,7 +67,7 @@ s = subprocess.run(sc, env=env, capture_output=True, text=True, cwd=W)
 sublines = []
 for l in open(tr):
     j = json.loads(l)
-    if "op" not in j: continue
+    if "op" not in j or j["op"] == "stat": continue  # fstat: no blkdebug request
     evs = [e for e in j.get("events", []) if e not in SKIP]
     op = j["op"]
     kind = {"read": "read", "write": "write", "flush": "flush"}.get(op, op)
