@@ -410,14 +410,9 @@ UNDECIDABLE[("cow_read", "cowc")] = (
     "the COW read of a compressed cluster is the same pread as a guest read of it; only "
     "the write that follows shows it was a COW (blkfault raises cow_write there)")
 
-# Issue 3b: qemu-img commit (iotest 098). QEMU's block-status check for metadata
-# preallocation reads refcounts: in the reference run (blkdebug between qcow2 and the
-# top's file) the base's, in the preload run the top's: an extra refcount block read at the start
-# that looks like an allocation's free-cluster search (blkfault raises cluster_alloc
-# there). Which image QEMU checks depends on the blkdebug node, not on the image.
-UNDECIDABLE[("cluster_alloc", "commit098")] = (
-    "with blkdebug in the chain QEMU checks the base for metadata preallocation, without "
-    "it the top image: the top's extra refcount block read looks like an allocation's")
+# (cluster_alloc on commit098 is decided now: QEMU's block-status check for metadata
+# preallocation, which over file-posix reads the top image's refcounts, starts with an
+# fstat that blkfault sees: those reads raise nothing.)
 
 # qemu-io -C: QEMU queries block status before a copy-on-read; over file-posix (the
 # preload's graph) qcow2 then checks for metadata preallocation and reads the overlay's
