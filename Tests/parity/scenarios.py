@@ -835,8 +835,8 @@ _META = ["l1_update", "l2_load", "l2_update", "refblock_load", "refblock_update_
 S3C_EVENTS: dict[str, list[str]] = {
     "zstdw": ["write_compressed", "cluster_alloc_bytes", "l2_update_compressed",
               "read_compressed", "l2_load"],
-    "zstdcow": ["read_compressed", "cow_write", "write_aio", "l2_update"],
-    "bitmapw": ["l2_update", "write_aio", "flush_to_os", "pwritev", "none",
+    "zstdcow": ["read_compressed", "cow_write", "write_aio", "cluster_alloc", "l2_update"],
+    "bitmapw": ["l2_update", "write_aio", "flush_to_os", "pwritev", "cluster_alloc", "none",
                 "refblock_update_part", "l1_update"],
     "bitmapcmd": ["none", "pwritev", "refblock_update_part", "refblock_alloc", "refblock_load",
                   "l2_load"],
@@ -890,11 +890,6 @@ _BITMAP_STORE = ("storing bitmaps at close (new bitmap tables and directory allo
                  "old ones freed, header rewritten) is not modelled")
 S3C_GAPS: dict[str, str] = {}
 S3C_GAP_PAIRS: dict[tuple[str, str], str] = {
-    ("cluster_alloc", "zstdcow"): (
-        "once off: blkdebug fails the COW's free-space search (a refcount-block read), "
-        "blkfault the write of the new cluster, and QEMU then leaves the caches dirty; "
-        "the same with zlib (workload cowc), not zstd-specific"),
-    ("cluster_alloc", "bitmapw"): _BITMAP_STORE,
     ("cluster_free", "bitmapcmd"): _BITMAP_STORE,
     ("flush_to_os", "bitmapcmd"): _BITMAP_STORE,
     ("cluster_alloc", "corruptw"): (

@@ -24,6 +24,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The last L2 slice read (offset, length).
+    private var lastL2Load: (offset: UInt64, length: UInt64) = (0, 0)
     /// The previous I/O read a refcount block (a free-space search's, when it set
     /// contiguousAllocation).
     private var previousWasRefblockRead = false
@@ -248,6 +250,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         defer {
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
+            if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -256,7 +259,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .read:
             // Assigned, not appended, when alone: the steady path's constant list
             // is then used as it is, with no allocation.
-            let r = readEvents(op, region)
+            let r = readEvents(op, region, file: file)
             if events.isEmpty { events = r } else { events += r }
         case .write:
             let w = writeEvents(op, region, file: file)
@@ -406,7 +409,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     // MARK: Reads
 
-    private mutating func readEvents(_ op: Operation, _ region: Region) -> [BlkdebugEvent] {
+    private mutating func readEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .refcountTable where op.length >= shadow.header.refcountTableSize:
             return [.reftableLoad]
@@ -426,7 +429,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .refcountBlock:
             // A refcount cache miss: the free-cluster search of a new allocation,
             // or the free check of an allocation that extends a host run.
-            if previousWasL2Load && lastLoadedSliceHasBoundary {
+            if previousWasL2Load && lastLoadedSliceHasBoundary && hostRunCanGrow(file: file) {
                 contiguousAllocation = true
                 return []
             }
@@ -734,6 +737,25 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     // MARK: Helpers
+
+    /// Whether an allocation after the L2 slice just loaded can extend a host run
+    /// (qcow2_alloc_clusters_at, no cluster_alloc): some allocated entry followed by an
+    /// unallocated one points to a host cluster whose successor is free on disk. Not after
+    /// a compressed entry (its successor is no run's), nor when the next host cluster holds
+    /// something (a bitmap table, another table): QEMU then allocates anew.
+    private mutating func hostRunCanGrow(file: ImageReader) -> Bool {
+        guard let slice = file.read(offset: lastL2Load.offset, count: Int(min(lastL2Load.length, shadow.clusterSize))) else { return true }
+        let step = Int(shadow.header.l2EntrySize)
+        var k = 0
+        while k + step + 8 <= slice.count {
+            let e = slice.be64(at: k), next = slice.be64(at: k + step)
+            k += step
+            guard e & Qcow2Entry.offsetMask != 0, e & Qcow2Entry.compressed == 0, next & Qcow2Entry.offsetMask == 0 else { continue }
+            let successor = (e & Qcow2Entry.offsetMask) + shadow.clusterSize
+            if (shadow.refcount(clusterOffset: successor, file: file) ?? 0) == 0 { return true }
+        }
+        return false
+    }
 
     private func clusters(of op: Operation) -> [UInt64] {
         guard op.length > 0 else { return [] }
