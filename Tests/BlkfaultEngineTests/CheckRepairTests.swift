@@ -136,3 +136,28 @@ extension CheckRepairTests {
         #expect(failed)
     }
 }
+
+/// qcow2_update_header (qemu-img amend, rebase -u) writes the whole header cluster with
+/// no flush of its own: the flush right after it is the close's flush of the qcow2 node.
+@Suite struct HeaderRewriteCloseTests {
+    let onceRule = "[inject-error]\nevent = \"flush_to_os\"\nerrno = \"5\"\nonce = \"on\"\n"
+
+    @Test func theFlushAfterAHeaderRewriteIsTheClosesAndAOnceRuleIsAbsorbed() throws {
+        var r = try Replay(freshQcow2(), rules: onceRule)
+        r.open()
+        let header = r.file.read(offset: 0, count: 1024)!
+        #expect(r.write(0, header).events == [.pwritev])
+        let close = r.flush()
+        #expect(close.events == [.flushToOS])
+        #expect(close.decision == .perform && close.absorbed)
+    }
+
+    @Test func aFlushAfterOtherWritesIsNot() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        let header = r.file.read(offset: 0, count: 1024)!
+        r.write(0, header)
+        r.read(2048, 1024)
+        #expect(r.flush().events == [])
+    }
+}

@@ -856,9 +856,9 @@ S3C_EVENTS: dict[str, list[str]] = {
     "trunc": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
               "l1_update", "write_aio", "l2_update", "l2_load"],
     "zeroalloc": ["l2_update", "l2_alloc_write", "cluster_alloc", "flush_to_os", "cluster_free"],
-    "amend": ["l2_load", "none", "pwritev", "l1_update"],
+    "amend": ["l2_load", "flush_to_os", "none", "pwritev", "l1_update"],
     "amendrb": _META + ["refblock_alloc_write", "reftable_grow"],
-    "rebaseu": ["none", "pwritev", "flush_to_disk"],
+    "rebaseu": ["none", "pwritev", "flush_to_os", "flush_to_disk"],
     "rebase": ["l2_update", "write_aio", "l2_load", "refblock_update_part", "flush_to_os", "cluster_alloc",
                "l1_update"],
     "map": ["l2_load", "none", "read_aio"],
@@ -896,10 +896,6 @@ S3C_GAP_PAIRS: dict[tuple[str, str], str] = {
         "once off: blkdebug fails the free-space search's refcount-block read, blkfault "
         "the data write into the reallocated refcount-0 cluster (it cannot tell the "
         "search from a run extension until then); QEMU then leaves different caches dirty"),
-    ("flush_to_os", "amend"): (
-        "qemu-img amend's own cache flushes look like a guest request's full flush"),
-    ("flush_to_os", "rebaseu"): (
-        "qemu-img rebase -u: the header rewrite's flush looks like a full flush"),
     ("flush_to_disk", "rebase"): (
         "safe rebase: which write-back ends the last request is not recognised"),
 }

@@ -24,6 +24,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O rewrote the whole header cluster (qcow2_update_header).
+    private var previousWasHeaderRewrite = false
     /// The last L2 slice read (offset, length).
     private var lastL2Load: (offset: UInt64, length: UInt64) = (0, 0)
     /// The previous I/O read a refcount block (a free-space search's, when it set
@@ -251,6 +253,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
+            previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -297,6 +300,16 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events.append(.pwritevZero)
         case .flush:
             if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
+            if previousWasHeaderRewrite, flush.isIdle, makeEmpty == .none, !snapshot.isActive,
+               !shadow.header.extensions.contains(where: { $0.type == Qcow2HeaderExtension.bitmaps }) {
+                // qcow2_update_header (qemu-img amend, rebase -u) writes the header with no
+                // flush of its own: a flush right after it is the close's flush of the qcow2
+                // node (flush_to_os; no write request, so no flush_to_disk), whose error
+                // bdrv_close ignores and qcow2_close retries. (Marking stored bitmaps in use
+                // at open flushes the file itself, with no event.)
+                events.append(.flushToOS)
+                flushRetriedAtClose = true
+            }
             events += snapshot.sync()
             switch sharedCow {
             case .dataWritten: sharedCow = .l2Synced
