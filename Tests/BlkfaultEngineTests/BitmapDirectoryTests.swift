@@ -34,3 +34,46 @@ import BlkfaultEngine
         #expect(events.contains(.writeCompressed))
     }
 }
+
+/// Storing the bitmaps at close (qcow2_store_persistent_dirty_bitmaps), as real blkdebug
+/// raises it under gdb (bitmapw, bitmapcmd): the directory read again, one allocation per
+/// data cluster, table and new directory, the header, then the old directory's and old
+/// table's frees before the I/O that follows each.
+extension BitmapDirectoryTests {
+    @Test func storingAtCloseAllocatesThenFreesTheOldStructures() throws {
+        var r = try imageWithBitmap()
+        // The bitmap's old table (one 8-byte entry, no data) in cluster 68, named by the
+        // directory entry's first 8 bytes.
+        r.file.write(offset: 68608, data: be64(69632) + [0, 0, 0, 1] + [UInt8](repeating: 0, count: 20))
+        r.file.write(offset: 69632, data: be64(0))
+        r = try Replay(r.file)
+        r.open()
+        #expect(r.read(68608, 32).events == [])              // the open's directory read
+        let header = r.file.read(offset: 0, count: 1024)!
+        r.write(0, header); r.flush()
+        // Close: the qcow2 node's flush (no write request: no flush_to_disk), then the store.
+        #expect(r.read(68608, 32).events == [.flushToOS])
+        #expect(r.read(2048, 1024).events == [.clusterAlloc])
+        let end = r.file.size + 1024 - r.file.size % 1024
+        #expect(r.write(end, be64(0)).events == [.refblockAlloc, .refblockLoad, .pwritev])          // new table
+        #expect(r.write(end + 1024, [UInt8](repeating: 2, count: 32)).events
+                == [.clusterAlloc, .refblockAlloc, .refblockLoad, .pwritev])                        // new directory
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [67, 68, 70, 71])).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(0, header).events == [.pwritev])
+        #expect(r.flush().events == [])
+        // The old directory's free, then the old table read, then its free.
+        #expect(r.read(69632, 8).events == [.clusterFree, .refblockAlloc, .refblockLoad])
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [70, 71])).events
+                == [.clusterFree, .refblockAlloc, .refblockLoad, .refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+
+    @Test func theOpensDirectoryReadStartsNothing() throws {
+        var r = try imageWithBitmap()
+        r.open()
+        #expect(r.read(68608, 32).events == [])
+        #expect(r.read(2048, 1024).events == [.clusterAlloc])
+        #expect(r.write(r.file.size, [UInt8](repeating: 0xcd, count: 1024)).events.contains(.writeAio))
+    }
+}

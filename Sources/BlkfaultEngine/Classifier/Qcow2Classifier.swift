@@ -108,6 +108,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var makeEmpty = MakeEmpty.none
     /// qemu-img snapshot (SnapshotFlow.swift).
     var snapshot = SnapshotFlow()
+    /// Reads of the bitmap directory (the open's is the first; BitmapStore.swift).
+    private var bitmapDirectoryReads = 0
+    /// Storing persistent bitmaps at close (BitmapStore.swift); nil outside it.
+    private var bitmapStore: BitmapStore?
     /// qemu-img check -r after its walk (CheckRepair.swift); nil before it.
     private var checkRepair: CheckRepair?
     /// qemu-img amend -o refcount_bits switched to new refcount structures: the old
@@ -155,6 +159,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if out.flushStarted { flush.startInternal() }
             events += out.events
             if out.consumed { return events }
+        }
+        if bitmapStore != nil || (op.kind == .read && region == .unreferenced && writable) {
+            if let e = bitmapStoreEvents(op, region, file: file) { return events + e }
         }
         if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
             checkRepair = CheckRepair()
@@ -408,7 +415,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 }
             case .discard:
                 // Freed clusters: L2 entries and refcounts are dirty.
-                if !shrinking { flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true) }
+                if !shrinking && bitmapStore == nil { flush.requestFinished(dirtiedL2: true, dirtiedRefcounts: true) }
             case .writeZeroes:
                 // Zeroed L1 entries (a shrink) are flushed by qcow2 itself, not a full flush.
                 if case .l1Table = shadow.region(at: op.offset) { break }
@@ -418,6 +425,43 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
         }
         return op.kind == .write || op.kind == .writeZeroes ? [.pwritevDone] : []
+    }
+
+    // MARK: Bitmaps stored at close
+
+    /// The events of `op` while bitmaps are stored at close, starting it at the second read
+    /// of the bitmap directory; nil when it is not (or no longer) under way.
+    private mutating func bitmapStoreEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent]? {
+        var prefix: [BlkdebugEvent] = []
+        if bitmapStore == nil {
+            guard shadow.header.extensions.contains(where: { $0.type == Qcow2HeaderExtension.bitmaps }),
+                  let dir = shadow.bitmapDirectory(file: file), op.offset == dir.lowerBound else { return nil }
+            bitmapDirectoryReads += 1
+            guard bitmapDirectoryReads > 1 else { return nil }
+            // The close's flush of the qcow2 node, with nothing to write back.
+            if flush.isWritingBack { prefix += flush.interrupted() }
+            prefix += flush.completedRequests > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
+            bitmapStore = BitmapStore()
+            pendingGuestWrite = false
+            return prefix
+        }
+        var blocks = 0, tableData = 0
+        if op.kind == .write, region == .unreferenced {
+            var seen: [UInt64] = []
+            for c in clusters(of: op) where !seen.contains(shadow.reftableIndex(clusterOffset: c)) { seen.append(shadow.reftableIndex(clusterOffset: c)) }
+            blocks = seen.count
+            writtenClusters.formUnion(clusters(of: op).map { $0 >> UInt64(shadow.header.clusterBits) })
+        }
+        if op.kind == .read, region == .unreferenced, op.length % 8 == 0, op.length <= 1 << 20,
+           let table = file.read(offset: op.offset, count: Int(op.length)) {
+            for k in 0..<(table.count / 8) where table.be64(at: k * 8) & Qcow2Entry.offsetMask != 0 { tableData += 1 }
+        }
+        let isHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
+        let events = bitmapStore!.events(op.kind, region: region, isHeaderRewrite: isHeaderRewrite,
+                                         newBlocks: blocks, tableDataClusters: tableData)
+        pendingGuestWrite = false
+        if bitmapStore!.done { bitmapStore = nil }
+        return events
     }
 
     // MARK: Reads
