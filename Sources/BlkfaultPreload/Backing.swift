@@ -68,9 +68,12 @@ func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: In
 /// the backing node (img_rebase's blk_old_backing), not through the overlay's node, so
 /// those reads raise nothing on the overlay. Its I/O looks like a copy-on-read's; only
 /// the command line tells them apart. Read once from /proc/self/cmdline.
-let programIsQemuImgRebase: Bool = {
+let programIsQemuImgRebase: Bool = programCommand.isQemuImgRebase
+
+/// The program's command line (/proc/self/cmdline), read once.
+let programCommand: ProgramCommand = {
     let fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return false }
+    guard fd >= 0 else { return ProgramCommand(arguments: []) }
     defer { close(fd) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
@@ -80,7 +83,7 @@ let programIsQemuImgRebase: Bool = {
         bytes += chunk[0..<n]
     }
     let args = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-    return ProgramCommand(arguments: args).isQemuImgRebase
+    return ProgramCommand(arguments: args)
 }()
 
 @_cdecl("blkfault_engine_attach_backing")

@@ -37,3 +37,38 @@ import BlkfaultEngine
         #expect(w.decision == .fail(errno: 5))
     }
 }
+
+/// qemu-img writes back (its default cache mode): the close's flush raises flush_to_disk
+/// after the first write request already (QEMU's write generation counts it), where
+/// qemu-io's writethrough flush, inside the request, does not; and blkdebug failing that
+/// close flush once is retried by qcow2_close.
+extension ProgramCommandTests {
+    @Test func qemuImgWritesBackUnlessToldOtherwise() {
+        #expect(ProgramCommand(arguments: ["qemu-img", "rebase", "-b", "", "t.qcow2"]).writesBack)
+        #expect(ProgramCommand(arguments: ["qemu-img", "commit", "t.qcow2"]).writesBack)
+        #expect(!ProgramCommand(arguments: ["qemu-img", "rebase", "-t", "writethrough", "-b", "", "t.qcow2"]).writesBack)
+        #expect(!ProgramCommand(arguments: ["qemu-img", "convert", "-O", "qcow2", "a", "b"]).writesBack)
+        #expect(!ProgramCommand(arguments: ["qemu-io", "-c", "write 0 4k", "t.qcow2"]).writesBack)
+    }
+
+    func overwrite(writeback: Bool, rules: String = "") throws -> Step {
+        var r = try HostRunExtensionTests().image(nextClusterUsed: false)
+        r = try Replay(r.file, rules: rules)
+        r.engine.noteWriteback(writeback)
+        r.open()
+        r.read(68608, 1024)
+        #expect(r.write(69632, [UInt8](repeating: 7, count: 1024)).events == [.writeAio, .pwritev])
+        return r.flush()
+    }
+
+    @Test func theFirstFlushAfterAWriteReachesTheDiskInWritebackModeOnly() throws {
+        #expect(try overwrite(writeback: false).events == [.flushToOS])
+        #expect(try overwrite(writeback: true).events == [.flushToOS, .flushToDisk])
+    }
+
+    @Test func aOnceRuleOnTheWritebackClosesFlushIsAbsorbed() throws {
+        let rule = "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"on\"\n"
+        let step = try overwrite(writeback: true, rules: rule)
+        #expect(step.decision == .perform && step.absorbed)
+    }
+}

@@ -861,6 +861,7 @@ S3C_EVENTS: dict[str, list[str]] = {
     "amendrb": _META + ["refblock_alloc_write", "reftable_grow"],
     "rebaseu": ["none", "pwritev", "flush_to_os", "flush_to_disk"],
     "rebase": ["l2_update", "write_aio", "l2_load", "refblock_update_part", "flush_to_os", "cluster_alloc",
+               "flush_to_disk",
                "l1_update"],
     "map": ["l2_load", "none", "read_aio"],
     "measure": ["l2_load", "none", "read_aio"],
@@ -890,8 +891,6 @@ S3C_VARIANTS: dict[str, list[tuple]] = {
 # (Storing bitmaps at close left the gaps: BitmapStore.swift models it.)
 S3C_GAPS: dict[str, str] = {}
 S3C_GAP_PAIRS: dict[tuple[str, str], str] = {
-    ("flush_to_disk", "rebase"): (
-        "safe rebase: which write-back ends the last request is not recognised"),
 }
 
 # Data-file images: QEMU raises write_aio (and read_aio) on the qcow2 file's node while

@@ -25,9 +25,17 @@ struct FullFlush: Sendable {
     /// write request came through the qcow2 node, so no flush_to_disk; its dependency
     /// syncs and write-backs last until the next other I/O.
     private var internalFlush = false
+    /// The program writes back (qemu-img's default cache mode): its flushes are the
+    /// close's, after the requests, and the node's write generation counts them, so a
+    /// flush raises flush_to_disk when a write request came since the last one. In
+    /// writethrough mode (qemu-io) each request's flush runs inside the request, before
+    /// the generation counts it: flush_to_disk from the second request on.
+    var writeback = false
+    private var wroteSinceFlush = false
 
     /// A guest write, discard or zero write finished.
     mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool) {
+        wroteSinceFlush = true
         if case .writingBack = phase { return }
         phase = .requestDone
         dirtyL2 = dirtyL2 || dirtiedL2
@@ -86,12 +94,16 @@ struct FullFlush: Sendable {
             dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
             return prefix
         }
-        let events = completedRequests > 0 ? prefix + [.flushToDisk] : prefix
+        let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
         completedRequests += 1
+        wroteSinceFlush = false
         phase = .idle
         dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
         return events
     }
+
+    /// Whether the node's next flush raises flush_to_disk (its write generation moved).
+    var flushToDiskNext: Bool { writeback ? wroteSinceFlush : completedRequests > 0 }
 
     var isIdle: Bool { if case .idle = phase { return true } else { return false } }
     /// `interrupted()` would end a flush (otherwise it returns nothing and changes nothing).

@@ -124,13 +124,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The program just asked the image's allocated size (fstat): the refcount-block
     /// reads that follow are qcow2's metadata-preallocation check, not a free-space search.
     private var metadataPreallocationCheck = false
-    /// The flush being decided is the close's dependency flush after `qemu-img check -r`
-    /// or `amend` (CheckRepair's close): bdrv_close ignores its error and qcow2_close
-    /// flushes both caches again, so blkdebug failing it once leaves no trace (ImageEngine
-    /// performs it instead of failing the fdatasync, which file-posix would latch).
+    /// The flush being decided is one of the close's (the dependency flush after `qemu-img
+    /// check -r` or `amend`, the flush after a header rewrite, the last flush of a full
+    /// flush in writeback mode): bdrv_close ignores its error and qcow2_close flushes both
+    /// caches again, so blkdebug failing it once leaves no trace (ImageEngine performs it
+    /// instead of failing the fdatasync, which file-posix would latch).
     public private(set) var flushRetriedAtClose = false
 
     public init(shadow: ShadowImage) { self.shadow = shadow }
+
+    /// The program writes back (ProgramCommand.writesBack): see FullFlush.writeback.
+    public mutating func noteWriteback(_ on: Bool) { flush.writeback = on }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         if op.kind == .stat { metadataPreallocationCheck = opened; return [] }
@@ -321,7 +325,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch sharedCow {
             case .dataWritten: sharedCow = .l2Synced
             case .refcountsWritten: sharedCow = .refcountsSynced
-            default: events += flush.sync()
+            default:
+                let synced = flush.sync()
+                // In writeback mode (qemu-img) the full flush that reaches the disk is the
+                // close's: bdrv_close ignores its error and qcow2_close flushes again.
+                if flush.writeback && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                events += synced
             }
         case .discard:
             events += discardEvents(op, region)
@@ -440,7 +449,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             guard bitmapDirectoryReads > 1 else { return nil }
             // The close's flush of the qcow2 node, with nothing to write back.
             if flush.isWritingBack { prefix += flush.interrupted() }
-            prefix += flush.completedRequests > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
+            prefix += flush.flushToDiskNext ? [.flushToOS, .flushToDisk] : [.flushToOS]
             bitmapStore = BitmapStore()
             pendingGuestWrite = false
             return prefix

@@ -93,6 +93,11 @@ public struct ImageEngine: Sendable {
     /// blkfault: the state other processes of the run left (BLKFAULT_SHARED_STATE).
     public mutating func adoptState(_ state: Int32) { rules.adoptState(state) }
 
+    /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
+    public mutating func noteWriteback(_ on: Bool) {
+        if case .qcow2 = model { qcow2!.noteWriteback(on) }
+    }
+
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
         if case .qcow2 = model { qcow2!.writable = qcow2!.writable || writable }

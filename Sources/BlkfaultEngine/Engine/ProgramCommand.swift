@@ -9,7 +9,11 @@ public struct ProgramCommand: Sendable, Equatable {
     /// of qemu-img's one global option with a value (-T/--trace).
     public var subcommand: String?
 
+    /// The command line as given.
+    public var arguments: [String]
+
     public init(arguments: [String]) {
+        self.arguments = arguments
         program = arguments.first.map { String($0.split(separator: "/", omittingEmptySubsequences: false).last ?? "") } ?? ""
         var i = 1
         subcommand = nil
@@ -23,4 +27,16 @@ public struct ProgramCommand: Sendable, Equatable {
     }
 
     public var isQemuImgRebase: Bool { program.hasPrefix("qemu-img") && subcommand == "rebase" }
+
+    /// The cache mode its images are written in is writeback: qemu-img's default
+    /// (BDRV_DEFAULT_CACHE) unless `-t writethrough|directsync`; not convert (its target
+    /// is `unsafe`: no flush reaches the disk) nor bench (its own flush options). qemu-io
+    /// defaults to writethrough.
+    public var writesBack: Bool {
+        guard program.hasPrefix("qemu-img"), let sub = subcommand, sub != "convert", sub != "bench" else { return false }
+        if let i = arguments.lastIndex(where: { $0 == "-t" }), i + 1 < arguments.count {
+            return !["writethrough", "directsync"].contains(arguments[i + 1])
+        }
+        return true
+    }
 }
