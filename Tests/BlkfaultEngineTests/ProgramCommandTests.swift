@@ -54,7 +54,7 @@ extension ProgramCommandTests {
     func overwrite(writeback: Bool, rules: String = "") throws -> Step {
         var r = try HostRunExtensionTests().image(nextClusterUsed: false)
         r = try Replay(r.file, rules: rules)
-        r.engine.noteWriteback(writeback)
+        r.engine.noteWriteback(writeback, closeOnly: true)
         r.open()
         r.read(68608, 1024)
         #expect(r.write(69632, [UInt8](repeating: 7, count: 1024)).events == [.writeAio, .pwritev])
@@ -70,5 +70,19 @@ extension ProgramCommandTests {
         let rule = "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"on\"\n"
         let step = try overwrite(writeback: true, rules: rule)
         #expect(step.decision == .perform && step.absorbed)
+    }
+}
+
+extension ProgramCommandTests {
+    @Test func aWritebackFlushOfACommandThatFlushesItselfIsNotAbsorbed() throws {
+        // qemu-img commit's job flushes its target and reports the error.
+        var r = try HostRunExtensionTests().image(nextClusterUsed: false)
+        r = try Replay(r.file, rules: "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"on\"\n")
+        r.engine.noteWriteback(true)
+        r.open()
+        r.read(68608, 1024)
+        r.write(69632, [UInt8](repeating: 7, count: 1024))
+        let step = r.flush()
+        #expect(step.decision == .fail(errno: 5) && !step.absorbed)
     }
 }

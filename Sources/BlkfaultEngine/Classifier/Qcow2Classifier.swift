@@ -134,7 +134,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     public init(shadow: ShadowImage) { self.shadow = shadow }
 
     /// The program writes back (ProgramCommand.writesBack): see FullFlush.writeback.
-    public mutating func noteWriteback(_ on: Bool) { flush.writeback = on }
+    /// `closeOnly`: the program flushes only at the close (qemu-img rebase).
+    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
+        flush.writeback = on
+        writebackFlushIsClose = on && closeOnly
+    }
+    private var writebackFlushIsClose = false
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         if op.kind == .stat { metadataPreallocationCheck = opened; return [] }
@@ -310,7 +315,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
-            if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
+            if makeEmpty == .truncated {
+                // The close after make_completely_empty: retried by qcow2_close.
+                makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
+            }
             if previousWasHeaderRewrite, flush.isIdle, makeEmpty == .none, !snapshot.isActive,
                !shadow.header.extensions.contains(where: { $0.type == Qcow2HeaderExtension.bitmaps }) {
                 // qcow2_update_header (qemu-img amend, rebase -u) writes the header with no
@@ -327,9 +335,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .refcountsWritten: sharedCow = .refcountsSynced
             default:
                 let synced = flush.sync()
-                // In writeback mode (qemu-img) the full flush that reaches the disk is the
-                // close's: bdrv_close ignores its error and qcow2_close flushes again.
-                if flush.writeback && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                // In writeback mode, for a command whose only flush is the close's (qemu-img
+                // rebase), the full flush that reaches the disk is the close's: bdrv_close
+                // ignores its error and qcow2_close flushes again. (qemu-img commit's job
+                // flushes its target itself and reports the error.)
+                if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
                 events += synced
             }
         case .discard:

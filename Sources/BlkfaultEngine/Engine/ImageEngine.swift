@@ -94,8 +94,9 @@ public struct ImageEngine: Sendable {
     public mutating func adoptState(_ state: Int32) { rules.adoptState(state) }
 
     /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
-    public mutating func noteWriteback(_ on: Bool) {
-        if case .qcow2 = model { qcow2!.noteWriteback(on) }
+    /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
+    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
+        if case .qcow2 = model { qcow2!.noteWriteback(on, closeOnly: closeOnly) }
     }
 
     /// The program opened the image (again); `writable` if for writing.
