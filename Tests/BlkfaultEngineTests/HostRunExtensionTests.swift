@@ -30,3 +30,19 @@ import BlkfaultEngine
         #expect(r.read(2048, 1024).events == [.clusterAlloc])
     }
 }
+
+/// A partial write into a preallocated zero cluster (iotest 066): QEMU keeps the host
+/// cluster and zero-fills it first (cluster_alloc_space), then writes the data.
+@Suite struct PreallocatedZeroClusterTests {
+    @Test func theZeroFillOfAKnownDataClusterRaisesClusterAllocSpace() throws {
+        var r = try HostRunExtensionTests().image(nextClusterUsed: false)
+        r.open()
+        r.read(68608, 1024)
+        let op = Operation(.writeZeroes, offset: 69632, length: 1024)
+        let step = r.engine.before(op, file: r.file)
+        #expect(step.events == [.clusterAllocSpace, .pwritevZero])
+        // Not for a part of a cluster (no zero-fill of QEMU's is that).
+        let part = r.engine.before(Operation(.writeZeroes, offset: 69632, length: 512), file: r.file)
+        #expect(!part.events.contains(.clusterAllocSpace))
+    }
+}

@@ -869,7 +869,7 @@ S3C_EVENTS: dict[str, list[str]] = {
     "convfrom": ["l2_load", "read_aio", "read_compressed", "refblock_load"],
     "it020": ["write_aio", "l2_update", "l2_load", "flush_to_os", "refblock_update_part",
               "cluster_alloc"],
-    "it066": ["write_aio", "l2_update", "cluster_alloc", "l2_load"],
+    "it066": ["write_aio", "l2_update", "cluster_alloc", "cluster_alloc_space", "l2_load"],
     "it074": ["read_aio", "l2_load"],
     "it251": ["read_aio", "l2_load"],
 }

@@ -312,6 +312,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 events.append(.clusterAllocSpace)
                 zeroedClusters.formUnion(clusters(of: op))
                 writtenClusters.formUnion(clusters(of: op).map { $0 >> UInt64(shadow.header.clusterBits) })
+            } else if case .data = region, writable, op.offset % shadow.clusterSize == 0, op.length % shadow.clusterSize == 0 {
+                // A partial write into a preallocated zero cluster (iotest 066): QEMU keeps the
+                // host cluster and zero-fills it first (handle_alloc_space). A guest
+                // `write -z` on allocated clusters only sets zero flags in the L2 table, and
+                // `-u` discards: neither zeroes data clusters in the file.
+                events.append(.clusterAllocSpace)
             }
             events.append(.pwritevZero)
         case .flush:

@@ -90,7 +90,7 @@ extension BlkdebugEvent {
         .init(event: .l1ShrinkWriteTable, name: "l1_shrink_write_table", recognition: .exact, howRecognised: "write-zeroes into the active L1 table (qemu-img resize --shrink)"),
         .init(event: .l1ShrinkFreeL2Clusters, name: "l1_shrink_free_l2_clusters", recognition: .inferred, howRecognised: "after the shrink's L1 flush: one cluster_free per dropped L2 table"),
         .init(event: .corWrite, name: "cor_write", recognition: .neverRaised, howRecognised: "raised on the copy-on-read node (the qcow2 node), not on its file: blkdebug as an image's file node never sees it (qemu-io -C); the copy's read and write raise read_backing_aio and write_aio"),
-        .init(event: .clusterAllocSpace, name: "cluster_alloc_space", recognition: .exact, howRecognised: "write-zeroes of new clusters right before a partial-cluster data write"),
+        .init(event: .clusterAllocSpace, name: "cluster_alloc_space", recognition: .exact, howRecognised: "write-zeroes of new clusters right before a partial-cluster data write, or of whole known data clusters (a preallocated zero cluster's zero-fill)"),
         .init(event: .none, name: "none", recognition: .exact, howRecognised: "end of open: before the first I/O on the image"),
     ]
 
