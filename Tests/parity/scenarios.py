@@ -1033,9 +1033,10 @@ MATRIX_EVENTS += [e for e in NEVER_RAISED if e not in MATRIX_EVENTS]
 _GEOM2 = {"rb2": "refcount_bits=2", "rb4": "refcount_bits=4", "rb8": "refcount_bits=8",
           "rb32": "refcount_bits=32"}
 AUDIT_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
-    _w("rtgrow64", 512, "64M", [], [["write 0 3M"]],
-       "512-byte clusters, refcount_bits=64: write 0 3M grows the refcount table "
-       "(refblock_alloc_*, reftable_grow, the old table's cluster_free) in 0.2 s",
+    _w("rtgrow64", 512, "64M", [["write 0 1792k"]], [["write 2M 256k"]],
+       "512-byte clusters, refcount_bits=64: after write 0 1792k, write 2M 256k hooks up "
+       "five refblocks and grows the refcount table (refblock_alloc_*, reftable_grow, the "
+       "old table's cluster_free)",
        opts="refcount_bits=64"),
     _w("dnone", 1024, "1G", [], [["-tnone", "write 1536 1k", "write 0 1M", "read 100 1000"]],
        "qemu-io -t none (O_DIRECT): unaligned requests padded by file-posix's "
@@ -1055,7 +1056,8 @@ for _k, _o in _GEOM2.items():
 WORKLOADS.update(AUDIT_WORKLOADS)
 GEOMETRIES.update({k: (65536, o) for k, o in _GEOM2.items()})
 
-# (event, workload) pairs run with errno 5/28 x once on/off (immediately off).
+# (event, workload) pairs run with errno 5, once on/off (immediately off): rtgrow64's
+# traced runs cost about 2 s a case on 2 busy vCPUs.
 AUDIT_PAIRS: dict[str, list[str]] = {
     "refblock_alloc_hookup": ["rtgrow64"], "refblock_alloc_write": ["rtgrow64"],
     "refblock_alloc_write_blocks": ["rtgrow64"], "refblock_alloc_write_table": ["rtgrow64"],
@@ -1093,11 +1095,12 @@ FILTER_PICKS: dict[str, tuple] = {
     "pwritev": ("w128", "write", 4),
     "pwritev_done": ("w128", "flush", 4),  # a flush covers no sector: the next write of 4
     "none": ("multi", "write", 6),
-    # 512-byte clusters, refcount_bits=64, write 0 3M: the second refblock's hookup at
-    # 520, the first refblock's write-back at 1024 (sector 2), the new refcount area
-    # from 2129920 (4160), the new table at 2130944 (4162), the header's 12 bytes at 48.
+    # rtgrow64 (512-byte clusters, refcount_bits=64): the first hookup at 984, the first
+    # new refblock at 1910784 (sector 3732), the new refcount area from 2129920 (4160),
+    # the new table at 2130944 (4162), the header's 12 bytes at 48, then the old table's
+    # free reads the refblock at 1024 (2).
     "refblock_alloc_hookup": ("rtgrow64", "write", 4160),  # 520: no sector starts in it
-    "refblock_alloc_write": ("rtgrow64", "write", 2),
+    "refblock_alloc_write": ("rtgrow64", "write", 3732),
     "refblock_alloc_write_blocks": ("rtgrow64", "write", 4160),
     "refblock_alloc_write_table": ("rtgrow64", "write", 4162),
     "refblock_alloc_switch_table": ("rtgrow64", "write", 2),  # the old table's free
@@ -1180,7 +1183,7 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
     every = list(product(ERRNOS, ONCE, IMMEDIATELY))
     for ev, wks in AUDIT_PAIRS.items():
         for wk in wks:
-            add(ev, wk, every if full else list(product(ERRNOS, ONCE, ("off",))))
+            add(ev, wk, every if full else list(product((5,), ONCE, ("off",))))
     for wk, evs in AUDIT_EVENTS.items():
         for ev in MATRIX_EVENTS if full else evs:
             add(ev, wk, every if full else list(product((5,), ONCE, ("off",))))
