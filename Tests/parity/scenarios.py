@@ -1048,6 +1048,12 @@ AUDIT_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
        "qemu-img convert -n with both images matched: rules per image (reads of the "
        "source, writes of the target)"),
 ]}
+AUDIT_WORKLOADS["xl2p"] = _w(
+    "xl2p", 65536, "1G", [["write 0 64k"]],
+    [["write 70k 2k", "write 8k 4k", "write -z 16k 4k", "write -z -u 24k 8k"], ["read 0 128k"]],
+    "extended_l2: a partial write into a new cluster (one subcluster allocated, no COW), "
+    "a write into an unallocated subcluster of an allocated cluster, write -z [-u] of "
+    "subclusters; then a read of both clusters", opts="extended_l2=on")
 AUDIT_WORKLOADS["convboth"] = replace(AUDIT_WORKLOADS["convboth"], hash_files=("src.qcow2",))
 for _k, _o in _GEOM2.items():
     AUDIT_WORKLOADS[_k] = _w(_k, 65536, "1G", [], [["write 0 128k"], ["read 0 128k"]],
@@ -1067,7 +1073,17 @@ AUDIT_PAIRS: dict[str, list[str]] = {
 # convboth: errno 5, once on/off (the four refcount widths are GEOMETRIES: GEOMETRY_EVENTS).
 AUDIT_EVENTS: dict[str, list[str]] = {
     "convboth": ["read_aio", "l2_load", "write_aio", "l2_update", "cluster_alloc", "none"],
+    # qemu-img resize 1G -> 2G had only COMMAND_EVENTS: its L1 growth events too.
+    "grow": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
+             "cluster_free"],
+    "xl2p": ["l2_update", "l2_load", "cluster_alloc", "cluster_alloc_space", "write_aio",
+             "pwritev_zero", "read_aio", "flush_to_os", "cluster_free"],
 }
+# qemu-img resize: the L1 growth's first I/O is the refcount-block read of the new
+# table's allocation, the same read as any allocation's first (checked with
+# tools/blkdebug_events.py: `truncate 2G` in qemu-io and `qemu-img resize` both read
+# the refblock at 131072 right after the refcount table, as a write's cluster_alloc does).
+UNDECIDABLE[("l1_grow_alloc_table", "grow")] = UNDECIDABLE[("l1_grow_alloc_table", "l1grow")]
 
 # The filter cases: per event, the workload, the iotype and the sector (512-byte units
 # of the blkdebug node's requests, i.e. of the image file). Chosen from the first
