@@ -1093,6 +1093,8 @@ AUDIT_EVENTS: dict[str, list[str]] = {
     "grow": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
              "cluster_free"],
     "lazydirty": _META + ["write_aio", "cluster_alloc", "reftable_load"],
+    # lazy had only the geometry events: the dirty bit's own write and flush.
+    "lazy": ["flush_to_os", "flush_to_disk", "pwritev", "none"],
     "v2z": ["l2_update", "l2_load", "write_aio", "pwritev_zero", "cluster_free",
             "refblock_update_part", "flush_to_os", "cluster_alloc"],
     "xl2p": ["l2_update", "l2_load", "cluster_alloc", "cluster_alloc_space", "write_aio",
@@ -1211,14 +1213,6 @@ AUDIT_GAP_PAIRS: dict[tuple[str, str], str] = {
         "of the same allocation (pwrite 512 @1910784, then the new block @1944576); "
         "blkfault raises it at the new block's write, one write late (as on refgrowb)"),
 }
-_LAZY_REPAIR = (
-    "the refcount repair a read-write open runs on a dirty lazy_refcounts image "
-    "(qcow2_open -> qcow2_check with fixes, rebuild_refcount_structure) is modelled only "
-    "where qemu-img check -r starts it: blkfault raises flush_to_os and "
-    "refblock_update_part inside the repair, where blkdebug raises nothing, and the "
-    "write's events after it land one request off (tools/events_diff.py)")
-for _ev in ("l2_load", "l2_update", "flush_to_os", "write_aio", "cluster_alloc"):
-    AUDIT_GAP_PAIRS[(_ev, "lazydirty")] = _LAZY_REPAIR
 # compat=0.10 `write -z` over data deallocates the clusters: the same refcount-block
 # read right after an L2 load as a discard's (above: discard, zerou).
 UNDECIDABLE[("cluster_free", "v2z")] = UNDECIDABLE[("cluster_free", "discard")]

@@ -114,7 +114,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// the first new refblock until the header switch).
     private var refcountOrderRewrite = false
 
-    public init(shadow: ShadowImage) { self.shadow = shadow }
+    /// The incompatible-features field was just written with bdrv_pwrite_sync: the next
+    /// flush is that write's own and raises nothing.
+    private var headerFeaturesSync = false
+    /// The image was marked dirty when opened (CheckRepair.repairsDirtyImage).
+    private var dirtyAtOpen: Bool
+
+    public init(shadow: ShadowImage) {
+        self.shadow = shadow
+        dirtyAtOpen = shadow.header.incompatibleFeatures & 1 != 0
+        flush.refcountsDeferred = dirtyAtOpen
+    }
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         let region = shadow.region(at: op.offset)
@@ -135,7 +145,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if out.consumed { return events }
         }
         if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
-            checkRepair = CheckRepair()
+            checkRepair = CheckRepair(repairsDirtyImage: dirtyAtOpen)
         }
         if !refcountOrderRewrite, op.kind == .write, op.length == shadow.clusterSize, region == .unreferenced,
            writable, l1TableReads <= 1, !pendingGuestWrite, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head),
@@ -176,8 +186,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
-            events += checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            events += checkRepair!.events(op.kind, offset: op.offset, clusters: clusters(of: op).count,
+                                          isRefblock: isRefblock)
             if op.kind == .writeZeroes { events.append(.pwritevZero) }
+            if checkRepair!.ended { checkRepair = nil; l1TableReads = 1; dirtyAtOpen = false }
             return events
         }
         if !(isWriteBack || op.kind == .flush) {
@@ -273,6 +285,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            if headerFeaturesSync { headerFeaturesSync = false; break }
             if makeEmpty == .truncated { makeEmpty = .none; events.append(.flushToOS) }
             events += snapshot.sync()
             switch sharedCow {
@@ -443,6 +456,16 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 refcountOrderFrees = shadow.reftable.filter { $0 != 0 }.count + 1
                 return []
             }
+            if op.offset == 72 && op.length == 8 {
+                // qcow2_mark_dirty (lazy_refcounts' first write) or qcow2_mark_corrupt:
+                // bdrv_pwrite_sync on the file, whose flush is no request's flush.
+                headerFeaturesSync = true
+                if let b = op.bytes?(7, 1), b.count == 1 { flush.refcountsDeferred = b[0] & 1 != 0 }
+                return []
+            }
+            if op.offset == 0, op.length >= 80, let b = op.bytes?(79, 1), b.count == 1 {
+                flush.refcountsDeferred = b[0] & 1 != 0  // qcow2_update_header (mark clean)
+            }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
             if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
@@ -522,6 +545,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return events
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
+            if flush.refcountsDeferred, flush.isIdle { return flush.deferredRefcountsClose() + [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
             if contiguousAllocation, previousWasRefblockRead,
