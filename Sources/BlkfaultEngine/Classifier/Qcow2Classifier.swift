@@ -446,6 +446,24 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     // MARK: Writes
 
+    /// alloc_refcount_block's 8-byte refcount-table entry write. Under O_DIRECT (`-t none`)
+    /// file-posix pads it to the file's request alignment with a read-modify-write below
+    /// blkdebug: a sector-aligned write of up to 4 KiB that changes exactly one entry.
+    private func isRefcountTableHookup(_ op: Operation) -> Bool {
+        if op.length == 8 { return true }
+        let n = Int(op.length)
+        guard op.length % 512 == 0, n <= 4096, op.offset % 512 == 0,
+              op.offset >= shadow.header.refcountTableOffset,
+              let b = op.bytes?(0, n), b.count == n else { return false }
+        let first = Int((op.offset - shadow.header.refcountTableOffset) / 8)
+        var changed = 0
+        for i in 0..<(n / 8) {
+            let old = first + i < shadow.reftable.count ? shadow.reftable[first + i] : 0
+            if b.be64(at: i * 8) != old { changed += 1 }
+        }
+        return changed == 1
+    }
+
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
@@ -499,7 +517,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 makeEmpty = .refblockHooked
                 return [.refblockAlloc]
             }
-            return op.length == 8 ? [.refblockAllocHookup] : []
+            return isRefcountTableHookup(op) ? [.refblockAllocHookup] : []
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
