@@ -161,3 +161,58 @@ extension CheckRepairTests {
         #expect(r.flush().events == [])
     }
 }
+
+/// A read-write open of an image marked dirty (lazy_refcounts, incompatible bit 0): QEMU
+/// 7.2's qcow2_do_open runs the check with fixes, then qcow2_mark_clean, before the
+/// program's first request (lined up with real blkdebug's events under gdb, parity
+/// workload lazydirty).
+@Suite struct DirtyImageRepairTests {
+    @Test func theOpenTimeRepairEndsAtTheHeaderRewriteAndRaisesNoFlushToOS() throws {
+        var setup = try CheckRepairTests().leakingImage()
+        setup.file.write(offset: 72, data: be64(1))
+        var r = try Replay(setup.file)
+        r.open()
+        CheckRepairTests().walk(&r)
+        #expect(r.discard(70656, 1024).events == [.refblockAlloc, .refblockLoad])
+        CheckRepairTests().walk(&r)
+        // qcow2_mark_clean: the caches' flush goes to the file node (no flush_to_os), the
+        // refblock's write-back, the file's flush, the header rewritten at offset 0.
+        #expect(r.flush().events == [])
+        var block = r.file.read(offset: 2048, count: 1024)!
+        block[69 * 2 + 1] = 0
+        #expect(r.write(2048, block).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        var header = r.file.read(offset: 0, count: 1024)!
+        header.replaceSubrange(72..<80, with: be64(0))
+        #expect(r.write(0, header).events == [.pwritev])
+        // The program's own write comes next and is classified as usual.
+        #expect(r.write(r.file.size, [UInt8](repeating: 0xab, count: 1024)).events.contains(.writeAio))
+    }
+
+    @Test func aCleanImageKeepsTheCheckClose() throws {
+        var r = try CheckRepairTests().leakingImage()
+        r.open()
+        CheckRepairTests().walk(&r)
+        #expect(r.discard(70656, 1024).events == [.refblockAlloc, .refblockLoad])
+        #expect(r.flush().events == [.flushToOS])
+    }
+}
+
+/// lazy_refcounts (QEMU 7.2, lined up with real blkdebug's events, parity workload lazy):
+/// the first allocating write marks the image dirty with bdrv_pwrite_sync, whose flush is
+/// no request's; the writethrough flush leaves the refcount cache alone; the close writes
+/// it back after a flush that found nothing to write.
+@Suite struct LazyRefcountsTests {
+    @Test func theDirtyMarksFlushIsNotTheRequestsAndTheCloseWritesTheRefcountsBack() throws {
+        var r = try Replay(freshQcow2())
+        r.open()
+        let data = r.file.size
+        #expect(r.write(data, [UInt8](repeating: 0xab, count: 1024)).events.contains(.writeAio))
+        #expect(r.write(72, be64(1)).events == [.pwritev])
+        #expect(r.flush().events == [])  // bdrv_pwrite_sync's own flush
+        #expect(r.flush().events == [.flushToOS])  // the request's: refcounts stay cached
+        // The close: its flush finds nothing to write, then the refcount block goes out.
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [67])).events
+                == [.flushToOS, .flushToDisk, .refblockUpdatePart, .pwritev])
+    }
+}

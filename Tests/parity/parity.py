@@ -143,9 +143,15 @@ class Runner:
                 if how == "reference" else json.dumps({"driver": "file", "filename": img}))
         argv = [QEMU_IMG] + [target if a == "IMG" else a.replace("TEST_DIR/", run_dir + "/")
                              .replace("@FILE@", node) for a in args[1:]]
+        # MATCH:PATH: another image the rules apply to (a blkdebug node of its own over
+        # it for the reference; for the preload, BLKFAULT_IMAGE names it too).
+        also = [a[6:] for a in argv if a.startswith("MATCH:")]
+        argv = [(f"blkdebug:{cfg}:{a[6:]}" if how == "reference" else a[6:])
+                if a.startswith("MATCH:") else a for a in argv]
         env = self.env
         if how == "preload":
-            env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg, BLKFAULT_IMAGE=img)
+            env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
+                       BLKFAULT_IMAGE=":".join([img] + also))
         p = self._run(argv, env)
         p.label = how
         return p

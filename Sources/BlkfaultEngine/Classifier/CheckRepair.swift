@@ -12,13 +12,26 @@
 /// - the close's flush: `flush_to_os`, the refcount cache's dependency flush of the L2
 ///   cache (an fdatasync), the refblock write-back (`refblock_update_part`) and the
 ///   file's own flush; no `flush_to_disk` (no write went through the qcow2 node).
+///
+/// A read-write open of an image marked dirty (lazy_refcounts, incompatible bit 0) runs
+/// the same check with fixes before anything else (qcow2_do_open), then qcow2_mark_clean:
+/// the caches' flush goes to the file node (no `flush_to_os`), the refblock write-back
+/// raises `refblock_update_part`, and the header rewrite at offset 0 ends the repair;
+/// the program's own requests follow (`repairsDirtyImage`, `ended`).
 struct CheckRepair: Sendable, Equatable {
-    enum Phase: Sendable, Equatable { case walking, fixed, closing }
+    enum Phase: Sendable, Equatable { case walking, fixed, closing, ended }
     private(set) var phase: Phase
+    let repairsDirtyImage: Bool
 
-    init(phase: Phase = .walking) { self.phase = phase }
+    init(phase: Phase = .walking, repairsDirtyImage: Bool = false) {
+        self.phase = phase
+        self.repairsDirtyImage = repairsDirtyImage
+    }
 
-    mutating func events(_ kind: OperationKind, clusters: Int, isRefblock: Bool) -> [BlkdebugEvent] {
+    /// The open-time repair of a dirty image is over: classify as usual from here.
+    var ended: Bool { phase == .ended }
+
+    mutating func events(_ kind: OperationKind, offset: UInt64, clusters: Int, isRefblock: Bool) -> [BlkdebugEvent] {
         switch kind {
         case .discard:
             phase = .fixed
@@ -26,9 +39,10 @@ struct CheckRepair: Sendable, Equatable {
             for _ in 0..<max(1, clusters) { events += [.refblockAlloc, .refblockLoad] }
             return events
         case .flush:
-            if phase == .fixed { phase = .closing; return [.flushToOS] }
+            if phase == .fixed { phase = .closing; return repairsDirtyImage ? [] : [.flushToOS] }
             return []
         case .write:
+            if repairsDirtyImage, offset == 0 { phase = .ended; return [.pwritev] }
             return phase == .closing && isRefblock ? [.refblockUpdatePart, .pwritev] : [.pwritev]
         default:
             return []

@@ -33,13 +33,26 @@ struct FullFlush: Sendable {
     var writeback = false
     private var wroteSinceFlush = false
 
+    /// The image is marked dirty (lazy_refcounts): qcow2_write_caches leaves the refcount
+    /// cache alone (qcow2_need_accurate_refcounts), it is written back at close.
+    var refcountsDeferred = false {
+        didSet { if refcountsDeferred { dirtyRefcounts = false } }  // marked dirty mid-request
+    }
+
     /// A guest write, discard or zero write finished.
     mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool) {
         wroteSinceFlush = true
         if case .writingBack = phase { return }
         phase = .requestDone
         dirtyL2 = dirtyL2 || dirtiedL2
-        dirtyRefcounts = dirtyRefcounts || dirtiedRefcounts
+        dirtyRefcounts = dirtyRefcounts || (dirtiedRefcounts && !refcountsDeferred)
+    }
+
+    /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
+    /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
+    /// qcow2_inactivate writes the refcount cache back after it.
+    func deferredRefcountsClose() -> [BlkdebugEvent] {
+        completedRequests > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
     }
 
     /// The request is still allocating (a large request is split into chunks whose

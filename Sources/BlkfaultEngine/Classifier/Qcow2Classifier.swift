@@ -131,7 +131,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// instead of failing the fdatasync, which file-posix would latch).
     public private(set) var flushRetriedAtClose = false
 
-    public init(shadow: ShadowImage) { self.shadow = shadow }
+    /// The incompatible-features field was just written with bdrv_pwrite_sync: the next
+    /// flush is that write's own and raises nothing.
+    private var headerFeaturesSync = false
+    /// The image was marked dirty when opened (CheckRepair.repairsDirtyImage).
+    private var dirtyAtOpen: Bool
+
+    public init(shadow: ShadowImage) {
+        self.shadow = shadow
+        dirtyAtOpen = shadow.header.incompatibleFeatures & 1 != 0
+        flush.refcountsDeferred = dirtyAtOpen
+    }
 
     /// The program writes back (ProgramCommand.writesBack): see FullFlush.writeback.
     /// `closeOnly`: the program flushes only at the close (qemu-img rebase).
@@ -173,7 +183,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if let e = bitmapStoreEvents(op, region, file: file) { return events + e }
         }
         if checkRepair == nil, writable, l1TableReads > 1, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty {
-            checkRepair = CheckRepair()
+            checkRepair = CheckRepair(repairsDirtyImage: dirtyAtOpen)
         }
         if !refcountOrderRewrite, op.kind == .write, op.length == shadow.clusterSize, region == .unreferenced,
            writable, l1TableReads <= 1, !pendingGuestWrite, let head = op.bytes?(0, 16), isRefblockOfOtherOrder(head),
@@ -214,10 +224,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
-            let repair = checkRepair!.events(op.kind, clusters: clusters(of: op).count, isRefblock: isRefblock)
+            let repair = checkRepair!.events(op.kind, offset: op.offset, clusters: clusters(of: op).count,
+                                             isRefblock: isRefblock)
             flushRetriedAtClose = op.kind == .flush && repair.contains(.flushToOS)
             events += repair
             if op.kind == .writeZeroes { events.append(.pwritevZero) }
+            if checkRepair!.ended { checkRepair = nil; l1TableReads = 1; dirtyAtOpen = false }
             return events
         }
         if !(isWriteBack || op.kind == .flush) {
@@ -321,6 +333,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            if headerFeaturesSync { headerFeaturesSync = false; break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
                 makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
@@ -538,6 +551,24 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     // MARK: Writes
 
+    /// alloc_refcount_block's 8-byte refcount-table entry write. Under O_DIRECT (`-t none`)
+    /// file-posix pads it to the file's request alignment with a read-modify-write below
+    /// blkdebug: a sector-aligned write of up to 4 KiB that changes exactly one entry.
+    private func isRefcountTableHookup(_ op: Operation) -> Bool {
+        if op.length == 8 { return true }
+        let n = Int(op.length)
+        guard op.length % 512 == 0, n <= 4096, op.offset % 512 == 0,
+              op.offset >= shadow.header.refcountTableOffset,
+              let b = op.bytes?(0, n), b.count == n else { return false }
+        let first = Int((op.offset - shadow.header.refcountTableOffset) / 8)
+        var changed = 0
+        for i in 0..<(n / 8) {
+            let old = first + i < shadow.reftable.count ? shadow.reftable[first + i] : 0
+            if b.be64(at: i * 8) != old { changed += 1 }
+        }
+        return changed == 1
+    }
+
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
         switch region {
         case .header:
@@ -547,6 +578,16 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // structures; the old table and each old refblock are freed next.
                 refcountOrderFrees = shadow.reftable.filter { $0 != 0 }.count + 1
                 return []
+            }
+            if op.offset == 72 && op.length == 8 {
+                // qcow2_mark_dirty (lazy_refcounts' first write) or qcow2_mark_corrupt:
+                // bdrv_pwrite_sync on the file, whose flush is no request's flush.
+                headerFeaturesSync = true
+                if let b = op.bytes?(7, 1), b.count == 1 { flush.refcountsDeferred = b[0] & 1 != 0 }
+                return []
+            }
+            if op.offset == 0, op.length >= 80, let b = op.bytes?(79, 1), b.count == 1 {
+                flush.refcountsDeferred = b[0] & 1 != 0  // qcow2_update_header (mark clean)
             }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
             if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
@@ -581,7 +622,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 makeEmpty = .refblockHooked
                 return [.refblockAlloc]
             }
-            return op.length == 8 ? [.refblockAllocHookup] : []
+            return isRefcountTableHookup(op) ? [.refblockAllocHookup] : []
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
@@ -627,6 +668,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return events
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
+            if flush.refcountsDeferred, flush.isIdle { return flush.deferredRefcountsClose() + [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
         case .data:
             if contiguousAllocation, previousWasRefblockRead,
