@@ -63,7 +63,8 @@ int32_t blkfault_engine_attach_backing(int32_t fd);
  * (copy_file_range too). Returns:
  *    0  perform it, then call blkfault_engine_after;
  *   BLKFAULT_PERFORM_NO_AFTER  perform it, and do not call blkfault_engine_after
- *      (it would do nothing: a read of guest data or a flush that nothing traces);
+ *      (it would do nothing: a read of guest data or a flush that nothing traces,
+ *      or a guest data read or write that the engine's steady pre-filter let through);
  *   >0  do not perform it: fail with this errno (always < BLKFAULT_PERFORM_NO_AFTER);
  *   <0  do not perform it: report success (blkdebug's negative errno). */
 #define BLKFAULT_PERFORM_NO_AFTER 0x10000
