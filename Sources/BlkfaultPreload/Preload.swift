@@ -258,12 +258,12 @@ func gather(_ iov: UnsafePointer<iovec>, _ iovcnt: Int, from: Int, count: Int) -
     return out
 }
 
-@_cdecl("blkfault_engine_before")
+/// blkfault_engine_before, for the requests its C entry's steady pre-filter did not let
+/// through (Sources/CPreloadSupport/engine_entry.c).
+@_cdecl("blkfault_preload_before")
 public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
-    // Guest data that the engine would let through unchanged: no lock, no classifier.
-    if blkfault_steady_allows(handle, op, offset, length) != 0 { return performNoAfter }
-    return withImage(handle, otherwise: 0) { image in
+    withImage(handle, otherwise: 0) { image in
         guard let operation = operation(op, offset, length, iov, iovcnt) else { return 0 }
         if let overlay = image.backingOf {
             noteBackingIO(image, overlay: overlay, operation)

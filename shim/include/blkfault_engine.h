@@ -1,5 +1,6 @@
 /* The contract between the C shim and the Swift engine (implemented in
- * Sources/BlkfaultPreload with @_cdecl). The shim calls these only for fds
+ * Sources/BlkfaultPreload with @_cdecl; blkfault_engine_before enters in
+ * Sources/CPreloadSupport/engine_entry.c). The shim calls these only for fds
  * of matching images, with its re-entrancy guard held and errno saved.
  * The engine is its own library, libblkfault-engine.so, which exports these
  * seven names and nothing else; the shim dlopens it (shim/engine.c) at the first
