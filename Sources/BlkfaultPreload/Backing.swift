@@ -30,7 +30,7 @@ func canonicalPath(_ path: String) -> String {
 
 /// Called once per new followed image: remembers the backing file its header names.
 func registerBacking(of image: TrackedImage) {
-    guard let name = image.engine.withLock({ $0.backingFileName(file: image.reader) }) else { return }
+    guard let name = image.withEngine({ $0.backingFileName(file: image.reader) }) else { return }
     let target = BackingTarget(path: canonicalPath(name.path(overlay: image.path)), overlay: image, format: name.format)
     backingTargets.withLock { $0.append(target) }
     anyBackingTarget.store(true, ordering: .releasing)
@@ -58,7 +58,7 @@ func backingTarget(_ path: String) -> BackingTarget? {
 func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: Int32) {
     let mode = fcntl(fd, F_GETFL)
     let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
-    target.overlay.engine.withLock {
+    target.overlay.withEngine {
         $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth,
                          readByProgram: programIsQemuImgRebase)
     }
@@ -122,7 +122,7 @@ public func blkfaultEngineAttachBacking(_ fd: Int32) -> Int32 {
 /// I/O on a backing file, before it is performed: the overlay's engine holds its data
 /// reads for the overlay's next request; the trace shows it under the overlay's name.
 func noteBackingIO(_ image: TrackedImage, overlay: TrackedImage, _ op: Operation) {
-    let (step, model) = overlay.engine.withLock { ($0.backingOperation(op, depth: image.backingDepth), $0.modelName) }
+    let (step, model) = overlay.withEngine { ($0.backingOperation(op, depth: image.backingDepth), $0.modelName) }
     if overlay.traceFD >= 0 {
         var line = TraceLine(pid: getpid(), tid: blkfault_current_tid(), image: overlay.path, model: model, op: op, step: step)
         line.backing = image.path

@@ -6,6 +6,7 @@
 import BlkfaultEngine
 import Glibc
 import Synchronization
+import CPreloadSupport
 
 /// A copy of some bytes of the image, kept equal to the file by replaying every write
 /// the engine saw into it.
@@ -36,6 +37,20 @@ enum WitnessLimits {
 
 final class Witness: Sendable {
     let state = Mutex<WitnessState?>(nil)
+    /// The image's steady pre-filter, told what a skipped write must leave alone.
+    nonisolated(unsafe) let steady: OpaquePointer?
+
+    init(steady: OpaquePointer? = nil) { self.steady = steady }
+
+    /// Tells the pre-filter what `s` watches (its lock held): a write it lets through
+    /// must not change the expected size or a watched region.
+    private func publish(_ s: WitnessState?) {
+        guard let steady else { return }
+        guard let s else { return blkfault_steady_witness(steady, 0, 0, .max, .max, .max, .max) }
+        guard s.regions.count <= 2 else { return blkfault_steady_witness(steady, 2, 0, .max, .max, .max, .max) }
+        let r = s.regions.map { ($0.offset, $0.end) } + [(UInt64.max, UInt64.max), (UInt64.max, UInt64.max)]
+        blkfault_steady_witness(steady, 1, s.size, r[0].0, r[0].1, r[1].0, r[1].1)
+    }
     /// Differences found before exit (at a later open of the same path), reported at exit.
     let pending = Mutex<[String]>([])
     let reported = Atomic<Bool>(false)
@@ -50,7 +65,7 @@ final class Witness: Sendable {
         // The engine's reader is the file opened at first attach; if the path now names
         // another file, its bytes are not this file's: no expectation.
         guard fstat(reader.fd, &rst) == 0, rst.st_dev == st.st_dev, rst.st_ino == st.st_ino else {
-            state.withLock { $0 = nil }
+            state.withLock { $0 = nil; publish(nil) }
             return
         }
         let size = UInt64(st.st_size)
@@ -69,6 +84,7 @@ final class Witness: Sendable {
         }
         state.withLock {
             $0 = WitnessState(pid: getpid(), device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: size, regions: regions)
+            publish($0)
         }
     }
 
@@ -86,6 +102,7 @@ final class Witness: Sendable {
         let statSize: UInt64? = (kind == .writeZeroes || kind == .discard || kind == .allocate) ? reader.size : nil
         // Changed in place (`s!`): a copy taken out and stored back retains every region's bytes.
         state.withLock { s in
+            defer { publish(s) }
             guard s != nil, offset != UInt64.max else { return }
             switch kind {
             case .write:
@@ -150,6 +167,7 @@ final class Witness: Sendable {
 @_cdecl("blkfault_engine_exit")
 public func blkfaultEngineExit() {
     let list = images.withLock { $0 }
+    reportSteadyStats(list)
     // One file followed under two names (hard links) has two expectations, each missing
     // the other's writes: neither can be checked.
     let files = list.map { image in image.witness.state.withLock { $0.map { [$0.device, $0.inode] } } }

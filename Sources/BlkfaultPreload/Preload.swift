@@ -40,7 +40,10 @@ final class TrackedImage: Sendable {
     /// BLKFAULT_SHARED_STATE (SharedState.swift); nil unless set.
     let shared: SharedState? = sharedState
     /// What this process saw done to the file, for the exit check (ExitCheck.swift).
-    let witness = Witness()
+    let witness: Witness
+    /// The lock-free pre-filter of its guest data requests (Steady.swift); nil when a
+    /// step is recorded or acted on, or for a backing file.
+    nonisolated(unsafe) let steady: OpaquePointer?
     /// Nothing records a request's step (no trace) or acts on it (no actions, no shared
     /// state): the I/O path asks the engine only for the decision (ImageEngine.decide).
     let quiet: Bool
@@ -61,6 +64,8 @@ final class TrackedImage: Sendable {
         self.traceFD = traceFD
         self.actions = actions
         quiet = traceFD < 0 && actions == nil && shared == nil
+        steady = quiet && backingOf == nil && !backingOnly ? blkfault_steady_new(steadyCounting ? 1 : 0) : nil
+        witness = Witness(steady: steady)
         self.backingOf = backingOf
         self.backingOnly = backingOnly
         self.backingDepth = backingDepth
@@ -151,7 +156,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let mode = fcntl(fd, F_GETFL)
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
         if let i = list.firstIndex(where: { $0.path == name && !$0.backingOnly }) {
-            list[i].engine.withLock { $0.noteOpen(writable: writable) }
+            list[i].withEngine { $0.noteOpen(writable: writable) }
             list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
         }
@@ -188,6 +193,7 @@ func publish(_ tracked: TrackedImage, in list: inout [TrackedImage]) -> Int32 {
     list.append(tracked)
     let handle = list.count - 1
     if handle < imageSlots {
+        if let steady = tracked.steady { blkfault_steady_register(Int32(handle), steady) }
         imageTable[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
         publishedImages.store(handle + 1, ordering: .releasing)
     }
@@ -253,7 +259,9 @@ func gather(_ iov: UnsafePointer<iovec>, _ iovcnt: Int, from: Int, count: Int) -
     return out
 }
 
-@_cdecl("blkfault_engine_before")
+/// blkfault_engine_before, for the requests its C entry's steady pre-filter did not let
+/// through (Sources/CPreloadSupport/engine_entry.c).
+@_cdecl("blkfault_preload_before")
 public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ offset: Int64, _ length: Int64,
                                  _ iov: UnsafePointer<iovec>?, _ iovcnt: Int32) -> Int32 {
     withImage(handle, otherwise: 0) { image in
@@ -264,7 +272,7 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
             if image.backingOnly { return performNoAfter }
         }
         if image.quiet {
-            let (decision, needsAfter) = image.engine.withLock { $0.decide(operation, file: image.reader) }
+            let (decision, needsAfter) = image.withEngine(touching: operation) { $0.decide(operation, file: image.reader) }
             let code = decision.cValue
             // Nothing for blkfault_engine_after to do (the witness ignores reads and flushes).
             return code == 0 && !needsAfter ? performNoAfter : code
@@ -278,7 +286,7 @@ let performNoAfter: Int32 = 0x10000
 
 /// blkfault_engine_before with the step: traced, or with actions or shared state.
 func before(_ image: TrackedImage, fd: Int32, _ operation: Operation, iov: UnsafePointer<iovec>?, iovcnt: Int32) -> Int32 {
-    let (step, model) = image.engine.withLock { engine in
+    let (step, model) = image.withEngine { engine in
         if let shared = image.shared { shared.take(into: &engine) }
         defer { if let shared = image.shared { shared.leave(from: engine) } }
         return (engine.before(operation, file: image.reader), engine.modelName)
@@ -304,7 +312,7 @@ public func blkfaultEngineAfter(_ handle: Int32, _ fd: Int32, _ op: Int32, _ off
 
 @inline(__always)
 func after(_ image: TrackedImage, _ operation: Operation, iov: UnsafePointer<iovec>?, iovcnt: Int32, result: Int64) {
-    image.engine.withLock { engine in
+    image.withEngine { engine in
         if let shared = image.shared { shared.take(into: &engine) }
         _ = engine.after(operation, succeeded: result >= 0, file: image.reader)
         if let shared = image.shared { shared.leave(from: engine) }

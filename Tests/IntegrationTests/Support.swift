@@ -78,7 +78,7 @@ func run(_ tool: String, _ args: [String], env extra: [String: String] = [:]) th
     var env = ProcessInfo.processInfo.environment
     for key in ["LD_PRELOAD", "BLKFAULT_CONFIG", "BLKFAULT_IMAGE", "BLKFAULT_TRACE", "BLKFAULT_MODEL",
                 "BLKFAULT_SEED", "BLKFAULT_CONTROL", "BLKFAULT_UNSYNCED_LIMIT", "BLKFAULT_SHARED_STATE",
-                "BLKFAULT_ENGINE"] { env[key] = nil }
+                "BLKFAULT_ENGINE", "BLKFAULT_STATS"] { env[key] = nil }
     env.merge(extra) { $1 }
     process.environment = env
     let out = Pipe(), err = Pipe()

@@ -10,7 +10,10 @@ trace. Every program's output and exit status, and the image bytes after every s
 must be identical; the trace must show no failed request.
 
   python3 Tests/fidelity/fidelity.py --so .build/debug/libblkfault.so [--cases 1000]
-      [--first 0] [--jobs 1] [--keep DIR] [--show N]
+      [--first 0] [--jobs 1] [--keep DIR] [--show N] [--untraced]
+
+--untraced: the preloaded side runs without a trace, as a user's would, so guest data
+requests go through the steady pre-filter (BLKFAULT_STATS counts them instead).
 
 Exit status 1 when any case differs; each difference is printed with its seed and a
 shell script that reproduces it is written to the run directory.
@@ -188,8 +191,14 @@ def digest(path):
         return "missing"
 
 
-def execute(steps, workdir, so):
-    """Runs the steps on a fresh image in workdir; returns one record per step."""
+STATS_RE = re.compile(r"^blkfault: stats: .*: (\d+) requests let through by the steady pre-filter\n", re.M)
+skipped_total = [0]   # --untraced: requests the steady pre-filter let through, all cases
+
+
+def execute(steps, workdir, so, untraced=False):
+    """Runs the steps on a fresh image in workdir; returns one record per step.
+    untraced: the preloaded side has no trace (so the steady pre-filter is on) and
+    BLKFAULT_STATS instead, whose lines are taken out of the output and counted."""
     img = os.path.join(workdir, "t.qcow2")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("BLKFAULT_")}
     env.update(LC_ALL="C", LANG="C")
@@ -199,13 +208,24 @@ def execute(steps, workdir, so):
         with open(cfg, "w") as f:
             f.write(NEVER_FIRING)
         env.update(LD_PRELOAD=so, BLKFAULT_CONFIG=cfg, BLKFAULT_IMAGE=img, BLKFAULT_TRACE=trace)
+        if untraced:
+            del env["BLKFAULT_TRACE"]
+            env["BLKFAULT_STATS"] = "1"
     records = []
+    followed = False
     for step in steps:
         rc, out, err = run(argv_of(step, img), env)
+        if so and untraced:
+            counts = [int(n) for n in STATS_RE.findall(err)]
+            followed = followed or bool(counts)
+            skipped_total[0] += sum(counts)
+            err = STATS_RE.sub("", err)
         text = TIMING_RE.sub("TIMING", (out + "\x00" + err).replace(workdir, "DIR"))
         text = SNAPSHOT_DATE_RE.sub("DATE", text)
         records.append((rc, text, digest(img)))
     fired = 0
+    if so and untraced:
+        return records, 0 if followed else -1
     if so:
         if not os.path.exists(trace) or os.path.getsize(trace) == 0:
             fired = -1   # the preload followed nothing: the comparison would prove nothing
@@ -232,13 +252,13 @@ def describe(step):
 rerun_matched = []   # seeds whose preloaded run equalled only a plain rerun
 
 
-def run_case(seed, so, base):
+def run_case(seed, so, base, untraced=False):
     steps = make_case(seed)
     d = tempfile.mkdtemp(prefix=f"case{seed}-", dir=base)
     plain_dir, pre_dir = os.path.join(d, "plain"), os.path.join(d, "preload")
     os.mkdir(plain_dir); os.mkdir(pre_dir)
     plain, _ = execute(steps, plain_dir, None)
-    pre, fired = execute(steps, pre_dir, so)
+    pre, fired = execute(steps, pre_dir, so, untraced)
     reruns = 0
     while plain != pre and reruns < 2:
         # QEMU itself is not always deterministic (e.g. the order of concurrent chunk
@@ -263,7 +283,7 @@ def run_case(seed, so, base):
         if what:
             problems.append(f"step {i} `{describe(step)}`: " + "; ".join(what))
     if fired < 0:
-        problems.append("the preloaded run left no trace: blkfault did not follow the image")
+        problems.append("the preloaded run left no trace (or, untraced, no stats line): blkfault did not follow the image")
     elif fired:
         problems.append(f"the trace shows {fired} request(s) failed by a rule that can never fire")
     if not problems:
@@ -281,6 +301,9 @@ def main():
     ap.add_argument("--first", type=int, default=0, help="first seed")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--keep", help="directory for failing cases (default: a temporary one)")
+    ap.add_argument("--untraced", action="store_true",
+                    help="no trace on the preloaded side (the steady pre-filter is on then; "
+                         "BLKFAULT_STATS shows it followed the image)")
     args = ap.parse_args()
     so = os.path.abspath(args.so)
     if not os.path.exists(so):
@@ -291,7 +314,7 @@ def main():
     failed, ops, geometries = [], 0, set()
     seeds = range(args.first, args.first + args.cases)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for seed, steps, problems, d in pool.map(lambda s: run_case(s, so, base), seeds):
+        for seed, steps, problems, d in pool.map(lambda s: run_case(s, so, base, args.untraced), seeds):
             ops += sum(len(s[1]) if s[0] == "io" else 1 for s in steps)
             geometries.add(tuple(sorted(steps[0][1].items())))
             if problems:
@@ -302,6 +325,8 @@ def main():
     print(f"fidelity: {args.cases - len(failed)}/{args.cases} cases identical (seeds {args.first}.."
           f"{args.first + args.cases - 1}, {ops} commands, {len(geometries)} geometries, "
           f"{time.time() - t0:.0f} s)")
+    if args.untraced:
+        print(f"  untraced: {skipped_total[0]} requests were let through by the steady pre-filter")
     if rerun_matched:
         print(f"  {len(rerun_matched)} of them equal a second plain run but not the first (QEMU itself "
               f"differed between two plain runs): seeds " + " ".join(map(str, sorted(rerun_matched))))

@@ -1,5 +1,6 @@
 /* The contract between the C shim and the Swift engine (implemented in
- * Sources/BlkfaultPreload with @_cdecl). The shim calls these only for fds
+ * Sources/BlkfaultPreload with @_cdecl; blkfault_engine_before enters in
+ * Sources/CPreloadSupport/engine_entry.c). The shim calls these only for fds
  * of matching images, with its re-entrancy guard held and errno saved.
  * The engine is its own library, libblkfault-engine.so, which exports these
  * seven names and nothing else; the shim dlopens it (shim/engine.c) at the first
@@ -65,7 +66,8 @@ int32_t blkfault_engine_attach_backing(int32_t fd);
  * (copy_file_range too). Returns:
  *    0  perform it, then call blkfault_engine_after;
  *   BLKFAULT_PERFORM_NO_AFTER  perform it, and do not call blkfault_engine_after
- *      (it would do nothing: a read of guest data or a flush that nothing traces);
+ *      (it would do nothing: a read of guest data or a flush that nothing traces,
+ *      or a guest data read or write that the engine's steady pre-filter let through);
  *   >0  do not perform it: fail with this errno (always < BLKFAULT_PERFORM_NO_AFTER);
  *   <0  do not perform it: report success (blkdebug's negative errno). */
 #define BLKFAULT_PERFORM_NO_AFTER 0x10000

@@ -118,6 +118,9 @@ struct FullFlush: Sendable {
     /// Whether the node's next flush raises flush_to_disk (its write generation moved).
     var flushToDiskNext: Bool { writeback ? wroteSinceFlush : completedRequests > 0 }
 
+    /// A request finished and its flush has not begun: another guest write that
+    /// dirties nothing leaves the flush exactly as it is.
+    var isRequestDone: Bool { if case .requestDone = phase { return true } else { return false } }
     var isIdle: Bool { if case .idle = phase { return true } else { return false } }
     /// `interrupted()` would end a flush (otherwise it returns nothing and changes nothing).
     var isWritingBack: Bool { if case .writingBack = phase { return true } else { return false } }

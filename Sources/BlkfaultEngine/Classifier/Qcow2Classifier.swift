@@ -12,7 +12,11 @@
 ///   `flush_to_os`, cache write-backs, then `flush_to_disk` from the second
 ///   request of the process on.
 public struct Qcow2Classifier: EventClassifier, Sendable {
-    public private(set) var shadow: ShadowImage
+    /// (No `oldValue` in the observer: the shadow is still changed in place.)
+    public private(set) var shadow: ShadowImage { didSet { shadowChanges &+= 1 } }
+    /// Counts changes to the shadow model: while it stays the same, so does every
+    /// offset's region (the preload's steady pre-filter keeps clusters while it does).
+    public private(set) var shadowChanges: UInt64 = 0
     public var modelName: String { Self.modelName }
     public static let modelName = "qemu-7.2"
 
@@ -402,6 +406,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         default:
             return nil
         }
+    }
+
+    /// Which requests on guest data `steadyEvents` takes and that change nothing here,
+    /// before or after (the flags it clears are clear, a write's flush is already
+    /// pending and dirties nothing, a failed write has no COW to give up): skipping
+    /// such a request leaves the classifier exactly as classifying it would.
+    var steadyKinds: (reads: Bool, writes: Bool) {
+        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+              !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
+              !previousWasCompressedRead else { return (false, false) }
+        return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone)
     }
 
     /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was

@@ -46,6 +46,8 @@ public struct ImageEngine: Sendable {
     public private(set) var degraded = false
     /// The overlay's backing file, once the program opened it (ImageEngine+Backing.swift).
     var backing: BackingReads?
+    /// Bumped when the classifier is replaced (`layoutVersion`).
+    private var layoutEpoch: UInt64 = 0
 
     enum Model: Sendable {
         /// `qcow2` holds the classifier.
@@ -258,9 +260,46 @@ public struct ImageEngine: Sendable {
     private mutating func retryQcow2IfPending(_ op: Operation, file: ImageReader) {
         guard case .pending = model, op.kind == .read, op.offset == 0 else { return }
         if let shadow = try? ShadowImage(reading: file) {
+            layoutEpoch &+= 1 << 40
             qcow2 = Qcow2Classifier(shadow: shadow)
             model = .qcow2
             rawReason = nil
         }
+    }
+}
+
+/// The steady path as the preload's lock-free pre-filter sees it (blkfault_steady.h): a
+/// read or write of guest data that `decide` would let through while changing nothing
+/// (then `after` changes nothing either) needs neither the lock nor the classifier.
+extension ImageEngine {
+    /// Which kinds of guest data request change nothing now, given that nothing records
+    /// or acts on a step (no trace, actions or shared state: the caller knows): their
+    /// events' raises change nothing observable (`BlkdebugRules.raiseChangesNothing`) and
+    /// the classifier's steady path is idle. `rule` receives each active rule (sector
+    /// byte or -1, iotype mask): a skipped request must not be covered by any; false from
+    /// it, or an active rule with a trigger, skips nothing.
+    public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
+        guard case .qcow2 = model, backing == nil, actions.isEmpty, let classifier = qcow2 else { return (false, false) }
+        var (reads, writes) = classifier.steadyKinds
+        reads = reads && rules.raiseChangesNothing(.readAio)
+        writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)
+            && rules.raiseChangesNothing(.pwritevDone)
+        guard reads || writes, rules.forEachActiveRule(rule) else { return (false, false) }
+        return (reads, writes)
+    }
+
+    /// Changes when a cluster's region may have changed (the shadow model changed or was replaced).
+    public var layoutVersion: UInt64 { layoutEpoch &+ (qcow2?.shadowChanges ?? 0) }
+
+    /// `ShadowImage.wholeDataWord`: clusters wholly guest data, 64 from cluster 64*w (0 unless qcow2).
+    public func wholeDataWord(_ w: UInt64) -> UInt64 {
+        guard case .qcow2 = model, let classifier = qcow2 else { return 0 }
+        return classifier.shadow.wholeDataWord(w)
+    }
+
+    /// log2 of the cluster size, 0 unless qcow2.
+    public var clusterBits: UInt32 {
+        guard case .qcow2 = model, let classifier = qcow2 else { return 0 }
+        return classifier.shadow.header.clusterBits
     }
 }

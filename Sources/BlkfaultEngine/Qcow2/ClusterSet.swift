@@ -73,5 +73,9 @@ public struct ClusterSet: Sendable {
         if words[w] & bit != 0 { words[w] &= ~bit; count -= 1 }
     }
 
+    /// Bits 64*w ... 64*w+63 of the bitmap (0 past it; indices in `far` are not in it).
+    @inline(__always)
+    public func word(_ w: UInt64) -> UInt64 { w < UInt64(words.count) ? words[Int(w)] : 0 }
+
     public mutating func removeAll() { words = []; far = []; count = 0 }
 }

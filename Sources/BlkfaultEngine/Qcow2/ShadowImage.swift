@@ -482,3 +482,25 @@ public struct ShadowImage: Sendable {
         while c < end && releasedClusters.count < 1 << 20 { releasedClusters.insert(c); c += 1 }
     }
 }
+
+extension ShadowImage {
+    /// Clusters 64*w ... 64*w+63 whose every byte is guest data (`region(at:)` is `.data`
+    /// throughout: an L2 entry points to it, and it is not the header, a table cluster, or
+    /// part of the L1 or refcount table), one bit each.
+    public func wholeDataWord(_ w: UInt64) -> UInt64 {
+        var bits = dataClusters.word(w) & ~tableClusters.word(w)
+        guard bits != 0 else { return 0 }
+        let shift = UInt64(header.clusterBits)
+        func clear(_ start: UInt64, _ length: UInt64) {
+            guard length > 0 else { return }
+            let first = start >> shift
+            let last = (start.addingReportingOverflow(length - 1).overflow ? UInt64.max : start + length - 1) >> shift
+            guard last >= w << 6, first <= (w << 6) | 63 else { return }
+            for c in max(first, w << 6)...min(last, (w << 6) | 63) { bits &= ~(1 << (c & 63)) }
+        }
+        clear(0, clusterSize)
+        clear(header.l1TableOffset, UInt64(l1.count) * 8)
+        clear(header.refcountTableOffset, header.refcountTableSize)
+        return bits
+    }
+}

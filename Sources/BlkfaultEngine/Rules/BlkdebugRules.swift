@@ -123,6 +123,40 @@ public struct BlkdebugRules: Sendable {
         return (replaced, nil)
     }
 
+    /// Whether raising `event` now changes nothing observable once nothing is traced
+    /// and no action counts raises: the state stays (no set-state rule matches, or it
+    /// sets the state it finds), the active list stays (no inject rule matches, or the
+    /// matching ones are the active list, in order), and no rule of the event has an
+    /// occurrence or probability (their draws count every raise). Only the raise
+    /// counter and the trace's choices would move.
+    public func raiseChangesNothing(_ event: BlkdebugEvent) -> Bool {
+        guard hasRules(for: event) else { return true }
+        var matching = 0
+        for k in injectByEvent.positions(event) where !consumed[Int(injectByEvent.order[k])] {
+            let index = injectByEvent.order[k]
+            if injectRules[Int(index)].trigger != nil { return false }
+            guard Self.matches(injectRules[Int(index)].state, state) else { continue }
+            if matching >= activeCount || activeSlots[matching] != index { return false }
+            matching += 1
+        }
+        if matching > 0 && matching != activeCount { return false }
+        for k in setStateByEvent.positions(event) {
+            let i = Int(setStateByEvent.order[k])
+            if Self.matches(setStateRules[i].state, state) { return setStateRules[i].newState == state }
+        }
+        return true
+    }
+
+    /// `body(sector byte or -1, iotype mask)` for each active rule, front first; false
+    /// (and stops) if `body` does, or if a rule has a trigger (`endRequest` drops those).
+    public func forEachActiveRule(_ body: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> Bool {
+        for position in 0..<activeCount {
+            let i = Int(activeSlots[position])
+            guard injectRules[i].trigger == nil, body(injectRules[i].sectorOffset, injectRules[i].iotypeMask) else { return false }
+        }
+        return true
+    }
+
     /// rule_check: the first active rule that covers the request (no sector, or a sector
     /// byte inside a non-empty request; C's unsigned comparisons) and its iotype decides.
     /// A matching rule with errno 0 lets the request through and shadows the rules behind
