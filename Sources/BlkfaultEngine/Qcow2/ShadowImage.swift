@@ -76,6 +76,7 @@ public struct ShadowImage: Sendable {
     private mutating func loadSnapshotL2Tables(_ file: ImageReader) {
         var offset = header.snapshotsOffset
         // L1 tables stay known after their snapshot is deleted: qcow2 walks it afterwards.
+        let previous = snapshotL2Tables
         snapshotL2Tables = [:]; snapshotTableSize = 0
         defer { snapshotTableSize = header.nbSnapshots == 0 ? 0 : offset &- header.snapshotsOffset }
         for _ in 0..<min(Int(header.nbSnapshots), 1024) {
@@ -97,7 +98,9 @@ public struct ShadowImage: Sendable {
             if next.overflow { break }
             offset = next.partialValue
         }
-        rebuildTableClusters()
+        // `tableClusters` follows the three tables' keys: unchanged when these are (every
+        // read of the header's first bytes comes here, and a rebuild walks all tables).
+        if snapshotL2Tables != previous { rebuildTableClusters() }
     }
 
     private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
@@ -242,9 +245,12 @@ public struct ShadowImage: Sendable {
         case .l1Table(let first):
             // An unused entry that stays unused changes nothing (most of a table read).
             for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
-                let entry = data.be64(at: k * 8)
-                if entry == 0 && l1[Int(first) + k] == 0 { continue }
-                setL1(index: Int(first) + k, entry)
+                let entry = data.be64(at: k * 8), index = Int(first) + k
+                if entry == 0 && l1[index] == 0 { continue }
+                // Nor does a used one that is unchanged and already maps its table to this
+                // index (qemu-img check reads the whole L1 again: one lookup, not four).
+                if entry == l1[index], l2Tables[entry & Qcow2Entry.offsetMask] == UInt64(index) { continue }
+                setL1(index: index, entry)
             }
         case .refcountTable(let first):
             for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
@@ -374,41 +380,54 @@ public struct ShadowImage: Sendable {
     /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end) and,
     /// if at the end, whether an allocated entry is followed by an unallocated one.
     /// Entries pointing to consecutive clusters (a preallocated, converted or sequentially
-    /// written image) form runs: an entry equal to the previous one plus a cluster costs
-    /// one compare, and a run sets its bits word by word.
+    /// written image) form runs: `runEnd` finds where a run stops, four entries per
+    /// compare, and the run's bits are set word by word.
     @inline(__always)
     private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
                                     _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool) {
         let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
         var boundary = false, previousAllocated = false
-        // The current run: its first index and entry position, its length, its next entry.
-        var runStart: UInt64 = 0, runFirst = 0, runLength: UInt64 = 0, expected: UInt64 = 0
         var i = 0
         while i < n {
             let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self))
             i &+= 1
-            if e == expected && runLength != 0 { runLength &+= 1; expected &+= clusterSize; continue }
-            if runLength != 0 {
-                // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
-                if runStart &+ runLength > limit { return (runFirst, false) }
-                added &+= setRange(words, runStart, runLength)
-                previousAllocated = true
-                runLength = 0
-            }
             if e & Qcow2Entry.compressed != 0 { return (i &- 1, false) }
             let host = e & Qcow2Entry.offsetMask
-            if host != 0 {
-                runStart = host &>> shift; runFirst = i &- 1; runLength = 1; expected = e &+ clusterSize
-            } else {
+            if host == 0 {
                 boundary = boundary || previousAllocated
                 previousAllocated = false
+                continue
             }
-        }
-        if runLength != 0 {
-            if runStart &+ runLength > limit { return (runFirst, false) }
+            // This entry and the ones after it that point to the next clusters, each equal
+            // to the one before plus a cluster (flags included).
+            let end = runEnd(base, from: i, n, stride: stride, expected: e &+ clusterSize, clusterSize: clusterSize)
+            let runStart = host &>> shift, runLength = UInt64(truncatingIfNeeded: end &- i &+ 1)
+            // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
+            if runStart &+ runLength > limit { return (i &- 1, false) }
             added &+= setRange(words, runStart, runLength)
+            previousAllocated = true
+            i = end
         }
         return (n, boundary)
+    }
+
+    /// The first index from `i` on whose entry is not `expected` plus a cluster per step
+    /// (n if none): four entries per step, their differences or-ed into one compare.
+    @inline(__always)
+    private static func runEnd(_ base: UnsafeRawPointer, from i: Int, _ n: Int, stride: Int,
+                               expected: UInt64, clusterSize: UInt64) -> Int {
+        var j = i, x = expected
+        @inline(__always) func entry(_ k: Int) -> UInt64 {
+            UInt64(bigEndian: base.loadUnaligned(fromByteOffset: k &* stride, as: UInt64.self))
+        }
+        while j &+ 4 <= n {
+            let d = (entry(j) ^ x) | (entry(j &+ 1) ^ (x &+ clusterSize))
+                | (entry(j &+ 2) ^ (x &+ 2 &* clusterSize)) | (entry(j &+ 3) ^ (x &+ 3 &* clusterSize))
+            if d != 0 { break }
+            x &+= 4 &* clusterSize; j &+= 4
+        }
+        while j < n && entry(j) == x { x &+= clusterSize; j &+= 1 }
+        return j
     }
 
     /// Sets the bits of indices start..<start+length (inside `words`); returns how many were clear.
