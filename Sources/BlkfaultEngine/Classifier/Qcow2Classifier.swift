@@ -355,12 +355,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
-                if op.bytes != nil, isMetadata(op) {
+                // One lookup: the region decides both whether and how to learn.
+                let region = op.bytes != nil ? shadow.region(at: op.offset) : .data
+                if op.bytes != nil, Self.isMetadata(region, op.kind) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false
-                    if op.kind == .read, case .l2Table = shadow.region(at: op.offset) { l2Read = true }
+                    if op.kind == .read, case .l2Table = region { l2Read = true }
                     op.withBytes(count: Int(op.length)) { data in
-                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, data: data, file: file) }
+                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, region: region, data: data, file: file) }
                         else { shadow.learn(offset: op.offset, data: data, file: file) }
                     }
                 } else if op.kind == .write {
@@ -743,8 +745,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// performed, would change something: it read metadata. Kept by `eventsBefore`,
     /// which looked the region up already.
     private(set) var lastReadIsMetadata = true
-
-    private func isMetadata(_ op: Operation) -> Bool { Self.isMetadata(shadow.region(at: op.offset), op.kind) }
 
     private static func isMetadata(_ region: Region, _ kind: OperationKind) -> Bool {
         switch region {

@@ -337,7 +337,12 @@ public struct ShadowImage: Sendable {
     /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
     /// `hasAllocationBoundary(data)`, in one pass when the slice lies in one cluster.
     public mutating func learnL2Read(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
-        guard case .l2Table = region(at: offset), UInt64(data.count) <= clusterSize - offset % clusterSize else {
+        learnL2Read(offset: offset, region: region(at: offset), data: data, file: file)
+    }
+
+    /// The same, for a caller that looked `region(at: offset)` up already (it hashes).
+    public mutating func learnL2Read(offset: UInt64, region: Region, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
+        guard case .l2Table = region, UInt64(data.count) <= clusterSize - offset % clusterSize else {
             let boundary = hasAllocationBoundary(data)
             learn(offset: offset, data: data, file: file)
             return boundary
