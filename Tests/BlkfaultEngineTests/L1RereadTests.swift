@@ -27,5 +27,24 @@ import BlkfaultEngine
         shadow.learn(offset: l1, data: Array(whole[0..<8]), file: file)
         #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 0))
         #expect(shadow.l2Tables.count == 2)
+        // Entry 6 rewritten to name the table too: it takes the table over; a reread of
+        // entry 0, unchanged but no longer the owner, takes it back.
+        shadow.learn(offset: l1 + 48, data: be64(copied | table), file: file)
+        #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 6))
+        #expect(shadow.region(at: other) == .unreferenced)
+        shadow.learn(offset: l1, data: Array(whole[0..<8]), file: file)
+        #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 0))
+        // Entry 6 reread with what it holds now (it named the table last, but lost it).
+        shadow.learn(offset: l1 + 48, data: be64(copied | table), file: file)
+        #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 6))
+        // The whole table reread as at open: entry 5 (cleared) stays clear; 6 owns the table.
+        var now = whole
+        now.replaceSubrange(40..<48, with: [UInt8](repeating: 0, count: 8))
+        now.replaceSubrange(48..<56, with: be64(copied | table))
+        shadow.learn(offset: l1, data: now, file: file)
+        #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 6))
+        shadow.learn(offset: l1, data: now, file: file)
+        #expect(shadow.region(at: table) == .l2Table(tableOffset: table, l1Index: 6))
+        #expect(shadow.l2Tables == [table: 6])
     }
 }

@@ -27,6 +27,9 @@ public struct ShadowImage: Sendable {
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
     public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    /// Bit i: `l2Tables` maps L1 entry i's table to i (a corrupt L1 may name a table twice;
+    /// the last write owns it). Lets a reread of an unchanged entry skip the lookup.
+    private var l1Owners: [UInt64] = []
     /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
     /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
     public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
@@ -66,7 +69,7 @@ public struct ShadowImage: Sendable {
         if let cluster0 = file.read(offset: 0, count: Int(header.clusterSize)) { header.parseExtensions(cluster0: cluster0) }
         self.header = header
         l1 = []; reftable = []
-        try loadL1(file)
+        try loadL1(file, rebuild: false)  // loadReftable's rebuild covers both
         try loadReftable(file)
         loadSnapshotL2Tables(file)
     }
@@ -103,19 +106,27 @@ public struct ShadowImage: Sendable {
         if snapshotL2Tables != previous { rebuildTableClusters() }
     }
 
-    private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
+    private mutating func loadL1(_ file: ImageReader, rebuild: Bool = true) throws(Qcow2Error) {
         let count = Int(header.l1Size)
-        guard count > 0 else { l1 = []; return }
+        guard count > 0 else { l1 = []; l1Owners = []; return }
         guard header.l1TableOffset % clusterSize == 0,
               let b = file.read(offset: header.l1TableOffset, count: count * 8), b.count == count * 8
         else { throw .truncated("L1 table") }
         l1 = Self.entries(b, count)
         l2Tables = [:]
-        var tables: [UInt64: UInt64] = [:]
-        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 { tables[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        var tables: [UInt64: UInt64] = [:], owners = [UInt64](repeating: 0, count: (count + 63) / 64)
+        tables.reserveCapacity(l1.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
+        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
+            if let previous = tables.updateValue(UInt64(i), forKey: e & Qcow2Entry.offsetMask) { Self.clear(&owners, Int(previous)) }
+            Self.set(&owners, i)
+        }
         l2Tables = tables
-        rebuildTableClusters()
+        l1Owners = owners
+        if rebuild { rebuildTableClusters() }
     }
+
+    private static func set(_ bits: inout [UInt64], _ i: Int) { bits[i >> 6] |= 1 << UInt64(i & 63) }
+    private static func clear(_ bits: inout [UInt64], _ i: Int) { bits[i >> 6] &= ~(1 << UInt64(i & 63)) }
 
     private mutating func loadReftable(_ file: ImageReader) throws(Qcow2Error) {
         let bytes = Int(header.refcountTableSize)
@@ -126,6 +137,7 @@ public struct ShadowImage: Sendable {
         refblocks = [:]
         refblockData = [:]
         var blocks: [UInt64: UInt64] = [:]
+        blocks.reserveCapacity(reftable.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
         refblocks = blocks
         rebuildTableClusters()
@@ -249,7 +261,7 @@ public struct ShadowImage: Sendable {
                 if entry == 0 && l1[index] == 0 { continue }
                 // Nor does a used one that is unchanged and already maps its table to this
                 // index (qemu-img check reads the whole L1 again: one lookup, not four).
-                if entry == l1[index], l2Tables[entry & Qcow2Entry.offsetMask] == UInt64(index) { continue }
+                if entry == l1[index], l1Owners[index >> 6] & (1 << UInt64(index & 63)) != 0 { continue }
                 setL1(index: index, entry)
             }
         case .refcountTable(let first):
@@ -302,8 +314,13 @@ public struct ShadowImage: Sendable {
         let old = l1[index] & Qcow2Entry.offsetMask
         if old != 0, l2Tables[old] == UInt64(index) { l2Tables[old] = nil }
         l1[index] = entry
+        Self.clear(&l1Owners, index)
         let new = entry & Qcow2Entry.offsetMask
-        if new != 0 { l2Tables[new] = UInt64(index) }
+        if new != 0 {
+            // The table's previous owner (another entry naming it) is one no more.
+            if let previous = l2Tables.updateValue(UInt64(index), forKey: new) { Self.clear(&l1Owners, Int(previous)) }
+            Self.set(&l1Owners, index)
+        }
         markTable(old); markTable(new)
     }
 
