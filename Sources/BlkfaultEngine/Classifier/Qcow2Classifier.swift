@@ -346,7 +346,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
-        if !deferredWalk.isEmpty, deferredWalkMatters(op, shadow.region(at: op.offset)) { materializeDeferredWalk(file: file) }
+        // The region, when looked up here already and still valid (it hashes).
+        var looked: Region?
+        if !deferredWalk.isEmpty {
+            let region = shadow.region(at: op.offset)
+            if deferredWalkMatters(op, region) { materializeDeferredWalk(file: file) } else { looked = region }
+        }
         if !(performed && succeeded) {
             // QEMU gives the operation up: none of its later steps follow.
             if snapshot.isActive { snapshot.abandon() }
@@ -365,7 +370,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch op.kind {
             case .write, .read:
                 // One lookup: the region decides both whether and how to learn.
-                let region = op.bytes != nil ? shadow.region(at: op.offset) : .data
+                let region = op.bytes != nil ? looked ?? shadow.region(at: op.offset) : .data
                 if op.bytes != nil, Self.isMetadata(region, op.kind) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false
