@@ -377,11 +377,22 @@ public struct ShadowImage: Sendable {
         // The common entries straight into the bitmap's words; it stops at the first entry
         // that needs more (compressed, or a cluster past the bitmap: it grows). A constant
         // stride (8: standard entries; 16: extended L2) keeps the loop tight.
-        let (stop, fastBoundary) = dataClusters.withWords { words, added -> (Int, Bool) in
-            step == 8 ? Self.setDataBits(base, n, stride: 8, shift: shift, words, &added)
-                      : Self.setDataBits(base, n, stride: 16, shift: shift, words, &added)
+        var start = 0, resumed = false
+        while true {
+            let from = base + start * step, left = n - start
+            let (stop, fastBoundary, needed) = dataClusters.withWords { words, added -> (Int, Bool, UInt64) in
+                step == 8 ? Self.setDataBits(from, left, stride: 8, shift: shift, words, &added)
+                          : Self.setDataBits(from, left, stride: 16, shift: shift, words, &added)
+            }
+            if stop == left { return resumed ? hasAllocationBoundary(raw) : fastBoundary }
+            start += stop
+            // A run past the bitmap: grow it to hold the run (geometrically) and go on from
+            // the run's first entry; the boundary is then scanned apart.
+            guard needed != 0, needed <= ClusterSet.bitmapLimit else { break }
+            dataClusters.reserve(upTo: needed - 1)
+            resumed = true
         }
-        if stop == n { return fastBoundary }
+        let stop = start
         // The rest one entry at a time, on a local copy moved out of self (one uniqueness check).
         var known = dataClusters
         dataClusters = ClusterSet()
@@ -399,21 +410,22 @@ public struct ShadowImage: Sendable {
         return hasAllocationBoundary(raw)
     }
 
-    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end) and,
-    /// if at the end, whether an allocated entry is followed by an unallocated one.
+    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end); if at
+    /// the end, whether an allocated entry is followed by an unallocated one; if stopped at
+    /// a run past the bitmap, the end of that run's cluster indices (else 0).
     /// Entries pointing to consecutive clusters (a preallocated, converted or sequentially
     /// written image) form runs: `runEnd` finds where a run stops, four entries per
     /// compare, and the run's bits are set word by word.
     @inline(__always)
     private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
-                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool) {
+                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool, UInt64) {
         let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
         var boundary = false, previousAllocated = false
         var i = 0
         while i < n {
             let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self))
             i &+= 1
-            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false) }
+            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false, 0) }
             let host = e & Qcow2Entry.offsetMask
             if host == 0 {
                 boundary = boundary || previousAllocated
@@ -425,12 +437,12 @@ public struct ShadowImage: Sendable {
             let end = runEnd(base, from: i, n, stride: stride, expected: e &+ clusterSize, clusterSize: clusterSize)
             let runStart = host &>> shift, runLength = UInt64(truncatingIfNeeded: end &- i &+ 1)
             // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
-            if runStart &+ runLength > limit { return (i &- 1, false) }
+            if runStart &+ runLength > limit { return (i &- 1, false, runStart &+ runLength) }
             added &+= setRange(words, runStart, runLength)
             previousAllocated = true
             i = end
         }
-        return (n, boundary)
+        return (n, boundary, 0)
     }
 
     /// The first index from `i` on whose entry is not `expected` plus a cluster per step
