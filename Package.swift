@@ -12,6 +12,11 @@ let staticCxx: [String] = ((try? FileManager.default.contentsOfDirectory(atPath:
     .sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }
     .last.map { ["-L\(Context.packageDirectory)/shim/static-cxx", "-L\(gccDir)/\($0)"] } ?? []
 
+// Type metadata of concrete generic types (dictionaries, arrays of the engine's structs)
+// through accessor functions, not the runtime's demangler: the demangler cost a matched
+// process ~0.5 M instructions when the engine attached (issue 7, callgrind).
+let directMetadata: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"])]
+
 let package = Package(
     name: "blkfault",
     products: [
@@ -43,7 +48,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-nostartfiles", "-static-stdlib", "-L\(Context.packageDirectory)/shim/as-needed"])]
         ),
         // The engine: rule files, blkdebug semantics, qcow2 shadow model. Standard library only.
-        .target(name: "BlkfaultEngine", path: "Sources/BlkfaultEngine"),
+        .target(name: "BlkfaultEngine", path: "Sources/BlkfaultEngine", swiftSettings: directMetadata),
         // The C ABI the shim calls, plus process-global state. Standard library and Glibc only.
         // Exports only that ABI (exports.map).
         .target(
@@ -51,6 +56,7 @@ let package = Package(
             dependencies: ["BlkfaultEngine", "CPreloadSupport"],
             path: "Sources/BlkfaultPreload",
             exclude: ["exports.map"],
+            swiftSettings: directMetadata,
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + ["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/BlkfaultPreload/exports.map"])]
         ),
         // The engine's per-thread helpers that Swift cannot write (blkfault_thread.h).

@@ -56,6 +56,17 @@ import Testing
         #expect(names == abi, "libblkfault-engine.so exports \(names.symmetricDifference(abi).sorted().prefix(10)) beyond or short of its ABI")
     }
 
+    /// Sources/CPreloadSupport/command_line.c stands in for the Swift runtime's
+    /// CommandLine.cpp, whose static initializer parses /proc/self/maps at every load.
+    @Test func theEngineLinksNoArgvGrabber() throws {
+        let out = try run("/usr/bin/nm", [Built.engine])
+        #expect(out.status == 0, "\(out)")
+        let symbols = out.stdout.split(separator: "\n")
+        #expect(symbols.contains { $0.hasSuffix(" _swift_stdlib_getUnsafeArgvArgc") }, "the runtime's argv entry point is missing")
+        let grabber = symbols.filter { $0.contains("argvGrabber") || $0.contains("_GLOBAL__sub_I_CommandLine") }
+        #expect(grabber.isEmpty, "libblkfault-engine.so links the runtime's CommandLine.cpp: \(grabber.prefix(3))")
+    }
+
     @Test func theEngineNeedsNoLibstdcxx() throws {
         let libs = try needed(Built.engine)
         #expect(libs.contains("libc.so.6"), "\(libs)")

@@ -78,6 +78,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// read is a metadata walk (qemu-img check), whose L2 reads bypass the L2
     /// cache and so raise no l2_load.
     private var l1TableReads = 0
+    /// L2 tables a read-only metadata walk read, not learnt yet (DeferredWalk.swift).
+    private var deferredWalk = DeferredWalk()
+    /// Whether walk reads are deferred (tests compare against learning each at once).
+    public var defersWalkLearning = true
 
     enum Growth: Sendable { case none, blockWritten, area }
 
@@ -157,7 +161,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         if op.kind == .stat { metadataPreallocationCheck = opened; return [] }
-        let region = shadow.region(at: op.offset)
+        var region = shadow.region(at: op.offset)
+        if !deferredWalk.isEmpty, deferredWalkMatters(op, region) {
+            materializeDeferredWalk(file: file)
+            region = shadow.region(at: op.offset)
+        }
         if case .data = region, let steady = steadyEvents(op) {
             lastReadIsMetadata = false
             return steady
@@ -435,6 +443,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
 
     public mutating func eventsAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        // The region, when looked up here already and still valid (it hashes).
+        var looked: Region?
+        if !deferredWalk.isEmpty {
+            let region = shadow.region(at: op.offset)
+            if deferredWalkMatters(op, region) { materializeDeferredWalk(file: file) } else { looked = region }
+        }
         if !(performed && succeeded) {
             // QEMU gives the operation up: none of its later steps follow.
             if snapshot.isActive { snapshot.abandon() }
@@ -452,12 +466,19 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if performed && succeeded {
             switch op.kind {
             case .write, .read:
-                if op.bytes != nil, isMetadata(op) {
+                // One lookup: the region decides both whether and how to learn.
+                let region = op.bytes != nil ? looked ?? shadow.region(at: op.offset) : .data
+                if op.bytes != nil, Self.isMetadata(region, op.kind) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false
-                    if op.kind == .read, case .l2Table = shadow.region(at: op.offset) { l2Read = true }
+                    if op.kind == .read, case .l2Table = region { l2Read = true }
+                    if l2Read, defersWalk(op) {
+                        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits))
+                        return []
+                    }
+                    if l2Read { deferredWalk.lastTable = nil }
                     op.withBytes(count: Int(op.length)) { data in
-                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, data: data, file: file) }
+                        if l2Read { lastLoadedSliceHasBoundary = shadow.learnL2Read(offset: op.offset, region: region, data: data, file: file) }
                         else { shadow.learn(offset: op.offset, data: data, file: file) }
                     }
                 } else if op.kind == .write {
@@ -540,6 +561,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .refcountBlock:
             // A refcount cache miss: the free-cluster search of a new allocation,
             // or the free check of an allocation that extends a host run.
+            if previousWasL2Load, let table = deferredWalk.lastTable {
+                // Read-only (deferredWalkMatters): both ways below end in [], and only
+                // contiguousAllocation differs, settled when the walk is learnt.
+                deferredWalk.noteRefblockReadAfter(table: table, clusterBits: UInt64(shadow.header.clusterBits))
+                return []
+            }
             if previousWasL2Load && lastLoadedSliceHasBoundary && hostRunCanGrow(file: file) {
                 contiguousAllocation = true
                 return []
@@ -926,7 +953,39 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// which looked the region up already.
     private(set) var lastReadIsMetadata = true
 
-    private func isMetadata(_ op: Operation) -> Bool { Self.isMetadata(shadow.region(at: op.offset), op.kind) }
+    /// A read-only metadata walk's read of a whole L2 table: learnt later, if ever.
+    private func defersWalk(_ op: Operation) -> Bool {
+        defersWalkLearning && !writable && l1TableReads > 1 && !snapshot.isActive && shadow.snapshotL1Tables.isEmpty
+            && makeEmpty == .none && op.length == shadow.clusterSize && op.offset & (shadow.clusterSize - 1) == 0
+    }
+
+    /// Whether what the deferred tables hold could matter to `op`: anything but a read,
+    /// a read outside the metadata (data, compressed data, unknown clusters), or any
+    /// state in which deferring would not have been chosen.
+    private func deferredWalkMatters(_ op: Operation, _ region: Region) -> Bool {
+        if op.kind != .read || writable || snapshot.isActive || !shadow.snapshotL1Tables.isEmpty || makeEmpty != .none { return true }
+        switch region {
+        case .data, .unreferenced: return true
+        default: return false
+        }
+    }
+
+    /// Learns the deferred tables from the file, as their reads would have, and settles
+    /// what those reads decided: the last L2 read's boundary, and `contiguousAllocation`
+    /// for each deferred read a refcount block read followed.
+    private mutating func materializeDeferredWalk(file: ImageReader) {
+        let walk = deferredWalk
+        deferredWalk = DeferredWalk()
+        let bits = UInt64(shadow.header.clusterBits), size = Int(shadow.clusterSize)
+        for table in walk.tables {
+            guard let bytes = file.read(offset: table, count: size), bytes.count == size else { continue }
+            let boundary = bytes.withUnsafeBytes {
+                shadow.learnL2Read(offset: table, region: .l2Table(tableOffset: table, l1Index: 0), data: $0, file: file)
+            }
+            if table == walk.lastTable { lastLoadedSliceHasBoundary = boundary }
+            if boundary && walk.wasFollowedByRefblockRead(table, clusterBits: bits) { contiguousAllocation = true }
+        }
+    }
 
     private static func isMetadata(_ region: Region, _ kind: OperationKind) -> Bool {
         switch region {

@@ -55,6 +55,13 @@ public struct ClusterSet: Sendable {
         return r
     }
 
+    /// Makes the bitmap hold `index` (if below the limit), for a caller of `withWords`.
+    public mutating func reserve(upTo index: UInt64) {
+        guard index < Self.bitmapLimit else { return }
+        let w = Int(index >> 6)
+        if w >= words.count { grow(to: w) }
+    }
+
     /// Grows geometrically so a file filled front to back costs amortised O(1).
     private mutating func grow(to w: Int) {
         // Never past the limit: indices from there on live in `far`, and `contains` must not

@@ -27,6 +27,9 @@ public struct ShadowImage: Sendable {
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
     public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    /// Bit i: `l2Tables` maps L1 entry i's table to i (a corrupt L1 may name a table twice;
+    /// the last write owns it). Lets a reread of an unchanged entry skip the lookup.
+    private var l1Owners: [UInt64] = []
     /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
     /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
     public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
@@ -66,7 +69,7 @@ public struct ShadowImage: Sendable {
         if let cluster0 = file.read(offset: 0, count: Int(header.clusterSize)) { header.parseExtensions(cluster0: cluster0) }
         self.header = header
         l1 = []; reftable = []
-        try loadL1(file)
+        try loadL1(file, rebuild: false)  // loadReftable's rebuild covers both
         try loadReftable(file)
         loadSnapshotL2Tables(file)
     }
@@ -76,6 +79,7 @@ public struct ShadowImage: Sendable {
     private mutating func loadSnapshotL2Tables(_ file: ImageReader) {
         var offset = header.snapshotsOffset
         // L1 tables stay known after their snapshot is deleted: qcow2 walks it afterwards.
+        let previous = snapshotL2Tables
         snapshotL2Tables = [:]; snapshotTableSize = 0
         defer { snapshotTableSize = header.nbSnapshots == 0 ? 0 : offset &- header.snapshotsOffset }
         for _ in 0..<min(Int(header.nbSnapshots), 1024) {
@@ -97,22 +101,32 @@ public struct ShadowImage: Sendable {
             if next.overflow { break }
             offset = next.partialValue
         }
-        rebuildTableClusters()
+        // `tableClusters` follows the three tables' keys: unchanged when these are (every
+        // read of the header's first bytes comes here, and a rebuild walks all tables).
+        if snapshotL2Tables != previous { rebuildTableClusters() }
     }
 
-    private mutating func loadL1(_ file: ImageReader) throws(Qcow2Error) {
+    private mutating func loadL1(_ file: ImageReader, rebuild: Bool = true) throws(Qcow2Error) {
         let count = Int(header.l1Size)
-        guard count > 0 else { l1 = []; return }
+        guard count > 0 else { l1 = []; l1Owners = []; return }
         guard header.l1TableOffset % clusterSize == 0,
               let b = file.read(offset: header.l1TableOffset, count: count * 8), b.count == count * 8
         else { throw .truncated("L1 table") }
         l1 = Self.entries(b, count)
         l2Tables = [:]
-        var tables: [UInt64: UInt64] = [:]
-        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 { tables[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        var tables: [UInt64: UInt64] = [:], owners = [UInt64](repeating: 0, count: (count + 63) / 64)
+        tables.reserveCapacity(l1.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
+        for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
+            if let previous = tables.updateValue(UInt64(i), forKey: e & Qcow2Entry.offsetMask) { Self.clear(&owners, Int(previous)) }
+            Self.set(&owners, i)
+        }
         l2Tables = tables
-        rebuildTableClusters()
+        l1Owners = owners
+        if rebuild { rebuildTableClusters() }
     }
+
+    private static func set(_ bits: inout [UInt64], _ i: Int) { bits[i >> 6] |= 1 << UInt64(i & 63) }
+    private static func clear(_ bits: inout [UInt64], _ i: Int) { bits[i >> 6] &= ~(1 << UInt64(i & 63)) }
 
     private mutating func loadReftable(_ file: ImageReader) throws(Qcow2Error) {
         let bytes = Int(header.refcountTableSize)
@@ -123,6 +137,7 @@ public struct ShadowImage: Sendable {
         refblocks = [:]
         refblockData = [:]
         var blocks: [UInt64: UInt64] = [:]
+        blocks.reserveCapacity(reftable.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
         refblocks = blocks
         rebuildTableClusters()
@@ -242,9 +257,12 @@ public struct ShadowImage: Sendable {
         case .l1Table(let first):
             // An unused entry that stays unused changes nothing (most of a table read).
             for k in 0..<(data.count / 8) where Int(first) + k < l1.count && (offset % 8 == 0) {
-                let entry = data.be64(at: k * 8)
-                if entry == 0 && l1[Int(first) + k] == 0 { continue }
-                setL1(index: Int(first) + k, entry)
+                let entry = data.be64(at: k * 8), index = Int(first) + k
+                if entry == 0 && l1[index] == 0 { continue }
+                // Nor does a used one that is unchanged and already maps its table to this
+                // index (qemu-img check reads the whole L1 again: one lookup, not four).
+                if entry == l1[index], l1Owners[index >> 6] & (1 << UInt64(index & 63)) != 0 { continue }
+                setL1(index: index, entry)
             }
         case .refcountTable(let first):
             for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
@@ -296,8 +314,13 @@ public struct ShadowImage: Sendable {
         let old = l1[index] & Qcow2Entry.offsetMask
         if old != 0, l2Tables[old] == UInt64(index) { l2Tables[old] = nil }
         l1[index] = entry
+        Self.clear(&l1Owners, index)
         let new = entry & Qcow2Entry.offsetMask
-        if new != 0 { l2Tables[new] = UInt64(index) }
+        if new != 0 {
+            // The table's previous owner (another entry naming it) is one no more.
+            if let previous = l2Tables.updateValue(UInt64(index), forKey: new) { Self.clear(&l1Owners, Int(previous)) }
+            Self.set(&l1Owners, index)
+        }
         markTable(old); markTable(new)
     }
 
@@ -331,7 +354,12 @@ public struct ShadowImage: Sendable {
     /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
     /// `hasAllocationBoundary(data)`, in one pass when the slice lies in one cluster.
     public mutating func learnL2Read(offset: UInt64, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
-        guard case .l2Table = region(at: offset), UInt64(data.count) <= clusterSize - offset % clusterSize else {
+        learnL2Read(offset: offset, region: region(at: offset), data: data, file: file)
+    }
+
+    /// The same, for a caller that looked `region(at: offset)` up already (it hashes).
+    public mutating func learnL2Read(offset: UInt64, region: Region, data: UnsafeRawBufferPointer, file: ImageReader) -> Bool {
+        guard case .l2Table = region, UInt64(data.count) <= clusterSize - offset % clusterSize else {
             let boundary = hasAllocationBoundary(data)
             learn(offset: offset, data: data, file: file)
             return boundary
@@ -349,11 +377,22 @@ public struct ShadowImage: Sendable {
         // The common entries straight into the bitmap's words; it stops at the first entry
         // that needs more (compressed, or a cluster past the bitmap: it grows). A constant
         // stride (8: standard entries; 16: extended L2) keeps the loop tight.
-        let (stop, fastBoundary) = dataClusters.withWords { words, added -> (Int, Bool) in
-            step == 8 ? Self.setDataBits(base, n, stride: 8, shift: shift, words, &added)
-                      : Self.setDataBits(base, n, stride: 16, shift: shift, words, &added)
+        var start = 0, resumed = false
+        while true {
+            let from = base + start * step, left = n - start
+            let (stop, fastBoundary, needed) = dataClusters.withWords { words, added -> (Int, Bool, UInt64) in
+                step == 8 ? Self.setDataBits(from, left, stride: 8, shift: shift, words, &added)
+                          : Self.setDataBits(from, left, stride: 16, shift: shift, words, &added)
+            }
+            if stop == left { return resumed ? hasAllocationBoundary(raw) : fastBoundary }
+            start += stop
+            // A run past the bitmap: grow it to hold the run (geometrically) and go on from
+            // the run's first entry; the boundary is then scanned apart.
+            guard needed != 0, needed <= ClusterSet.bitmapLimit else { break }
+            dataClusters.reserve(upTo: needed - 1)
+            resumed = true
         }
-        if stop == n { return fastBoundary }
+        let stop = start
         // The rest one entry at a time, on a local copy moved out of self (one uniqueness check).
         var known = dataClusters
         dataClusters = ClusterSet()
@@ -371,44 +410,58 @@ public struct ShadowImage: Sendable {
         return hasAllocationBoundary(raw)
     }
 
-    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end) and,
-    /// if at the end, whether an allocated entry is followed by an unallocated one.
+    /// The fast loop of `learnL2Entries`: returns where it stopped (n: at the end); if at
+    /// the end, whether an allocated entry is followed by an unallocated one; if stopped at
+    /// a run past the bitmap, the end of that run's cluster indices (else 0).
     /// Entries pointing to consecutive clusters (a preallocated, converted or sequentially
-    /// written image) form runs: an entry equal to the previous one plus a cluster costs
-    /// one compare, and a run sets its bits word by word.
+    /// written image) form runs: `runEnd` finds where a run stops, four entries per
+    /// compare, and the run's bits are set word by word.
     @inline(__always)
     private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
-                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool) {
+                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool, UInt64) {
         let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
         var boundary = false, previousAllocated = false
-        // The current run: its first index and entry position, its length, its next entry.
-        var runStart: UInt64 = 0, runFirst = 0, runLength: UInt64 = 0, expected: UInt64 = 0
         var i = 0
         while i < n {
             let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self))
             i &+= 1
-            if e == expected && runLength != 0 { runLength &+= 1; expected &+= clusterSize; continue }
-            if runLength != 0 {
-                // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
-                if runStart &+ runLength > limit { return (runFirst, false) }
-                added &+= setRange(words, runStart, runLength)
-                previousAllocated = true
-                runLength = 0
-            }
-            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false) }
+            if e & Qcow2Entry.compressed != 0 { return (i &- 1, false, 0) }
             let host = e & Qcow2Entry.offsetMask
-            if host != 0 {
-                runStart = host &>> shift; runFirst = i &- 1; runLength = 1; expected = e &+ clusterSize
-            } else {
+            if host == 0 {
                 boundary = boundary || previousAllocated
                 previousAllocated = false
+                continue
             }
-        }
-        if runLength != 0 {
-            if runStart &+ runLength > limit { return (runFirst, false) }
+            // This entry and the ones after it that point to the next clusters, each equal
+            // to the one before plus a cluster (flags included).
+            let end = runEnd(base, from: i, n, stride: stride, expected: e &+ clusterSize, clusterSize: clusterSize)
+            let runStart = host &>> shift, runLength = UInt64(truncatingIfNeeded: end &- i &+ 1)
+            // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
+            if runStart &+ runLength > limit { return (i &- 1, false, runStart &+ runLength) }
             added &+= setRange(words, runStart, runLength)
+            previousAllocated = true
+            i = end
         }
-        return (n, boundary)
+        return (n, boundary, 0)
+    }
+
+    /// The first index from `i` on whose entry is not `expected` plus a cluster per step
+    /// (n if none): four entries per step, their differences or-ed into one compare.
+    @inline(__always)
+    private static func runEnd(_ base: UnsafeRawPointer, from i: Int, _ n: Int, stride: Int,
+                               expected: UInt64, clusterSize: UInt64) -> Int {
+        var j = i, x = expected
+        @inline(__always) func entry(_ k: Int) -> UInt64 {
+            UInt64(bigEndian: base.loadUnaligned(fromByteOffset: k &* stride, as: UInt64.self))
+        }
+        while j &+ 4 <= n {
+            let d = (entry(j) ^ x) | (entry(j &+ 1) ^ (x &+ clusterSize))
+                | (entry(j &+ 2) ^ (x &+ 2 &* clusterSize)) | (entry(j &+ 3) ^ (x &+ 3 &* clusterSize))
+            if d != 0 { break }
+            x &+= 4 &* clusterSize; j &+= 4
+        }
+        while j < n && entry(j) == x { x &+= clusterSize; j &+= 1 }
+        return j
     }
 
     /// Sets the bits of indices start..<start+length (inside `words`); returns how many were clear.
