@@ -55,7 +55,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var writtenClusters: Set<UInt64> = []
     private var flush = FullFlush()
     /// The request in progress allocated clusters (its refcounts and L2 entries are dirty).
-    private var requestAllocated = false
+    private var requestAllocated = false {
+        didSet { if requestAllocated { refblockAlloc.guestDirtiedL2(completedRequests: flush.completedRequests) } }
+    }
+    /// A new refcount block's allocation (RefblockAllocation.swift).
+    private var refblockAlloc = RefblockAllocation()
     /// A table was replaced (L1 growth, refcount table growth): QEMU frees the old
     /// one right after the header write's flush, with no I/O of its own.
     private var oldTableFreePending = false
@@ -226,10 +230,22 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             oldTableFreePending = false
         }
         defer {
+            // After classification: the write that consumes a pending new block counts too.
+            switch (op.kind, region) {
+            case (.flush, _): refblockAlloc.synced()
+            case (.write, .refcountBlock), (.write, .refcountTable): break
+            case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
+            case (.write, _), (.writeZeroes, _): refblockAlloc.otherWrite()
+            default: break
+            }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
+        }
+
+        if op.kind == .writeZeroes || op.kind == .discard {
+            refblockAlloc.guestDirtiedL2(completedRequests: flush.completedRequests)
         }
 
         switch op.kind {
@@ -476,7 +492,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 makeEmpty = .refblockHooked
                 return [.refblockAlloc]
             }
-            return op.length == 8 ? [.refblockAllocHookup] : []
+            guard op.length == 8 else { return [] }
+            if case .refcountTable(let index) = region { refblockAlloc.hookedUp(reftableIndex: index) }
+            return [.refblockAllocHookup]
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
@@ -496,7 +514,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.clusterAlloc, .refblockAlloc, .l2Update]
             }
             return flush.writeBack(l2: true) + [.l2Update]
-        case .refcountBlock(let block, _):
+        case .refcountBlock(let block, let reftableIndex):
             if makeEmpty == .refblockHooked {
                 // The refcounts of the header, tables and refblock, written back by mark-clean.
                 makeEmpty = .allocated
@@ -504,22 +522,36 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 clusterAllocRaised = false
                 return alloc + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
             }
-            let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
-                .filter { !writtenClusters.contains($0) }
+            let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
+            let allocated = newly.filter { !writtenClusters.contains($0) }
+            let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
                 flush.requestContinues()
-                var events: [BlkdebugEvent] = []
+                var events: [BlkdebugEvent] = retry ?? []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad]
+                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                if refblockAlloc.startsNewBlockFlush(
+                    reftableIndex: reftableIndex, reachesEnd: newly.last == last,
+                    nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
+                    completedRequests: flush.completedRequests) {
+                    // alloc_refcount_block for the next block: its flush writes this one first.
+                    events += [.refblockAlloc, .refblockAllocWrite]
+                }
                 // qcow2_write_snapshots flushes the whole node after allocating the table.
                 if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }
                 events.append(.refblockUpdatePart)
                 clusterAllocRaised = false
                 contiguousAllocation = false
                 return events
+            }
+            if let retry {
+                // The retried allocation's write-back (after a hookup), not a full flush's.
+                flush.requestContinues()
+                return retry + [.refblockUpdatePart]
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
             return flush.writeBack(l2: false) + [.refblockUpdatePart]
@@ -566,7 +598,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch growth {
             case .none:
                 if tableFull { growth = .blockWritten }
-                return [.refblockAllocWrite, .refblockUpdatePart]
+                return refblockAlloc.newBlockWritten() ? [.refblockAllocWrite, .refblockUpdatePart] : [.refblockUpdatePart]
             case .blockWritten:
                 growth = .area
                 return [.reftableGrow, .refblockAllocWriteBlocks, .refblockUpdatePart]
@@ -583,6 +615,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 || (op.length > UInt64(shadow.l1.count) * 8 && op.length % 8 == 0 && looksLikeTableCopy(head, of: shadow.l1, allowZero: false)) {
                 // Growth by 1.5 (a write beyond the table), or to an exact size (qemu-img resize).
                 return [.l1GrowWriteTable]
+            }
+            if op.length == shadow.clusterSize,
+               refblockAlloc.isAwaitedBlock(allZero: (op.bytes?(0, Int(op.length))).map { $0.allSatisfy { $0 == 0 } } ?? false) {
+                // A new refcount block placed in a block that exists (RefblockAllocation).
+                return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
                 if l2AllocateFlush { return [.l2Update] }
