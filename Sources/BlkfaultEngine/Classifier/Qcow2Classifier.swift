@@ -235,7 +235,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.flush, _): refblockAlloc.synced()
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
-            case (.write, _), (.writeZeroes, _): refblockAlloc.otherWrite()
+            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
