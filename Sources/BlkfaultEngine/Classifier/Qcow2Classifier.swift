@@ -616,9 +616,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // Growth by 1.5 (a write beyond the table), or to an exact size (qemu-img resize).
                 return [.l1GrowWriteTable]
             }
-            if op.length == shadow.clusterSize,
-               refblockAlloc.isAwaitedBlock(allZero: (op.bytes?(0, Int(op.length))).map { $0.allSatisfy { $0 == 0 } } ?? false) {
+            if refblockAlloc.awaitsBlock, op.length == shadow.clusterSize,
+               let b = op.bytes?(0, Int(op.length)), b.count == Int(op.length), b.allSatisfy({ $0 == 0 }) {
                 // A new refcount block placed in a block that exists (RefblockAllocation).
+                refblockAlloc.awaitedBlockWritten()
                 return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {

@@ -49,13 +49,12 @@ struct RefblockAllocation: Sendable {
         return true
     }
 
-    /// A whole-cluster write of zeros to a cluster whose refcount went out before it:
-    /// the new block of the else branch when a run still waits for one (else a new table).
-    mutating func isAwaitedBlock(allZero: Bool) -> Bool {
-        guard allZero, awaitedIndex != nil else { return false }
-        awaitedIndex = nil
-        return true
-    }
+    /// An allocation's run waits for a block: a whole-cluster write of zeros to a cluster
+    /// whose refcount went out before it is then the else branch's new block (not a table).
+    var awaitsBlock: Bool { awaitedIndex != nil }
+
+    /// That block was written.
+    mutating func awaitedBlockWritten() { awaitedIndex = nil }
 
     /// The new block's own write: whether it still raises `refblock_alloc_write`.
     mutating func newBlockWritten() -> Bool {
