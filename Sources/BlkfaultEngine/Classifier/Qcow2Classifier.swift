@@ -24,6 +24,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// The previous I/O loaded an L2 slice with an allocated-then-free boundary.
     private var lastLoadedSliceHasBoundary = false
     private var previousWasL2Load = false
+    /// The previous I/O was an allocation's own fdatasync: a second one right after it
+    /// belongs to the same flush (a data write finished during the first, notes §2.8).
+    private var previousWasOwedSync = false
     /// The previous I/O read a refcount block (a free-space search's, when it set
     /// contiguousAllocation).
     private var previousWasRefblockRead = false
@@ -240,6 +243,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
+            previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -294,7 +298,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch sharedCow {
             case .dataWritten: sharedCow = .l2Synced
             case .refcountsWritten: sharedCow = .refcountsSynced
-            default: events += flush.sync()
+            default:
+                if !previousWasOwedSync { events += flush.sync() }
             }
         case .discard:
             events += discardEvents(op, region)
@@ -318,6 +323,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasOwedSync = false
             previousWasRefblockRead = false
             previousWasCompressedRead = false
             return [.readAio]
@@ -330,6 +336,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasOwedSync = false
             previousWasRefblockRead = false
             previousWasCompressedRead = false
             pendingGuestWrite = true
@@ -483,7 +490,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 snapshot.activeL1Rewritten(shadow: shadow, file: file)
                 return []
             }
-            flush.requestContinues()
+            flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
             return [.l1Update]
@@ -529,7 +536,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
-                flush.requestContinues()
+                flush.allocationWrite()
                 var events: [BlkdebugEvent] = retry ?? []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad]
@@ -550,7 +557,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if let retry {
                 // The retried allocation's write-back (after a hookup), not a full flush's.
-                flush.requestContinues()
+                flush.allocationWrite()
                 return retry + [.refblockUpdatePart]
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
