@@ -124,4 +124,48 @@ import BlkfaultEngine
         #expect(r.write(2048, refblock(1024, Array(0...511))).decision == .perform)
         #expect(r.write(535552, refblock(1024, [0, 1, 11, 12])).decision == .perform)
     }
+
+    /// Up to chunk 1's l2_allocate refcount write-back on `leak` (the L2 table at 136),
+    /// with chunk 0's data written.
+    func upToSecondL2Allocation(_ r: inout Replay) {
+        r.open()
+        r.read(2048, 1024)
+        r.write(2048, refblock(1024, Array(0...7)))
+        r.flush()
+        r.write(7168, [UInt8](repeating: 0, count: 1024))
+        r.flush()
+        r.write(3072, be64((1 << 63) | 7168))
+        r.flush()
+        r.write(8192, [UInt8](repeating: 0xcd, count: 131072))
+        #expect(!r.write(2048, refblock(1024, Array(0...136))).events.contains(.flushToOS))
+    }
+
+    static let flushToOSOnce = "[inject-error]\nevent = \"flush_to_os\"\nerrno = \"5\"\nonce = \"on\"\n"
+
+    /// A data write whose worker thread ran late reaches the file after the next
+    /// chunk's l2_allocate wrote its refcounts (recorded on `leak`): its completion does
+    /// not end the request, and the fdatasync that follows is l2_allocate's.
+    @Test func lateDataWriteDoesNotMakeTheAllocationsSyncAFullFlush() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
+        upToSecondL2Allocation(&r)
+        #expect(r.write(140288, [UInt8](repeating: 0xce, count: 131072)).decision == .perform)
+        let sync = r.flush()
+        #expect(sync.events == [] && sync.decision == .perform)
+        #expect(r.write(139264, [UInt8](repeating: 0, count: 1024)).decision == .perform)
+    }
+
+    /// The same data write finishing during that fdatasync: QEMU syncs again right
+    /// after it (the write generation moved), still l2_allocate's flush.
+    @Test func secondSyncRightAfterTheAllocationsIsNoFullFlush() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
+        upToSecondL2Allocation(&r)
+        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.engine.before(data, file: r.file).decision == .perform)
+        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.flush().decision == .perform)
+        _ = r.engine.after(data, succeeded: true, file: r.file)
+        let second = r.flush()
+        #expect(second.events == [] && second.decision == .perform)
+        #expect(r.write(139264, [UInt8](repeating: 0, count: 1024)).decision == .perform)
+    }
 }
