@@ -753,6 +753,9 @@ class Harness:
             if case.params.get("immediately") == "on":
                 reason = reason or scenarios.UNDECIDABLE_IMMEDIATELY.get(
                     (case.event, case.workload.key))
+            if case.params.get("once") == "off":
+                reason = reason or scenarios.UNDECIDABLE_ONCE_OFF.get(
+                    (case.event, case.workload.key))
             if cr.kind == "inject" and reason:
                 cr.tags.append("undecidable")
                 cr.undecidable = reason

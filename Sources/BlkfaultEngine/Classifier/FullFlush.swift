@@ -61,6 +61,18 @@ struct FullFlush: Sendable {
         if case .requestDone = phase { phase = .idle }
     }
 
+    /// An allocation's own write that QEMU syncs at once (a refcount cache flush, an L1
+    /// entry): the next fdatasync is that sync. A data write of an earlier chunk that
+    /// reached the file after the allocation's write (its worker thread ran late) may
+    /// have finished in between: it did not end the request, a later chunk is allocating.
+    mutating func allocationWrite() {
+        requestContinues()
+        syncOwed = true
+    }
+    private var syncOwed = false
+    /// The last fdatasync was an allocation's own (allocationWrite).
+    private(set) var lastSyncWasOwed = false
+
     /// A cache write-back outside an allocation: the first one starts the flush.
     mutating func writeBack(l2: Bool) -> [BlkdebugEvent] {
         var events: [BlkdebugEvent] = []
@@ -81,6 +93,11 @@ struct FullFlush: Sendable {
     /// An fdatasync.
     mutating func sync() -> [BlkdebugEvent] {
         if internalFlush, case .writingBack = phase { return [] }
+        lastSyncWasOwed = false
+        if syncOwed {
+            syncOwed = false
+            if case .writingBack = phase {} else { phase = .idle; lastSyncWasOwed = true; return [] }
+        }
         switch phase {
         case .idle:
             return []

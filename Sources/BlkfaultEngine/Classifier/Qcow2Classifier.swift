@@ -32,6 +32,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasHeaderRewrite = false
     /// The last L2 slice read (offset, length).
     private var lastL2Load: (offset: UInt64, length: UInt64) = (0, 0)
+    /// The previous I/O was an allocation's own fdatasync: a second one right after it
+    /// belongs to the same flush (a data write finished during the first, notes §2.8).
+    private var previousWasOwedSync = false
     /// The previous I/O read a refcount block (a free-space search's, when it set
     /// contiguousAllocation).
     private var previousWasRefblockRead = false
@@ -63,7 +66,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var writtenClusters: Set<UInt64> = []
     private var flush = FullFlush()
     /// The request in progress allocated clusters (its refcounts and L2 entries are dirty).
-    private var requestAllocated = false
+    private var requestAllocated = false {
+        didSet { if requestAllocated { refblockAlloc.guestDirtiedL2(completedRequests: flush.completedRequests) } }
+    }
+    /// A new refcount block's allocation (RefblockAllocation.swift).
+    private var refblockAlloc = RefblockAllocation()
     /// A table was replaced (L1 growth, refcount table growth): QEMU frees the old
     /// one right after the header write's flush, with no I/O of its own.
     private var oldTableFreePending = false
@@ -290,12 +297,25 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             oldTableFreePending = false
         }
         defer {
+            // After classification: the write that consumes a pending new block counts too.
+            switch (op.kind, region) {
+            case (.flush, _): refblockAlloc.synced()
+            case (.write, .refcountBlock), (.write, .refcountTable): break
+            case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
+            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
+            default: break
+            }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
+            previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
+        }
+
+        if op.kind == .writeZeroes || op.kind == .discard {
+            refblockAlloc.guestDirtiedL2(completedRequests: flush.completedRequests)
         }
 
         switch op.kind {
@@ -365,13 +385,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .dataWritten: sharedCow = .l2Synced
             case .refcountsWritten: sharedCow = .refcountsSynced
             default:
-                let synced = flush.sync()
-                // In writeback mode, for a command whose only flush is the close's (qemu-img
-                // rebase), the full flush that reaches the disk is the close's: bdrv_close
-                // ignores its error and qcow2_close flushes again. (qemu-img commit's job
-                // flushes its target itself and reports the error.)
-                if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
-                events += synced
+                if !previousWasOwedSync {
+                    let synced = flush.sync()
+                    // In writeback mode, for a command whose only flush is the close's (qemu-img
+                    // rebase), the full flush that reaches the disk is the close's: bdrv_close
+                    // ignores its error and qcow2_close flushes again. (qemu-img commit's job
+                    // flushes its target itself and reports the error.)
+                    if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                    events += synced
+                }
             }
         case .discard:
             events += discardEvents(op, region)
@@ -395,6 +417,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasOwedSync = false
             previousWasRefblockRead = false
             previousWasCompressedRead = false
             return [.readAio]
@@ -407,6 +430,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             resizeCacheFlush = false
             previousWasL1Update = false
             previousWasL2Load = false
+            previousWasOwedSync = false
             previousWasRefblockRead = false
             previousWasCompressedRead = false
             pendingGuestWrite = true
@@ -424,7 +448,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
-              !previousWasCompressedRead else { return (false, false) }
+              !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone)
     }
 
@@ -597,19 +621,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// alloc_refcount_block's 8-byte refcount-table entry write. Under O_DIRECT (`-t none`)
     /// file-posix pads it to the file's request alignment with a read-modify-write below
     /// blkdebug: a sector-aligned write of up to 4 KiB that changes exactly one entry.
-    private func isRefcountTableHookup(_ op: Operation) -> Bool {
-        if op.length == 8 { return true }
+    /// The refcount table entry a write hooks a new refblock into: an 8-byte entry write,
+    /// or (O_DIRECT: file-posix pads it to the sector) a sector-aligned write of up to 4 KiB
+    /// that changes exactly one entry. nil for any other write into the table.
+    private func refcountTableHookupIndex(_ op: Operation) -> UInt64? {
+        let tableOffset = shadow.header.refcountTableOffset
+        guard op.offset >= tableOffset else { return nil }
+        if op.length == 8 { return (op.offset - tableOffset) / 8 }
         let n = Int(op.length)
         guard op.length % 512 == 0, n <= 4096, op.offset % 512 == 0,
-              op.offset >= shadow.header.refcountTableOffset,
-              let b = op.bytes?(0, n), b.count == n else { return false }
-        let first = Int((op.offset - shadow.header.refcountTableOffset) / 8)
-        var changed = 0
+              let b = op.bytes?(0, n), b.count == n else { return nil }
+        let first = Int((op.offset - tableOffset) / 8)
+        var changed: [Int] = []
         for i in 0..<(n / 8) {
             let old = first + i < shadow.reftable.count ? shadow.reftable[first + i] : 0
-            if b.be64(at: i * 8) != old { changed += 1 }
+            if b.be64(at: i * 8) != old { changed.append(first + i) }
         }
-        return changed == 1
+        return changed.count == 1 ? UInt64(changed[0]) : nil
     }
 
     private mutating func writeEvents(_ op: Operation, _ region: Region, file: ImageReader) -> [BlkdebugEvent] {
@@ -656,7 +684,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 snapshot.activeL1Rewritten(shadow: shadow, file: file)
                 return []
             }
-            flush.requestContinues()
+            flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
             return [.l1Update]
@@ -665,7 +693,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 makeEmpty = .refblockHooked
                 return [.refblockAlloc]
             }
-            return isRefcountTableHookup(op) ? [.refblockAllocHookup] : []
+            guard let index = refcountTableHookupIndex(op) else { return [] }
+            refblockAlloc.hookedUp(reftableIndex: index)
+            return [.refblockAllocHookup]
         case .l2Table:
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
@@ -685,7 +715,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.clusterAlloc, .refblockAlloc, .l2Update]
             }
             return flush.writeBack(l2: true) + [.l2Update]
-        case .refcountBlock(let block, _):
+        case .refcountBlock(let block, let reftableIndex):
             if makeEmpty == .refblockHooked {
                 // The refcounts of the header, tables and refblock, written back by mark-clean.
                 makeEmpty = .allocated
@@ -693,22 +723,36 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 clusterAllocRaised = false
                 return alloc + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
             }
-            let allocated = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
-                .filter { !writtenClusters.contains($0) }
+            let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
+            let allocated = newly.filter { !writtenClusters.contains($0) }
+            let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
-                flush.requestContinues()
-                var events: [BlkdebugEvent] = []
+                flush.allocationWrite()
+                var events: [BlkdebugEvent] = retry ?? []
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad]
+                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                if refblockAlloc.startsNewBlockFlush(
+                    reftableIndex: reftableIndex, reachesEnd: newly.last == last,
+                    nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
+                    completedRequests: flush.completedRequests) {
+                    // alloc_refcount_block for the next block: its flush writes this one first.
+                    events += [.refblockAlloc, .refblockAllocWrite]
+                }
                 // qcow2_write_snapshots flushes the whole node after allocating the table.
                 if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }
                 events.append(.refblockUpdatePart)
                 clusterAllocRaised = false
                 contiguousAllocation = false
                 return events
+            }
+            if let retry {
+                // The retried allocation's write-back (after a hookup), not a full flush's.
+                flush.allocationWrite()
+                return retry + [.refblockUpdatePart]
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
             if flush.refcountsDeferred, flush.isIdle { return flush.deferredRefcountsClose() + [.refblockUpdatePart] }
@@ -756,7 +800,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch growth {
             case .none:
                 if tableFull { growth = .blockWritten }
-                return [.refblockAllocWrite, .refblockUpdatePart]
+                return refblockAlloc.newBlockWritten() ? [.refblockAllocWrite, .refblockUpdatePart] : [.refblockUpdatePart]
             case .blockWritten:
                 growth = .area
                 return [.reftableGrow, .refblockAllocWriteBlocks, .refblockUpdatePart]
@@ -773,6 +817,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 || (op.length > UInt64(shadow.l1.count) * 8 && op.length % 8 == 0 && looksLikeTableCopy(head, of: shadow.l1, allowZero: false)) {
                 // Growth by 1.5 (a write beyond the table), or to an exact size (qemu-img resize).
                 return [.l1GrowWriteTable]
+            }
+            if refblockAlloc.awaitsBlock, op.length == shadow.clusterSize,
+               let b = op.bytes?(0, Int(op.length)), b.count == Int(op.length), b.allSatisfy({ $0 == 0 }) {
+                // A new refcount block placed in a block that exists (RefblockAllocation).
+                refblockAlloc.awaitedBlockWritten()
+                return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
                 if l2AllocateFlush { return [.l2Update] }

@@ -1,0 +1,91 @@
+/// QEMU 7.2's alloc_refcount_block (qcow2-refcount.c) where an allocation's refcount
+/// update reaches a cluster no refcount block covers yet, seen from the I/O:
+///
+/// - The new block is marked dirty and the whole refcount cache is flushed; the other
+///   dirty blocks (the allocation's refcounts in the block before) go out in the same
+///   flush, in cache order, so `refblock_alloc_write` precedes the first of them, not
+///   the new block's own write. When the L2 cache holds entries a guest write linked,
+///   the L2 cache flush before it (its dependency) has written those blocks already
+///   and the new block goes out alone.
+/// - When the new block's cluster lies in a block that exists already (a retry's: the
+///   blocks after the allocated run were hooked up by an earlier round), QEMU sets its
+///   refcount there and flushes first, with no event, then writes the new block, all
+///   zeros, alone after `refblock_alloc_write`.
+/// - After the hookup QEMU returns -EAGAIN: the caller undoes its refcount updates,
+///   searches again and redoes them (refblock_alloc + refblock_load per block), and
+///   the refcount write-backs up to its next other write belong to that allocation,
+///   not to a full flush.
+struct RefblockAllocation: Sendable {
+    /// `refblock_alloc_write` was raised at an older block's write-back; the new
+    /// block's own write in the same flush raises no second one.
+    private(set) var writeRaised = false
+    /// The refcount table index just hooked up while the caller's retry runs.
+    private var hookedIndex: UInt64?
+    private var retryRaised = false
+    /// The refcount table index an allocation's run reached with no block there yet.
+    private var awaitedIndex: UInt64?
+    /// The full-flush count when a guest request last dirtied L2 entries.
+    private var l2DirtyMark: Int?
+
+    /// A guest request changes L2 entries (an allocating write, a zero write, a discard);
+    /// `completedRequests` is FullFlush's count, which a full flush increases after
+    /// writing the L2 cache back.
+    mutating func guestDirtiedL2(completedRequests: Int) { l2DirtyMark = completedRequests }
+
+    /// An allocation's write-back of the refblock at `reftableIndex`: whether the flush
+    /// it starts is alloc_refcount_block's for the block after it (refblock_alloc +
+    /// refblock_alloc_write come first): the allocation set refcounts up to the block's
+    /// last entry, no block covers the next cluster, and no L2 entry is dirty, so no
+    /// dependency flush wrote it before. (An allocation that ends exactly at the block's
+    /// end is taken for one that runs on.) In a retry the new block may land in a block
+    /// an earlier round hooked up, and then the flush is the else branch's, with no event.
+    mutating func startsNewBlockFlush(reftableIndex: UInt64, reachesEnd: Bool, nextCovered: Bool,
+                                      completedRequests: Int) -> Bool {
+        guard reachesEnd, !nextCovered else { return false }
+        awaitedIndex = reftableIndex + 1
+        guard !writeRaised, hookedIndex == nil else { return false }
+        if let mark = l2DirtyMark, completedRequests <= mark { return false }
+        writeRaised = true
+        return true
+    }
+
+    /// An allocation's run waits for a block: a whole-cluster write of zeros to a cluster
+    /// whose refcount went out before it is then the else branch's new block (not a table).
+    var awaitsBlock: Bool { awaitedIndex != nil }
+
+    /// That block was written.
+    mutating func awaitedBlockWritten() { awaitedIndex = nil }
+
+    /// The new block's own write: whether it still raises `refblock_alloc_write`.
+    mutating func newBlockWritten() -> Bool {
+        defer { writeRaised = false }
+        return !writeRaised
+    }
+
+    /// The refcount table entry of a new block was written (refblock_alloc_hookup).
+    mutating func hookedUp(reftableIndex: UInt64) {
+        if awaitedIndex == reftableIndex { awaitedIndex = nil }
+        hookedIndex = reftableIndex
+        retryRaised = false
+    }
+
+    /// A refcount write-back: nil outside a retry; else the retry's events before it
+    /// (empty after the first write-back), and the write-back is not a full flush's.
+    /// The allocation is taken to start in this block and end in the hooked-up one:
+    /// one undo per block before that one, one update per block.
+    mutating func retryEvents(reftableIndex: UInt64) -> [BlkdebugEvent]? {
+        guard let hooked = hookedIndex else { return nil }
+        if retryRaised { return [] }
+        retryRaised = true
+        let spanned = hooked > reftableIndex ? Int(min(hooked - reftableIndex, 64)) : 0
+        var events: [BlkdebugEvent] = []
+        for _ in 0..<(2 * spanned + 1) { events += [.refblockAlloc, .refblockLoad] }
+        return events
+    }
+
+    /// Another write (data, a table, a header field): the retried allocation went on.
+    mutating func otherWrite() { hookedIndex = nil; awaitedIndex = nil }
+
+    /// An fdatasync ends a cache flush: a new block raised early has been written.
+    mutating func synced() { writeRaised = false }
+}
