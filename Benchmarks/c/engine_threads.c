@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "thread_cpu.h"
+
 typedef int32_t (*attach_fn)(const char *, int32_t);
 typedef int32_t (*before_fn)(int32_t, int32_t, int32_t, int64_t, int64_t, const struct iovec *, int32_t);
 typedef void (*after_fn)(int32_t, int32_t, int32_t, int64_t, int64_t, const struct iovec *, int32_t, int64_t, int32_t);
@@ -27,13 +29,6 @@ static before_fn before;
 static int fd, handle;
 static long per_thread;
 static int64_t data_start, data_blocks;
-
-static double cpu_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
 
 static void *worker(void *arg)
 {
@@ -49,9 +44,7 @@ static void *worker(void *arg)
             exit(1);
         }
     }
-    double *spent = malloc(sizeof *spent);
-    *spent = cpu_ns() - start;
-    return spent;
+    return cpu_spent_since(start);
 }
 
 int main(int argc, char **argv)
@@ -91,15 +84,6 @@ int main(int argc, char **argv)
     static char buf[4096];
     struct iovec v = {buf, sizeof buf};
     for (int64_t b = 0; b < data_blocks; b += 16) before(handle, fd, 0, data_start + b * 4096, 4096, &v, 1);
-    pthread_t t[64];
-    for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)i);
-    double spent = 0;
-    for (int i = 0; i < threads; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        spent += *(double *)r;
-        free(r);
-    }
-    printf("%.1f\n", spent / (per_thread * threads));
+    printf("%.1f\n", run_workers(threads, per_thread, worker));
     return 0;
 }

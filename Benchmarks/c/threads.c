@@ -13,16 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "thread_cpu.h"
+
 static int fd;
 static long per_thread;
 static off_t data_start, data_blocks;
-
-static double cpu_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
 
 static void *worker(void *arg)
 {
@@ -37,9 +32,7 @@ static void *worker(void *arg)
             exit(1);
         }
     }
-    double *spent = malloc(sizeof *spent);
-    *spent = cpu_ns() - start;
-    return spent;
+    return cpu_spent_since(start);
 }
 
 int main(int argc, char **argv)
@@ -66,15 +59,6 @@ int main(int argc, char **argv)
             perror("pread");
             return 1;
         }
-    pthread_t t[64];
-    for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)i);
-    double spent = 0;
-    for (int i = 0; i < threads; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        spent += *(double *)r;
-        free(r);
-    }
-    printf("%.1f\n", spent / (per_thread * threads));
+    printf("%.1f\n", run_workers(threads, per_thread, worker));
     return 0;
 }

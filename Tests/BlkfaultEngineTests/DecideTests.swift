@@ -8,7 +8,7 @@ import BlkfaultEngine
     let cluster: UInt64 = 1024
 
     /// One engine driven the traced way, one the untraced way, over the same I/O.
-    struct Pair {
+    struct Pair: ReplayPair {
         var traced: Replay
         var untraced: Replay
         var skippedAfters = 0
@@ -16,6 +16,13 @@ import BlkfaultEngine
         init(_ file: MemoryImage, rules: String) throws {
             traced = try Replay(file, rules: rules)
             untraced = try Replay(file, rules: rules)
+        }
+
+        var reference: Replay { traced }
+
+        mutating func open() {
+            traced.open()
+            untraced.open()
         }
 
         mutating func read(_ offset: UInt64, _ length: UInt64) {
@@ -65,20 +72,7 @@ import BlkfaultEngine
     /// Allocation (notes §3.4 trace S1), then rewrites and reads of the data, an L2
     /// read, and a write that runs on into unallocated clusters.
     func drive(_ p: inout Pair) {
-        p.traced.open()
-        p.untraced.open()
-        p.read(2048, 1024)
-        p.write(2048, p.traced.refblock(2048, settingClusters: [67]))
-        p.flush()
-        p.write(68608, [UInt8](repeating: 0, count: 1024))
-        p.flush()
-        p.write(3072, be64((1 << 63) | 68608))
-        p.flush()
-        p.write(69632, [UInt8](repeating: 0xcd, count: 131072))
-        p.write(2048, p.traced.refblock(2048, settingClusters: Array(68...195)))
-        p.flush()
-        p.write(68608, l2Slice(size: 1024, host: 69632, count: 128, cluster: cluster))
-        p.flush()
+        p.allocate128DataClusters()
         for round in 0..<3 {
             p.read(68608, 1024)
             p.write(69632 + UInt64(round) * 4096, [UInt8](repeating: UInt8(round), count: 4096))

@@ -86,3 +86,33 @@ func l2Slice(size: Int, host: UInt64, count: Int, cluster: UInt64) -> [UInt8] {
     for i in 0..<count { b.replaceSubrange(i * 8..<i * 8 + 8, with: be64((1 << 63) | (host + UInt64(i) * cluster))) }
     return b
 }
+
+/// Two engines driven over the same I/O in two ways (DecideTests, SteadyPathTests).
+protocol ReplayPair {
+    /// The engine driven the ordinary way (it builds the refblocks written below).
+    var reference: Replay { get }
+    mutating func open()
+    mutating func read(_ offset: UInt64, _ length: UInt64)
+    mutating func write(_ offset: UInt64, _ data: [UInt8])
+    mutating func flush()
+}
+
+extension ReplayPair {
+    /// A fresh 1 KiB-cluster image's first allocation (notes §3.4 trace S1), then 128 data
+    /// clusters at 69632 with their refcounts and L2 slice, each step flushed.
+    mutating func allocate128DataClusters() {
+        open()
+        read(2048, 1024)
+        write(2048, reference.refblock(2048, settingClusters: [67]))
+        flush()
+        write(68608, [UInt8](repeating: 0, count: 1024))
+        flush()
+        write(3072, be64((1 << 63) | 68608))
+        flush()
+        write(69632, [UInt8](repeating: 0xcd, count: 131072))
+        write(2048, reference.refblock(2048, settingClusters: Array(68...195)))
+        flush()
+        write(68608, l2Slice(size: 1024, host: 69632, count: 128, cluster: 1024))
+        flush()
+    }
+}

@@ -26,7 +26,7 @@ import BlkfaultEngine
     }
 
     /// One engine decides every request; the other skips what the filter lets through.
-    struct Pair {
+    struct Pair: ReplayPair {
         var full: Replay
         var filtered: Replay
         var skipped = 0
@@ -35,6 +35,13 @@ import BlkfaultEngine
         init(_ file: MemoryImage, rules: String) throws {
             full = try Replay(file, rules: rules)
             filtered = try Replay(file, rules: rules)
+        }
+
+        var reference: Replay { full }
+
+        mutating func open() {
+            full.open()
+            filtered.open()
         }
 
         mutating func read(_ offset: UInt64, _ length: UInt64) {
@@ -82,20 +89,7 @@ import BlkfaultEngine
     /// An allocation, then reads and rewrites of its 128 data clusters (1 KiB clusters at
     /// 69632...), with flushes, an L2 read and a write running into a new cluster between.
     static func drive(_ p: inout Pair) {
-        p.full.open()
-        p.filtered.open()
-        p.read(2048, 1024)
-        p.write(2048, p.full.refblock(2048, settingClusters: [67]))
-        p.flush()
-        p.write(68608, [UInt8](repeating: 0, count: 1024))
-        p.flush()
-        p.write(3072, be64((1 << 63) | 68608))
-        p.flush()
-        p.write(69632, [UInt8](repeating: 0xcd, count: 131072))
-        p.write(2048, p.full.refblock(2048, settingClusters: Array(68...195)))
-        p.flush()
-        p.write(68608, l2Slice(size: 1024, host: 69632, count: 128, cluster: 1024))
-        p.flush()
+        p.allocate128DataClusters()
         for round in 0..<3 {
             p.read(68608, 1024)
             for k in 0..<16 { p.read(69632 + UInt64(k * 512 + round * 97) % 131072 / 512 * 512, 512) }
