@@ -505,20 +505,28 @@ def chain_case(cid, wk, rules, note) -> Case:
 GAP_WORKLOADS: set[str] = set()
 
 
+def selected(gap: bool, full: bool, gaps: bool) -> bool:
+    """Whether a case runs in this selection: gap cases only with --gaps or --full,
+    --gaps alone runs nothing else."""
+    return full or (gap if gaps else not gap)
+
+
+def add_matrix_cases(cases: list, seen: set, ev, wk, variants) -> None:
+    """matrix_case for each (errno, once, immediately) of `variants`, each id once."""
+    for errno, once, imm in variants:
+        case = matrix_case(ev, wk, errno, once, imm)
+        if case.id not in seen:
+            seen.add(case.id)
+            cases.append(case)
+
+
 def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
     cases = []
     seen = set()
 
     def add(ev, wk, variants):
-        if wk in GAP_WORKLOADS and not (full or gaps):
-            return
-        if gaps and not full and wk not in GAP_WORKLOADS:
-            return
-        for errno, once, imm in variants:
-            case = matrix_case(ev, wk, errno, once, imm)
-            if case.id not in seen:
-                seen.add(case.id)
-                cases.append(case)
+        if selected(wk in GAP_WORKLOADS, full, gaps):
+            add_matrix_cases(cases, seen, ev, wk, variants)
 
     every = list(product(ERRNOS, ONCE, IMMEDIATELY))
     for ev in MATRIX_EVENTS:
@@ -961,14 +969,8 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
                     else list(product((5,), ONCE, ("off",))) + S3C_VARIANTS.get(wk, []))
         evs = evs + [ev for (ev, w) in S3C_GAP_PAIRS if w == wk]
         for ev in MATRIX_EVENTS if full else evs:
-            gap = wk in S3C_GAPS or (ev, wk) in S3C_GAP_PAIRS
-            if (gap and not (full or gaps)) or (gaps and not full and not gap):
-                continue
-            for errno, once, imm in variants:
-                case = matrix_case(ev, wk, errno, once, imm)
-                if case.id not in seen:
-                    seen.add(case.id)
-                    cases.append(case)
+            if selected(wk in S3C_GAPS or (ev, wk) in S3C_GAP_PAIRS, full, gaps):
+                add_matrix_cases(cases, seen, ev, wk, variants)
     return cases
 
 
@@ -1236,14 +1238,8 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
     seen = {c.id for c in cases}
 
     def add(ev, wk, variants):
-        gap = (ev, wk) in AUDIT_GAP_PAIRS
-        if (gap and not (full or gaps)) or (gaps and not full and not gap):
-            return
-        for errno, once, imm in variants:
-            case = matrix_case(ev, wk, errno, once, imm)
-            if case.id not in seen:
-                seen.add(case.id)
-                cases.append(case)
+        if selected((ev, wk) in AUDIT_GAP_PAIRS, full, gaps):
+            add_matrix_cases(cases, seen, ev, wk, variants)
 
     every = list(product(ERRNOS, ONCE, IMMEDIATELY))
     for ev, wks in AUDIT_PAIRS.items():
