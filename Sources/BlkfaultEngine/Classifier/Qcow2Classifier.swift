@@ -450,7 +450,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
               !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
-                      && shadow.zeroFlagClusters.isEmpty)
+                      && shadow.zeroFlagClusters.count == 0)
     }
 
     /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was

@@ -47,8 +47,9 @@ public struct ShadowImage: Sendable {
     public private(set) var compressedClusters: Set<UInt64> = []
     /// Host cluster indices whose L2 entry we last saw with the zero flag (a preallocated
     /// zero cluster, QCOW2_CLUSTER_ZERO_ALLOC): a write into one changes the entry without
-    /// allocating. Filled only from slices that hold such entries (rare: a hashed set).
-    public private(set) var zeroFlagClusters: Set<UInt64> = []
+    /// allocating. Filled only from slices that hold such entries (a bitmap, as
+    /// `dataClusters`: a large `write -z` over allocated clusters leaves many).
+    public private(set) var zeroFlagClusters = ClusterSet()
     /// Host cluster indices that are L2 tables (active or a snapshot's) or refblocks:
     /// `region(at:)` looks the dictionaries up only for these.
     private var tableClusters = ClusterSet()
@@ -540,19 +541,19 @@ public struct ShadowImage: Sendable {
         for i in 0..<n {
             let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i * step, as: UInt64.self))
             guard e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 else { continue }
-            if e & Qcow2Entry.zeroFlag != 0 { zeroFlagClusters.insert(host >> shift) }
-            else if !zeroFlagClusters.isEmpty { zeroFlagClusters.remove(host >> shift) }
+            if e & Qcow2Entry.zeroFlag != 0 { _ = zeroFlagClusters.insert(host >> shift) }
+            else if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(host >> shift) }
         }
     }
 
     /// A write into a zero-flagged cluster: QEMU clears the flag in its cached entry.
     /// Returns whether one of the clusters had it.
     public mutating func clearZeroFlags(offset: UInt64, length: UInt64) -> Bool {
-        guard !zeroFlagClusters.isEmpty, length > 0 else { return false }
+        guard zeroFlagClusters.count != 0, length > 0 else { return false }
         let shift = UInt64(header.clusterBits)
         var had = false
         for c in (offset >> shift)...((offset + length - 1) >> shift) {
-            if zeroFlagClusters.remove(c) != nil { had = true }
+            if zeroFlagClusters.contains(c) { zeroFlagClusters.remove(c); had = true }
         }
         return had
     }
@@ -560,7 +561,7 @@ public struct ShadowImage: Sendable {
     public mutating func forgetData(clusterOffset: UInt64) {
         let index = clusterOffset >> UInt64(header.clusterBits)
         dataClusters.remove(index)
-        if !zeroFlagClusters.isEmpty { zeroFlagClusters.remove(index) }
+        if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(index) }
         releasedClusters.insert(index)
     }
 
