@@ -39,14 +39,20 @@ struct FullFlush: Sendable {
         didSet { if refcountsDeferred { dirtyRefcounts = false } }  // marked dirty mid-request
     }
 
-    /// A guest write, discard or zero write finished.
-    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool) {
+    /// A guest write, discard or zero write finished. `l2DependsOnRefcounts`: an L2
+    /// entry changed with no allocation (a preallocated zero cluster written), and the L2
+    /// cache was made to depend on the refcount cache all the same.
+    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false) {
         wroteSinceFlush = true
         if case .writingBack = phase { return }
         phase = .requestDone
         dirtyL2 = dirtyL2 || dirtiedL2
         dirtyRefcounts = dirtyRefcounts || (dirtiedRefcounts && !refcountsDeferred)
+        // With lazy refcounts QEMU sets no dependency (qcow2_need_accurate_refcounts).
+        l2Dependency = l2Dependency || (l2DependsOnRefcounts && !refcountsDeferred)
     }
+    /// The L2 cache depends on the refcount cache (see requestFinished).
+    private var l2Dependency = false
 
     /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
     /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
@@ -102,6 +108,13 @@ struct FullFlush: Sendable {
         case .idle:
             return []
         case .requestDone:
+            if l2Dependency && dirtyL2 && !dirtyRefcounts {
+                // The L2 write-back's dependency flush (the refcount cache has nothing to
+                // write): the L2 write-back and the final fdatasync follow.
+                phase = .writingBack
+                l2Dependency = false
+                return [.flushToOS]
+            }
             // Nothing was dirty: this is blkdebug's flush itself.
             return finish(prefix: [.flushToOS])
         case .writingBack:
@@ -122,6 +135,7 @@ struct FullFlush: Sendable {
             internalFlush = false
             phase = .idle
             dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
+            l2Dependency = false
             return prefix
         }
         let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
@@ -129,6 +143,7 @@ struct FullFlush: Sendable {
         wroteSinceFlush = false
         phase = .idle
         dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
+        l2Dependency = false
         return events
     }
 

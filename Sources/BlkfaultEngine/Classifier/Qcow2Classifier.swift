@@ -449,7 +449,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
               sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
-        return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone)
+        return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
+                      && shadow.zeroFlagClusters.count == 0)
     }
 
     /// Freed clusters are discarded (qemu-io opens with discard=unmap): each one was
@@ -482,7 +483,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // The steady path: guest data written, nothing to learn (as below, without
             // the metadata checks and the empty learn).
             if pendingGuestWrite {
-                flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                // A write into a preallocated zero cluster clears the entry's zero flag in
+                // QEMU's L2 cache (qcow2_alloc_cluster_link_l2): L2 dirty, depending on the
+                // refcount cache, with no allocation.
+                let zeroAlloc = shadow.clearZeroFlags(offset: op.offset, length: op.length)
+                flush.requestFinished(dirtiedL2: requestAllocated || zeroAlloc, dirtiedRefcounts: requestAllocated,
+                                      l2DependsOnRefcounts: zeroAlloc)
                 requestAllocated = false
             }
             return [.pwritevDone]

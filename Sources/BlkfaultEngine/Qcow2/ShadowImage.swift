@@ -45,6 +45,11 @@ public struct ShadowImage: Sendable {
     /// Host cluster indices holding compressed data an L2 entry we have seen points to
     /// (rare: a hashed set).
     public private(set) var compressedClusters: Set<UInt64> = []
+    /// Host cluster indices whose L2 entry we last saw with the zero flag (a preallocated
+    /// zero cluster, QCOW2_CLUSTER_ZERO_ALLOC): a write into one changes the entry without
+    /// allocating. Filled only from slices that hold such entries (a bitmap, as
+    /// `dataClusters`: a large `write -z` over allocated clusters leaves many).
+    public private(set) var zeroFlagClusters = ClusterSet()
     /// Host cluster indices that are L2 tables (active or a snapshot's) or refblocks:
     /// `region(at:)` looks the dictionaries up only for these.
     private var tableClusters = ClusterSet()
@@ -378,11 +383,15 @@ public struct ShadowImage: Sendable {
         // that needs more (compressed, or a cluster past the bitmap: it grows). A constant
         // stride (8: standard entries; 16: extended L2) keeps the loop tight.
         var start = 0, resumed = false
+        // The flags of each run's first entry or-ed together (a run shares its flags):
+        // bit 0 set means some entry has the zero flag, learned apart below.
+        var runFlags: UInt64 = 0
+        defer { if runFlags & Qcow2Entry.zeroFlag != 0 { learnZeroFlags(raw, n: n, step: step, shift: shift) } }
         while true {
             let from = base + start * step, left = n - start
             let (stop, fastBoundary, needed) = dataClusters.withWords { words, added -> (Int, Bool, UInt64) in
-                step == 8 ? Self.setDataBits(from, left, stride: 8, shift: shift, words, &added)
-                          : Self.setDataBits(from, left, stride: 16, shift: shift, words, &added)
+                step == 8 ? Self.setDataBits(from, left, stride: 8, shift: shift, words, &added, &runFlags)
+                          : Self.setDataBits(from, left, stride: 16, shift: shift, words, &added, &runFlags)
             }
             if stop == left { return resumed ? hasAllocationBoundary(raw) : fastBoundary }
             start += stop
@@ -399,6 +408,7 @@ public struct ShadowImage: Sendable {
         var compressed: [UInt64] = []
         for i in stop..<n {
             let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i * step, as: UInt64.self))
+            runFlags |= e
             if e & Qcow2Entry.compressed != 0 {
                 compressed.append(e)
             } else if case let host = e & Qcow2Entry.offsetMask, host != 0 {
@@ -418,7 +428,8 @@ public struct ShadowImage: Sendable {
     /// compare, and the run's bits are set word by word.
     @inline(__always)
     private static func setDataBits(_ base: UnsafeRawPointer, _ n: Int, stride: Int, shift: UInt64,
-                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int) -> (Int, Bool, UInt64) {
+                                    _ words: UnsafeMutableBufferPointer<UInt64>, _ added: inout Int,
+                                    _ runFlags: inout UInt64) -> (Int, Bool, UInt64) {
         let limit = UInt64(words.count) &<< 6, clusterSize: UInt64 = 1 &<< shift
         var boundary = false, previousAllocated = false
         var i = 0
@@ -434,6 +445,7 @@ public struct ShadowImage: Sendable {
             }
             // This entry and the ones after it that point to the next clusters, each equal
             // to the one before plus a cluster (flags included).
+            runFlags |= e
             let end = runEnd(base, from: i, n, stride: stride, expected: e &+ clusterSize, clusterSize: clusterSize)
             let runStart = host &>> shift, runLength = UInt64(truncatingIfNeeded: end &- i &+ 1)
             // Below the limit (< 2^27 clusters), adding clusters never carried past the offset bits.
@@ -521,9 +533,35 @@ public struct ShadowImage: Sendable {
     }
 
     /// A data cluster was freed.
+    /// The zero flags of a slice's entries (standard entries: extended L2 entries keep
+    /// theirs in the subcluster bitmap). Runs only for a slice with a zero-flagged entry;
+    /// a flag is forgotten when a write or a discard reaches its cluster.
+    private mutating func learnZeroFlags(_ raw: UnsafeRawBufferPointer, n: Int, step: Int, shift: UInt64) {
+        guard step == 8, let base = raw.baseAddress else { return }
+        for i in 0..<n {
+            let e = UInt64(bigEndian: base.loadUnaligned(fromByteOffset: i * step, as: UInt64.self))
+            guard e & Qcow2Entry.compressed == 0, case let host = e & Qcow2Entry.offsetMask, host != 0 else { continue }
+            if e & Qcow2Entry.zeroFlag != 0 { _ = zeroFlagClusters.insert(host >> shift) }
+            else if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(host >> shift) }
+        }
+    }
+
+    /// A write into a zero-flagged cluster: QEMU clears the flag in its cached entry.
+    /// Returns whether one of the clusters had it.
+    public mutating func clearZeroFlags(offset: UInt64, length: UInt64) -> Bool {
+        guard zeroFlagClusters.count != 0, length > 0 else { return false }
+        let shift = UInt64(header.clusterBits)
+        var had = false
+        for c in (offset >> shift)...((offset + length - 1) >> shift) {
+            if zeroFlagClusters.contains(c) { zeroFlagClusters.remove(c); had = true }
+        }
+        return had
+    }
+
     public mutating func forgetData(clusterOffset: UInt64) {
         let index = clusterOffset >> UInt64(header.clusterBits)
         dataClusters.remove(index)
+        if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(index) }
         releasedClusters.insert(index)
     }
 
