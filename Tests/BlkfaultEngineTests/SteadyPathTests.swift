@@ -211,4 +211,17 @@ import BlkfaultEngine
         r.write(68608, l2Slice(size: 1024, host: 69632, count: 2, cluster: 1024))
         #expect(r.engine.layoutVersion != version)
     }
+
+    /// The classifier's after-call for a rewrite of known data changes no region: a
+    /// layout change would empty the pre-filter's cluster bitmap at every such write.
+    @Test func aRewriteOfKnownDataLeavesTheLayoutAlone() throws {
+        var p = try Pair(freshQcow2(), rules: Self.benchRules)
+        p.allocate128DataClusters()
+        p.write(69632, [UInt8](repeating: 1, count: 1024))
+        p.flush()
+        let layout = p.full.engine.layoutVersion
+        _ = p.full.write(69632 + 4096, [UInt8](repeating: 2, count: 1024))
+        _ = p.full.read(69632 + 8192, 1024)
+        #expect(p.full.engine.layoutVersion == layout)
+    }
 }

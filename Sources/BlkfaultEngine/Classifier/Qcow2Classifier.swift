@@ -486,7 +486,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // A write into a preallocated zero cluster clears the entry's zero flag in
                 // QEMU's L2 cache (qcow2_alloc_cluster_link_l2): L2 dirty, depending on the
                 // refcount cache, with no allocation.
-                let zeroAlloc = shadow.clearZeroFlags(offset: op.offset, length: op.length)
+                // (Only when a flag is known: any mutating call on `shadow` counts as a
+                // layout change, which empties the steady pre-filter's cluster bitmap.)
+                let zeroAlloc = shadow.zeroFlagClusters.count != 0
+                    && shadow.clearZeroFlags(offset: op.offset, length: op.length)
                 flush.requestFinished(dirtiedL2: requestAllocated || zeroAlloc, dirtiedRefcounts: requestAllocated,
                                       l2DependsOnRefcounts: zeroAlloc)
                 requestAllocated = false
