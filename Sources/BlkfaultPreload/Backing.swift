@@ -58,17 +58,15 @@ func backingTarget(_ path: String) -> BackingTarget? {
 func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: Int32) {
     let mode = fcntl(fd, F_GETFL)
     let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
+    // `qemu-img rebase` reads the old backing file through a BlockBackend of its own on
+    // the backing node (img_rebase's blk_old_backing), not through the overlay's node, so
+    // those reads raise nothing on the overlay. Its I/O looks like a copy-on-read's; only
+    // the command line tells them apart.
     target.overlay.withEngine {
         $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth,
-                         readByProgram: programIsQemuImgRebase)
+                         readByProgram: programCommand.isQemuImgRebase)
     }
 }
-
-/// `qemu-img rebase`: it reads the old backing file through a BlockBackend of its own on
-/// the backing node (img_rebase's blk_old_backing), not through the overlay's node, so
-/// those reads raise nothing on the overlay. Its I/O looks like a copy-on-read's; only
-/// the command line tells them apart. Read once from /proc/self/cmdline.
-let programIsQemuImgRebase: Bool = programCommand.isQemuImgRebase
 
 /// The program's command line (/proc/self/cmdline), read once.
 let programCommand: ProgramCommand = {
