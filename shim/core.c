@@ -355,14 +355,6 @@ int shim_opened(int fd, int dirfd, const char *path, int flags)
  * The gate
  */
 
-static int64_t iov_total(const struct iovec *iov, int cnt)
-{
-    int64_t n = 0;
-    for (int i = 0; i < cnt; i++)
-        n += (int64_t)iov[i].iov_len;
-    return n;
-}
-
 /* Where the call's implicit position is: the file position, or the end of file
  * for appending writes (O_APPEND, RWF_APPEND). -1 if unknown (not seekable). */
 static int64_t position(const struct shim_req *r)
@@ -387,7 +379,7 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     for (int i = 0; i < n; i++) {
         if (image[i] < 0)
             continue;
-        len[i] = r[i].len == SHIM_IOVLEN ? iov_total(r[i].iov, r[i].iovcnt) : r[i].len;
+        len[i] = r[i].len == SHIM_IOVLEN ? shim_iov_total(r[i].iov, r[i].iovcnt) : r[i].len;
         off[i] = r[i].off == SHIM_POS ? position(&r[i]) : r[i].off;
         int32_t d = ENGINE(before)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
                                            r[i].iovcnt);
@@ -410,7 +402,7 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
         errno = saved;
         if (r->fake != SHIM_IOVLEN)
             return r->fake;
-        return r->len == SHIM_IOVLEN ? iov_total(r->iov, r->iovcnt) : r->len;
+        return r->len == SHIM_IOVLEN ? shim_iov_total(r->iov, r->iovcnt) : r->len;
     }
 
     int64_t res = perform(r);

@@ -15,6 +15,7 @@
 #define ENGINE_FILE "libblkfault-engine.so"
 
 struct shim_engine shim_engine;
+blkfault_steady_table *_Atomic shim_steady_tab;
 /* Set (release) once every pointer of shim_engine is. */
 static _Atomic int loaded;
 
@@ -132,6 +133,8 @@ void shim_engine_load(const char *image)
     RESOLVE(detach);
     RESOLVE(bypass);
     RESOLVE(exit);
+    RESOLVE(steady_table);
 #undef RESOLVE
+    atomic_store_explicit(&shim_steady_tab, ENGINE(steady_table)(), memory_order_relaxed);
     atomic_store_explicit(&loaded, 1, memory_order_release);
 }

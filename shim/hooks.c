@@ -168,11 +168,18 @@ static int64_t do_pread(const struct shim_req *r)
     return REAL_AS(fam_pread, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
 }
 
-__attribute__((noinline)) static ssize_t pread_tracked(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
+__attribute__((noinline)) static ssize_t pread_gated(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
 {
     struct iovec v = {buf, n};
-    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off},
-                   do_pread);
+    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off}, do_pread);
+}
+
+/* A tracked fd: the steady pre-filter's requests go straight to libc. */
+__attribute__((noinline)) static ssize_t pread_tracked(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
+{
+    if (shim_steady_at(fd, BLKFAULT_OP_READ, off, (int64_t)n))
+        return REAL_AS(fam_pread, sym)(fd, buf, n, off);
+    return pread_gated(sym, fd, buf, n, off);
 }
 
 static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
@@ -213,10 +220,17 @@ static int64_t do_preadv(const struct shim_req *r)
     return REAL_AS(fam_preadv, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
 }
 
+__attribute__((noinline)) static ssize_t preadv_gated(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off}, do_preadv);
+}
+
+/* A tracked fd: the steady pre-filter's requests go straight to libc. */
 __attribute__((noinline)) static ssize_t preadv_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
-    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off},
-                   do_preadv);
+    if (shim_steady_at(fd, BLKFAULT_OP_READ, off, shim_iov_total(iov, cnt)))
+        return REAL_AS(fam_preadv, sym)(fd, iov, cnt, off);
+    return preadv_gated(sym, fd, iov, cnt, off);
 }
 
 static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
@@ -274,11 +288,18 @@ static int64_t do_pwrite(const struct shim_req *r)
     return REAL_AS(fam_pwrite, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
 }
 
-__attribute__((noinline)) static ssize_t pwrite_tracked(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
+__attribute__((noinline)) static ssize_t pwrite_gated(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
 {
     struct iovec v = {(void *)buf, n};
-    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off},
-                   do_pwrite);
+    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off}, do_pwrite);
+}
+
+/* A tracked fd: the steady pre-filter's requests go straight to libc. */
+__attribute__((noinline)) static ssize_t pwrite_tracked(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
+{
+    if (shim_steady_at(fd, BLKFAULT_OP_WRITE, off, (int64_t)n))
+        return REAL_AS(fam_pwrite, sym)(fd, buf, n, off);
+    return pwrite_gated(sym, fd, buf, n, off);
 }
 
 static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
@@ -304,10 +325,17 @@ static int64_t do_pwritev(const struct shim_req *r)
     return REAL_AS(fam_pwritev, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
 }
 
+__attribute__((noinline)) static ssize_t pwritev_gated(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off}, do_pwritev);
+}
+
+/* A tracked fd: the steady pre-filter's requests go straight to libc. */
 __attribute__((noinline)) static ssize_t pwritev_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
 {
-    return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off},
-                   do_pwritev);
+    if (shim_steady_at(fd, BLKFAULT_OP_WRITE, off, shim_iov_total(iov, cnt)))
+        return REAL_AS(fam_pwritev, sym)(fd, iov, cnt, off);
+    return pwritev_gated(sym, fd, iov, cnt, off);
 }
 
 static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)

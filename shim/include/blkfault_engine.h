@@ -3,13 +3,15 @@
  * Sources/CPreloadSupport/engine_entry.c). The shim calls these only for fds
  * of matching images, with its re-entrancy guard held and errno saved.
  * The engine is its own library, libblkfault-engine.so, which exports these
- * seven names and nothing else; the shim dlopens it (shim/engine.c) at the first
+ * eight names and nothing else; the shim dlopens it (shim/engine.c) at the first
  * open of a matching image and calls them through pointers it looks up once. */
 #ifndef BLKFAULT_ENGINE_H
 #define BLKFAULT_ENGINE_H
 
 #include <stdint.h>
 #include <sys/uio.h>
+
+#include "blkfault_steady_read.h"
 
 /* What reached the image file. Mirrors blkdebug's iotypes where one exists. */
 enum blkfault_op {
@@ -74,6 +76,15 @@ int32_t blkfault_engine_attach_backing(int32_t fd);
 int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
                                int64_t offset, int64_t length,
                                const struct iovec *iov, int32_t iovcnt);
+
+/* The engine's steady pre-filter (blkfault_steady_read.h): the table of its published
+ * state, one slot per image handle, which lives as long as the process. The shim's hot
+ * entry points (pread*, pwrite*, preadv*, pwritev*) run blkfault_steady_check on it
+ * themselves, without the guard: a READ or WRITE at an explicit offset, carrying no
+ * flush, that the check lets through is performed with no before and no after call,
+ * exactly as if before had returned BLKFAULT_PERFORM_NO_AFTER (before runs the same
+ * check first). Asked once, when the engine is loaded. */
+blkfault_steady_table *blkfault_engine_steady_table(void);
 
 /* After a performed operation: result is the syscall's return value, error its
  * errno (0 on success). For reads the iovecs hold what was read. Not called for

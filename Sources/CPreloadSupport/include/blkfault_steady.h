@@ -15,7 +15,8 @@
 
 #define BLKFAULT_STEADY_READS 1u
 #define BLKFAULT_STEADY_WRITES 2u
-/* Rules a skipped request is checked against; more active rules: nothing is skipped. */
+/* Rules a skipped request is checked against; more active rules: nothing is skipped
+ * (as shim/include/blkfault_steady_read.h). */
 #define BLKFAULT_STEADY_RULES 8
 
 struct blkfault_steady;
