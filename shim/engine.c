@@ -109,7 +109,11 @@ void shim_engine_load(const char *image)
      * the hooks, which pass them through while the guard is held (the caller holds
      * it, through the Swift runtime's initialisers too). dlopen's own open, mmap
      * and read are the loader's system calls and reach no hook. */
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_LAZY: of its ~250 calls into libc and libm (most of them the static Swift
+     * runtime's, never made), only those made are bound, at their first call: binding
+     * all of them cost ~0.3 M instructions in a process with qemu-img's 30 libraries
+     * (issue 7). A missing one would fail at that call; every one is libc's or libm's. */
+    void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
     if (h == NULL) {
         const char *e = dlerror();
         load_failed(image, e != NULL ? e : path);

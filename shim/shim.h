@@ -214,7 +214,7 @@ static inline int64_t shim_iov_total(const struct iovec *iov, int cnt)
  * BLKFAULT_PERFORM_NO_AFTER and perform it: so it is performed at once, without the
  * guard, errno's save, the gate or any call into the engine (issue 7: ~300
  * instructions a request fewer). `image`: from shim_fd_image (-1 is never let through). */
-static inline int shim_steady_allows(int32_t image, int32_t op, int64_t off, int64_t len)
+__attribute__((always_inline)) static inline int shim_steady_allows(int32_t image, int32_t op, int64_t off, int64_t len)
 {
     blkfault_steady_table *t = atomic_load_explicit(&shim_steady_tab, memory_order_relaxed);
     return t != NULL && blkfault_steady_check(t, image, op, off, len);
@@ -241,7 +241,7 @@ static inline int64_t shim_io(const struct shim_req *r, shim_perform_fn *perform
 
 /* shim_steady for the hot positional calls (pread, pwrite, preadv, pwritev) on a
  * tracked fd, asked before their request is even built. fd < SHIM_FD_MAX. */
-static inline int shim_steady_at(int fd, int32_t op, int64_t off, int64_t len)
+__attribute__((always_inline)) static inline int shim_steady_at(int fd, int32_t op, int64_t off, int64_t len)
 {
     /* 0 (closed meanwhile) asks for handle -1. */
     int32_t e = atomic_load_explicit(&shim_fd_tab[fd], memory_order_acquire);

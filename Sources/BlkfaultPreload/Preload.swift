@@ -11,15 +11,20 @@ struct FileReader: ImageReader, Sendable {
     func read(offset: UInt64, count: Int) -> [UInt8]? {
         guard count >= 0 else { return nil }
         if count == 0 { return [] }
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { break }
-            done += n
+        // Read into the array's own storage: no zero fill, no copy of what was read
+        // (~0.2 M instructions when a matched image attaches; issue 7).
+        var failed = false
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var done = 0
+            while done < count {
+                let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 { if errno == EINTR { continue }; failed = true; break }
+                if n == 0 { break }
+                done += n
+            }
+            initialized = failed ? 0 : done
         }
-        return Array(buffer[0..<done])
+        return failed ? nil : bytes
     }
     var size: UInt64 {
         var st = stat()

@@ -59,7 +59,7 @@ typedef struct blkfault_steady_view *_Atomic blkfault_steady_table[BLKFAULT_STEA
 
 /* A skipped write must leave what the witness expects true: the file does not grow and
  * no watched range changes. */
-static inline int blkfault_steady_witness_allows(const struct blkfault_steady_view *f, uint64_t start, uint64_t end)
+__attribute__((always_inline)) static inline int blkfault_steady_witness_allows(const struct blkfault_steady_view *f, uint64_t start, uint64_t end)
 {
     uint64_t s = atomic_load_explicit(&f->wseq, memory_order_acquire);
     if (s & 1) return 0;
@@ -78,7 +78,7 @@ static inline int blkfault_steady_witness_allows(const struct blkfault_steady_vi
 /* 1 when a request of kind `op` (0 read, 1 write) of image `handle` at offset/length is
  * guest data the engine would let through unchanged (perform it, no before, no after),
  * else 0. Any thread, no lock. */
-static inline int blkfault_steady_check(blkfault_steady_table *table, int32_t handle, int32_t op,
+__attribute__((always_inline)) static inline int blkfault_steady_check(blkfault_steady_table *table, int32_t handle, int32_t op,
                                         int64_t offset, int64_t length)
 {
     if ((uint32_t)handle >= BLKFAULT_STEADY_SLOTS || (uint32_t)op > 1) return 0;
