@@ -141,9 +141,13 @@ public struct ShadowImage: Sendable {
         reftable = Self.entries(b, bytes / 8)
         refblocks = [:]
         refblockData = [:]
+        var used = 0
+        reftable.withUnsafeBufferPointer { t in for e in t where e & Qcow2Entry.offsetMask != 0 { used &+= 1 } }
         var blocks: [UInt64: UInt64] = [:]
-        blocks.reserveCapacity(reftable.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
-        for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
+        blocks.reserveCapacity(used)
+        reftable.withUnsafeBufferPointer { t in
+            for i in t.indices where t[i] & Qcow2Entry.offsetMask != 0 { blocks[t[i] & Qcow2Entry.offsetMask] = UInt64(i) }
+        }
         refblocks = blocks
         rebuildTableClusters()
     }
@@ -270,10 +274,21 @@ public struct ShadowImage: Sendable {
                 setL1(index: index, entry)
             }
         case .refcountTable(let first):
-            for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
-                let entry = data.be64(at: k * 8)
-                if entry == 0 && reftable[Int(first) + k] == 0 { continue }
-                setReftable(index: Int(first) + k, entry)
+            guard offset % 8 == 0, Int(first) < reftable.count else { break }
+            let n = min(data.count / 8, reftable.count - Int(first))
+            var k = 0
+            while k < n {
+                // Skip the run of entries unused before and after in one tight scan: most
+                // of a table read at open (8,192 entries of a 64 KiB table, ~0.2 M
+                // instructions through the general loop; issue 7).
+                k = reftable.withUnsafeBufferPointer { table in
+                    var j = k
+                    while j < n, data.loadUnaligned(fromByteOffset: j &* 8, as: UInt64.self) == 0, table[Int(first) &+ j] == 0 { j &+= 1 }
+                    return j
+                }
+                guard k < n else { break }
+                setReftable(index: Int(first) + k, data.be64(at: k * 8))
+                k += 1
             }
         case .l2Table:
             learnL2Entries(data)
