@@ -111,7 +111,7 @@ void shim_engine_load(const char *image)
      * and read are the loader's system calls and reach no hook. */
     /* RTLD_LAZY: of its ~250 calls into libc and libm (most of them the static Swift
      * runtime's, never made), only those made are bound, at their first call: binding
-     * all of them cost ~0.3 M instructions in a process with qemu-img's 30 libraries
+     * all of them cost ~0.2 M instructions in a process with qemu-img's 30 libraries
      * (issue 7). A missing one would fail at that call; every one is libc's or libm's. */
     void *h = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
     if (h == NULL) {
