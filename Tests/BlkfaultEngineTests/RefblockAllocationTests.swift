@@ -168,4 +168,22 @@ import BlkfaultEngine
         #expect(second.events == [] && second.decision == .perform)
         #expect(r.write(139264, [UInt8](repeating: 0, count: 1024)).decision == .perform)
     }
+
+    /// The same data write finishing only after that fdatasync (recorded on `leak` with two
+    /// CPU hogs, 1 run in 20): l2_allocate writes the new L2 table and syncs again, and that
+    /// fdatasync is still its own (the L1 entry comes next), not the request's full flush.
+    @Test func dataWriteFinishingAfterTheAllocationsSyncIsNoRequestEnd() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
+        upToSecondL2Allocation(&r)
+        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.engine.before(data, file: r.file).decision == .perform)
+        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.flush().decision == .perform)
+        _ = r.engine.after(data, succeeded: true, file: r.file)
+        let table = r.write(139264, [UInt8](repeating: 0, count: 1024))
+        #expect(table.decision == .perform && table.events.contains(.l2AllocWrite))
+        let sync = r.flush()
+        #expect(sync.events == [] && sync.decision == .perform)
+        #expect(r.write(3080, be64((1 << 63) | 139264)).events == [.l1Update, .pwritev])
+    }
 }
