@@ -186,4 +186,31 @@ import BlkfaultEngine
         #expect(sync.events == [] && sync.decision == .perform)
         #expect(r.write(3080, be64((1 << 63) | 139264)).events == [.l1Update, .pwritev])
     }
+
+    /// `dnone` (qemu-io -t none, which writes back): chunk 0's data write reaches the file
+    /// after a refcount write-back that already counts its clusters, so an L2 write-back
+    /// between looks like l2_allocate's L2 cache flush, and no L1 write follows to end
+    /// that. Its sync does: the close's L2 write-back is the full flush's, which then ends
+    /// with flush_to_disk, as blkdebug raises it.
+    @Test func lateDataAfterAnL2WriteBackLeavesTheClosesFlushWhole() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20))
+        r.engine.noteWriteback(true)
+        r.open()
+        r.read(2048, 1024)
+        r.write(2048, refblock(1024, Array(0...7)))
+        r.flush()
+        r.write(7168, [UInt8](repeating: 0, count: 1024))
+        r.flush()
+        r.write(3072, be64((1 << 63) | 7168))
+        r.flush()
+        r.write(2048, refblock(1024, Array(0...135)))                   // chunk 0's refcounts first
+        r.flush()
+        #expect(r.write(7168, [UInt8](repeating: 0, count: 1024)).events.contains(.l2AllocWrite))
+        r.flush()
+        r.write(8192, [UInt8](repeating: 0xcd, count: 131072))         // its data, late
+        // The close: flush_to_os at the refcount write-back, then the L2 table, then the sync.
+        #expect(r.write(2048, refblock(1024, Array(0...135))).events.first == .flushToOS)
+        r.write(7168, l2Slice(size: 1024, host: 8192, count: 128, cluster: 1024))
+        #expect(r.flush().events == [.flushToDisk])
+    }
 }

@@ -365,6 +365,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            // l2_allocate's L2 cache flush ends with this sync (the L1 entry is next); when the
+            // pending cluster was a late data write's, no L1 write comes to end it.
+            l2AllocateFlush = false
             if headerFeaturesSync { headerFeaturesSync = false; break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
