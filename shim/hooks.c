@@ -564,7 +564,13 @@ static void aio_junk_init(void)
     void *mem = mmap(NULL, AIO_JUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     int fd = memfd_create("blkfault-aio-completions", MFD_CLOEXEC);
     /* Sparse: as long as the largest completion, and never written (no memory). */
-    if (mem == MAP_FAILED || fd < 0 || REAL(ftruncate)(fd, (off_t)AIO_JUNK * AIO_JUNK_IOVS) != 0) {
+    if (fd >= 0 && REAL(ftruncate)(fd, (off_t)AIO_JUNK * AIO_JUNK_IOVS) != 0) {
+        REAL(close)(fd);
+        fd = -1;
+    }
+    if (fd < 0) /* no memfd (an old kernel, a seccomp filter): /dev/zero, short under signals */
+        fd = REAL(open)("/dev/zero", O_RDONLY | O_CLOEXEC);
+    if (mem == MAP_FAILED || fd < 0) {
         if (mem != MAP_FAILED)
             munmap(mem, AIO_JUNK);
         if (fd >= 0)
