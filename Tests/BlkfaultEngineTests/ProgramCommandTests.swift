@@ -86,3 +86,18 @@ extension ProgramCommandTests {
         #expect(step.decision == .fail(errno: 5) && !step.absorbed)
     }
 }
+
+/// qemu-io is writethrough unless told otherwise (`-t none` under dnone: the close's flush
+/// then raises flush_to_disk, as blkdebug does).
+extension ProgramCommandTests {
+    @Test func qemuIoWritesBackOnlyWithACacheModeThatDoes() {
+        func back(_ a: [String]) -> Bool { ProgramCommand(arguments: ["qemu-io", "-f", "qcow2"] + a + ["t.qcow2"]).writesBack }
+        #expect(!back(["-c", "write 0 4k"]))
+        #expect(back(["-t", "none"]) && back(["-tnone"]) && back(["--cache=none"]) && back(["--cache", "writeback"]))
+        #expect(back(["-n"]) && back(["--nocache", "-c", "read 0 4k"]))
+        #expect(!back(["-t", "writethrough"]) && !back(["-t", "directsync"]) && !back(["-t", "unsafe"]))
+        #expect(!back(["-t", "none", "-t", "writethrough"]) && back(["-i", "native", "-t", "none"]))
+        #expect(!back(["-c", "-tnone"]) && !back(["-T", "-n"]))
+    }
+}
+

@@ -168,4 +168,49 @@ import BlkfaultEngine
         #expect(second.events == [] && second.decision == .perform)
         #expect(r.write(139264, [UInt8](repeating: 0, count: 1024)).decision == .perform)
     }
+
+    /// The same data write finishing only after that fdatasync (recorded on `leak` with two
+    /// CPU hogs, 1 run in 20): l2_allocate writes the new L2 table and syncs again, and that
+    /// fdatasync is still its own (the L1 entry comes next), not the request's full flush.
+    @Test func dataWriteFinishingAfterTheAllocationsSyncIsNoRequestEnd() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
+        upToSecondL2Allocation(&r)
+        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.engine.before(data, file: r.file).decision == .perform)
+        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.flush().decision == .perform)
+        _ = r.engine.after(data, succeeded: true, file: r.file)
+        let table = r.write(139264, [UInt8](repeating: 0, count: 1024))
+        #expect(table.decision == .perform && table.events.contains(.l2AllocWrite))
+        let sync = r.flush()
+        #expect(sync.events == [] && sync.decision == .perform)
+        #expect(r.write(3080, be64((1 << 63) | 139264)).events == [.l1Update, .pwritev])
+    }
+
+    /// `dnone` (qemu-io -t none, which writes back): chunk 0's data write reaches the file
+    /// after a refcount write-back that already counts its clusters, so an L2 write-back
+    /// between looks like l2_allocate's L2 cache flush, and no L1 write follows to end
+    /// that. Its sync does: the close's L2 write-back is the full flush's, which then ends
+    /// with flush_to_disk, as blkdebug raises it.
+    @Test func lateDataAfterAnL2WriteBackLeavesTheClosesFlushWhole() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20))
+        r.engine.noteWriteback(true)
+        r.open()
+        r.read(2048, 1024)
+        r.write(2048, refblock(1024, Array(0...7)))
+        r.flush()
+        r.write(7168, [UInt8](repeating: 0, count: 1024))
+        r.flush()
+        r.write(3072, be64((1 << 63) | 7168))
+        r.flush()
+        r.write(2048, refblock(1024, Array(0...135)))                   // chunk 0's refcounts first
+        r.flush()
+        #expect(r.write(7168, [UInt8](repeating: 0, count: 1024)).events.contains(.l2AllocWrite))
+        r.flush()
+        r.write(8192, [UInt8](repeating: 0xcd, count: 131072))         // its data, late
+        // The close: flush_to_os at the refcount write-back, then the L2 table, then the sync.
+        #expect(r.write(2048, refblock(1024, Array(0...135))).events.first == .flushToOS)
+        r.write(7168, l2Slice(size: 1024, host: 8192, count: 128, cluster: 1024))
+        #expect(r.flush().events == [.flushToDisk])
+    }
 }

@@ -365,6 +365,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             events.append(.pwritevZero)
         case .flush:
+            // l2_allocate's L2 cache flush ends with this sync (the L1 entry is next); when the
+            // pending cluster was a late data write's, no L1 write comes to end it.
+            l2AllocateFlush = false
             if headerFeaturesSync { headerFeaturesSync = false; break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
@@ -712,6 +715,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // (pendingTables): other dirty tables are written back there, not in a full flush.
             if !pendingTables.isEmpty && !l2AllocateFlush {
                 l2AllocateFlush = true
+                // Its fdatasync comes next: an earlier chunk's data write that finished
+                // after the refcount flush's sync does not make that the request's flush.
+                flush.allocationWrite()
                 return l2AllocWrites + [.l2Update]
             }
             if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
@@ -836,6 +842,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
                 if l2AllocateFlush { return [.l2Update] }
                 l2AllocateFlush = true
+                flush.allocationWrite()  // l2_allocate's L2 cache flush: its sync is next (as above)
                 return l2AllocWrites + [.l2Update]
             }
             if op.length % 512 != 0 || op.offset % 512 != 0 {
