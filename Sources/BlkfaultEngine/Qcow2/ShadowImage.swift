@@ -59,12 +59,25 @@ public struct ShadowImage: Sendable {
     /// or refcount table after a move, a discarded data cluster): QEMU reuses them
     /// first, possibly without their refcount ever reaching 0 on disk.
     private var releasedClusters: Set<UInt64> = []
+    /// Changes whenever a host cluster may stop being wholly guest data (`wholeDataWord`
+    /// may lose a bit): a data cluster forgotten, a cluster becoming a table, the header,
+    /// L1 or refcount table moved or resized. Nothing else changes it: learning new data
+    /// clusters or dropping a table only adds bits, and bookkeeping (zero flags, cached
+    /// refblocks, released clusters) changes no region. The preload's steady pre-filter
+    /// keeps the clusters it learnt while this stays the same.
+    public private(set) var layoutVersion: UInt64 = 0
 
     public var clusterSize: UInt64 { header.clusterSize }
     /// Bytes QEMU reads or writes per L2 cache entry (notes §4.9).
     public var l2SliceSize: UInt64 {
         let needed = (header.size / clusterSize) * header.l2EntrySize
         return needed <= 32 << 20 ? clusterSize : min(clusterSize, 4096)
+    }
+
+    /// A model with no tables (ImageEngine's placeholder while the file is not qcow2).
+    init(empty header: Qcow2Header) {
+        self.header = header
+        l1 = []; reftable = []
     }
 
     /// Reads header, L1 table and refcount table from the file.
@@ -127,6 +140,7 @@ public struct ShadowImage: Sendable {
         }
         l2Tables = tables
         l1Owners = owners
+        layoutVersion &+= 1
         if rebuild { rebuildTableClusters() }
     }
 
@@ -145,6 +159,7 @@ public struct ShadowImage: Sendable {
         blocks.reserveCapacity(reftable.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
         refblocks = blocks
+        layoutVersion &+= 1
         rebuildTableClusters()
     }
 
@@ -302,6 +317,11 @@ public struct ShadowImage: Sendable {
         let oldRT = (header.refcountTableOffset, header.refcountTableClusters)
         var newHeader = h
         newHeader.extensions = header.extensions
+        // What `wholeDataWord` reads of the header (the tables' own moves reload them below).
+        if (h.clusterBits, h.l1TableOffset, h.l1Size, h.refcountTableOffset, h.refcountTableClusters)
+            != (header.clusterBits, header.l1TableOffset, header.l1Size, header.refcountTableOffset, header.refcountTableClusters) {
+            layoutVersion &+= 1
+        }
         header = newHeader
         if touches(36, 48), (h.l1TableOffset, h.l1Size) != oldL1 {
             release(offset: oldL1.0, bytes: UInt64(oldL1.1) * 8)
@@ -343,13 +363,14 @@ public struct ShadowImage: Sendable {
         guard cluster != 0 else { return }
         let index = cluster >> UInt64(header.clusterBits)
         if l2Tables[cluster] != nil || snapshotL2Tables[cluster] != nil || refblocks[cluster] != nil {
-            tableClusters.insert(index)
+            if tableClusters.insert(index) { layoutVersion &+= 1 }
         } else {
             tableClusters.remove(index)
         }
     }
 
     private mutating func rebuildTableClusters() {
+        layoutVersion &+= 1
         tableClusters.removeAll()
         for c in l2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
         for c in snapshotL2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
@@ -560,7 +581,7 @@ public struct ShadowImage: Sendable {
 
     public mutating func forgetData(clusterOffset: UInt64) {
         let index = clusterOffset >> UInt64(header.clusterBits)
-        dataClusters.remove(index)
+        if dataClusters.contains(index) { dataClusters.remove(index); layoutVersion &+= 1 }
         if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(index) }
         releasedClusters.insert(index)
     }
@@ -578,6 +599,7 @@ extension ShadowImage {
     /// Clusters 64*w ... 64*w+63 whose every byte is guest data (`region(at:)` is `.data`
     /// throughout: an L2 entry points to it, and it is not the header, a table cluster, or
     /// part of the L1 or refcount table), one bit each.
+    @inline(__always)  // (called from a mutating context, the model would be copied first)
     public func wholeDataWord(_ w: UInt64) -> UInt64 {
         var bits = dataClusters.word(w) & ~tableClusters.word(w)
         guard bits != 0 else { return 0 }
