@@ -16,7 +16,7 @@ extension TrackedImage {
     /// `body` on the engine under its lock. `op`: the request being decided, whose
     /// clusters the filter learns (after `body`, in the state it left).
     @inline(__always)
-    func withEngine<R>(touching op: Operation? = nil, _ body: (inout ImageEngine) -> R) -> R {
+    func withEngine<R>(touching op: SteadyRequest? = nil, _ body: (inout ImageEngine) -> R) -> R {
         guard let filter = steady else { return engine.withLock(body) }
         return engine.withLock { engine in
             blkfault_steady_begin(filter)
@@ -29,7 +29,7 @@ extension TrackedImage {
 }
 
 /// Ends the change `withEngine` began (the engine lock held).
-func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: Operation?) {
+func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: SteadyRequest?) {
     var rules: Int32 = 0
     // One call for everything (by address: each non-mutating call copied the whole engine).
     let view = engine.steadyView(touching: op) { sector, iotypes in

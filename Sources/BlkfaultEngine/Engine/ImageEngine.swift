@@ -48,6 +48,8 @@ public struct ImageEngine: Sendable {
     public private(set) var degraded = false
     /// The overlay's backing file, once the program opened it (ImageEngine+Backing.swift).
     var backing: BackingReads?
+    /// `backing != nil`, kept apart: testing the Optional copies the whole struct first.
+    var followsBacking = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
 
@@ -114,7 +116,7 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
-        if backing != nil { step.events = resolveBacking(op, step.events) }
+        if followsBacking { step.events = resolveBacking(op, step.events) }
         var armed: [ActionRules.Armed] = []
         for e in step.events {
             // An event no rule names changes nothing: skip building its outcome (actions
@@ -173,7 +175,7 @@ public struct ImageEngine: Sendable {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
         var events = classifyBefore(op, file: file)
-        if backing != nil { events = resolveBacking(op, events) }
+        if followsBacking { events = resolveBacking(op, events) }
         for e in events where rules.hasRules(for: e) { rules.fire(e) }
         var decision = Decision.perform
         if rules.hasActiveRules, let iotype = op.kind.ioType,
@@ -282,7 +284,7 @@ extension ImageEngine {
     /// it, or an active rule with a trigger, skips nothing.
     @inline(__always)  // (steadyView: called, the engine would be copied first)
     public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
-        guard case .qcow2 = model, backing == nil, actions.isEmpty else { return (false, false) }
+        guard case .qcow2 = model, !followsBacking, actions.isEmpty else { return (false, false) }
         var (reads, writes) = qcow2.steadyKinds
         reads = reads && rules.raiseChangesNothing(.readAio)
         writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)
@@ -315,7 +317,7 @@ extension ImageEngine {
     /// address, as `steadyLayoutVersion`): `steadyKinds(rule:)`, `layoutVersion`,
     /// `clusterBits`, and `wholeDataWord` of the words holding `op`'s first and last clusters
     /// when it is a read or a write.
-    public mutating func steadyView(touching op: Operation?,
+    public mutating func steadyView(touching op: SteadyRequest?,
                                     rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> SteadyView {
         let kinds = steadyKinds(rule: rule)
         var view = SteadyView(layoutVersion: layoutVersion, clusterBits: clusterBits, reads: kinds.reads, writes: kinds.writes)
@@ -347,4 +349,15 @@ public struct SteadyView: Sendable {
     /// when that lies in another word.
     public var firstWord: (index: UInt64, bits: UInt64)?
     public var lastWord: (index: UInt64, bits: UInt64)?
+}
+
+/// The request whose clusters `steadyView` looks at: an `Operation` without its data
+/// closure (an optional `Operation` is retained and released to be unwrapped).
+public struct SteadyRequest: Sendable {
+    public var kind: OperationKind
+    public var offset: UInt64
+    public var length: UInt64
+
+    @inline(__always)
+    public init(_ op: Operation) { kind = op.kind; offset = op.offset; length = op.length }
 }

@@ -26,20 +26,20 @@ public struct ShadowImage: Sendable {
     public private(set) var l1: [UInt64]
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
-    public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    public private(set) var l2Tables = OffsetMap<UInt64>()
     /// Bit i: `l2Tables` maps L1 entry i's table to i (a corrupt L1 may name a table twice;
     /// the last write owns it). Lets a reread of an unchanged entry skip the lookup.
     private var l1Owners: [UInt64] = []
     /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
     /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
-    public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
+    public private(set) var snapshotL2Tables = OffsetMap<UInt64>()
     /// L1 tables of internal snapshots, also of ones deleted in this process:
     /// offset -> number of entries.
     public private(set) var snapshotL1Tables: [UInt64: Int] = [:]
     /// Bytes of the snapshot table (what qcow2_write_snapshots frees when it replaces it).
     public private(set) var snapshotTableSize: UInt64 = 0
     /// Refblock cluster offset -> refcount table index.
-    public private(set) var refblocks: [UInt64: UInt64] = [:]
+    public private(set) var refblocks = OffsetMap<UInt64>()
     /// Host cluster indices that an L2 entry we have seen points to.
     public private(set) var dataClusters = ClusterSet()
     /// Host cluster indices holding compressed data an L2 entry we have seen points to
@@ -54,7 +54,7 @@ public struct ShadowImage: Sendable {
     /// `region(at:)` looks the dictionaries up only for these.
     private var tableClusters = ClusterSet()
     /// Refblock contents as on disk, loaded on demand.
-    private var refblockData: [UInt64: [UInt8]] = [:]
+    private var refblockData = OffsetMap<[UInt8]>()
     /// Host cluster indices that held metadata or data we saw released (an old L1
     /// or refcount table after a move, a discarded data cluster): QEMU reuses them
     /// first, possibly without their refcount ever reaching 0 on disk.
@@ -132,7 +132,7 @@ public struct ShadowImage: Sendable {
         else { throw .truncated("L1 table") }
         l1 = Self.entries(b, count)
         l2Tables = [:]
-        var tables: [UInt64: UInt64] = [:], owners = [UInt64](repeating: 0, count: (count + 63) / 64)
+        var tables = OffsetMap<UInt64>(), owners = [UInt64](repeating: 0, count: (count + 63) / 64)
         tables.reserveCapacity(l1.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             if let previous = tables.updateValue(UInt64(i), forKey: e & Qcow2Entry.offsetMask) { Self.clear(&owners, Int(previous)) }
@@ -155,7 +155,7 @@ public struct ShadowImage: Sendable {
         reftable = Self.entries(b, bytes / 8)
         refblocks = [:]
         refblockData = [:]
-        var blocks: [UInt64: UInt64] = [:]
+        var blocks = OffsetMap<UInt64>()
         blocks.reserveCapacity(reftable.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in reftable.enumerated() where e & Qcow2Entry.offsetMask != 0 { blocks[e & Qcow2Entry.offsetMask] = UInt64(i) }
         refblocks = blocks
@@ -194,7 +194,7 @@ public struct ShadowImage: Sendable {
         let index = cluster >> UInt64(header.clusterBits)
         if tableClusters.contains(index) {
             if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-            if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+            if !snapshotL2Tables.isEmpty, let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
             if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
         }
         if dataClusters.contains(index) { return .data }
@@ -372,9 +372,9 @@ public struct ShadowImage: Sendable {
     private mutating func rebuildTableClusters() {
         layoutVersion &+= 1
         tableClusters.removeAll()
-        for c in l2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
-        for c in snapshotL2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
-        for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
+        l2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
+        snapshotL2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
+        refblocks.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
     }
 
     /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
