@@ -499,12 +499,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .write, .read:
                 // One lookup: the region decides both whether and how to learn.
                 let region = op.bytes != nil ? looked ?? shadow.region(at: op.offset) : .data
-                if op.bytes != nil, Self.isMetadata(region, op.kind) {
+                if op.bytes != nil, Self.isMetadata(region, op.kind), shadow.learnsFrom(region, offset: op.offset, length: op.length) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false
                     if op.kind == .read, case .l2Table = region { l2Read = true }
                     if l2Read, defersWalk(op) {
-                        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits))
+                        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
                         return []
                     }
                     if l2Read { deferredWalk.lastTable = nil }

@@ -253,6 +253,15 @@ public struct ShadowImage: Sendable {
 
     // MARK: Learning from I/O (both directions: what was read is what is on disk)
 
+    /// Whether `learn(offset:data:)` of `length` bytes, `region` being `region(at: offset)`,
+    /// could take anything in: not within a refblock whose content is not cached (a
+    /// metadata walk reads thousands).
+    @inline(__always)
+    public func learnsFrom(_ region: Region, offset: UInt64, length: UInt64) -> Bool {
+        guard case .refcountBlock(let block, _) = region, offset &- block &+ length <= clusterSize else { return true }
+        return !refblockData.isEmpty && refblockData[block] != nil
+    }
+
     /// Takes in data that is now on disk at `offset` (a completed write, or a read).
     public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
         data.withUnsafeBytes { learn(offset: offset, data: $0, file: file) }
@@ -286,8 +295,10 @@ public struct ShadowImage: Sendable {
             }
         case .refcountTable(let first):
             for k in 0..<(data.count / 8) where Int(first) + k < reftable.count && (offset % 8 == 0) {
-                let entry = data.be64(at: k * 8)
-                if entry == 0 && reftable[Int(first) + k] == 0 { continue }
+                let entry = data.be64(at: k * 8), index = Int(first) + k
+                if entry == 0 && reftable[index] == 0 { continue }
+                // Nor a used one unchanged whose block maps to this index (the open reads the table again).
+                if entry == reftable[index], refblocks[entry & Qcow2Entry.offsetMask] == UInt64(index) { continue }
                 setReftable(index: Int(first) + k, entry)
             }
         case .l2Table:
@@ -372,6 +383,10 @@ public struct ShadowImage: Sendable {
     private mutating func rebuildTableClusters() {
         layoutVersion &+= 1
         tableClusters.removeAll()
+        // Sized once for the last table (growing with each insert copied the bitmap over and over).
+        var last: UInt64 = 0
+        for map in [l2Tables, snapshotL2Tables, refblocks] { map.forEachKey { last = max(last, $0) } }
+        if last != 0 { tableClusters.reserve(upTo: last >> UInt64(header.clusterBits)) }
         l2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
         snapshotL2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
         refblocks.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
