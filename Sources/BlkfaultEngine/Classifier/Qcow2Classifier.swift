@@ -1010,6 +1010,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// which looked the region up already.
     private(set) var lastReadIsMetadata = true
 
+    /// For `ImageEngine.decide`, of a read `eventsBefore` just classified as metadata and
+    /// that will be performed: if it is an L2 table read that a read-only metadata walk
+    /// defers, it is recorded now, as `eventsAfter` would once it succeeded, and the read
+    /// needs no after call (a check's ~20,000 table reads each skip one). Should the read
+    /// then fail, the table is learnt from the file all the same, if ever: what it holds.
+    mutating func recordsWalkReadBeforehand(_ op: Operation, file: ImageReader) -> Bool {
+        guard op.kind == .read, op.bytes != nil, defersWalk(op), case .l2Table = shadow.region(at: op.offset) else { return false }
+        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
+        return true
+    }
+
     /// A read-only metadata walk's read of a whole L2 table: learnt later, if ever.
     @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     private func defersWalk(_ op: Operation) -> Bool {

@@ -166,6 +166,10 @@ public struct ImageEngine: Sendable {
         case .flush, .stat: return (decision, false)
         case .read:
             guard case .qcow2 = model else { return (decision, false) }
+            // A metadata walk's table read: recorded here, nothing left for after.
+            if qcow2.lastReadIsMetadata, decision == .perform, qcow2.recordsWalkReadBeforehand(op, file: file) {
+                return (decision, false)
+            }
             return (decision, qcow2.lastReadIsMetadata)
         default: return (decision, true)
         }
