@@ -173,9 +173,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         if case .data = region, let steady = steadyEvents(op) {
             lastReadIsMetadata = false
+            lastReadIsL2Table = false
             return steady
         }
         lastReadIsMetadata = Self.isMetadata(region, op.kind)
+        lastReadIsL2Table = { if op.kind == .read, case .l2Table = region { return true } else { return false } }()
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
         if op.kind == .flush { flushRetriedAtClose = false }
@@ -1009,6 +1011,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// performed, would change something: it read metadata. Kept by `eventsBefore`,
     /// which looked the region up already.
     private(set) var lastReadIsMetadata = true
+    /// The same request read an L2 table (for `recordsWalkReadBeforehand`: no second lookup).
+    private var lastReadIsL2Table = false
 
     /// For `ImageEngine.decide`, of a read `eventsBefore` just classified as metadata and
     /// that will be performed: if it is an L2 table read that a read-only metadata walk
@@ -1016,7 +1020,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// needs no after call (a check's ~20,000 table reads each skip one). Should the read
     /// then fail, the table is learnt from the file all the same, if ever: what it holds.
     mutating func recordsWalkReadBeforehand(_ op: Operation, file: ImageReader) -> Bool {
-        guard op.kind == .read, op.bytes != nil, defersWalk(op), case .l2Table = shadow.region(at: op.offset) else { return false }
+        guard lastReadIsL2Table, op.kind == .read, op.bytes != nil, defersWalk(op) else { return false }
         deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
         return true
     }
