@@ -277,7 +277,7 @@ public func blkfaultEngineBefore(_ handle: Int32, _ fd: Int32, _ op: Int32, _ of
             if image.backingOnly { return performNoAfter }
         }
         if image.quiet {
-            let (decision, needsAfter) = image.withEngine(touching: operation) { $0.decide(operation, file: image.reader) }
+            let (decision, needsAfter) = image.withEngine(touching: SteadyRequest(operation)) { $0.decide(operation, file: image.reader) }
             let code = decision.cValue
             // Nothing for blkfault_engine_after to do (the witness ignores reads and flushes).
             return code == 0 && !needsAfter ? performNoAfter : code

@@ -16,11 +16,11 @@ extension TrackedImage {
     /// `body` on the engine under its lock. `op`: the request being decided, whose
     /// clusters the filter learns (after `body`, in the state it left).
     @inline(__always)
-    func withEngine<R>(touching op: Operation? = nil, _ body: (inout ImageEngine) -> R) -> R {
+    func withEngine<R>(touching op: SteadyRequest? = nil, _ body: (inout ImageEngine) -> R) -> R {
         guard let filter = steady else { return engine.withLock(body) }
         return engine.withLock { engine in
             blkfault_steady_begin(filter)
-            let layout = engine.layoutVersion
+            let layout = engine.steadyLayoutVersion()
             let result = body(&engine)
             publishSteady(filter, &engine, layoutWas: layout, op)
             return result
@@ -29,27 +29,21 @@ extension TrackedImage {
 }
 
 /// Ends the change `withEngine` began (the engine lock held).
-func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: Operation?) {
-    // A region may have changed: no cluster stays known.
-    if engine.layoutVersion != layout { blkfault_steady_clear(filter) }
-    let bits = engine.clusterBits
-    if let op, bits > 0, op.kind == .read || op.kind == .write {
-        let first = op.offset >> UInt64(bits)
-        let last = op.length > 0 ? op.offset.addingReportingOverflow(op.length - 1).partialValue >> UInt64(bits) : first
-        blkfault_steady_set_word(filter, first >> 6, engine.wholeDataWord(first >> 6))
-        if last >> 6 != first >> 6, last > first {
-            blkfault_steady_set_word(filter, last >> 6, engine.wholeDataWord(last >> 6))
-        }
-    }
+func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: SteadyRequest?) {
     var rules: Int32 = 0
-    let kinds = engine.steadyKinds { sector, iotypes in
+    // One call for everything (by address: each non-mutating call copied the whole engine).
+    let view = engine.steadyView(touching: op) { sector, iotypes in
         guard rules < BLKFAULT_STEADY_RULES else { return false }
         blkfault_steady_rule(filter, rules, sector, UInt32(iotypes.rawValue))
         rules += 1
         return true
     }
-    blkfault_steady_end(filter, (kinds.reads ? BLKFAULT_STEADY_READS : 0) | (kinds.writes ? BLKFAULT_STEADY_WRITES : 0),
-                        rules, bits)
+    // A cluster may have stopped being guest data: none stays known.
+    if view.layoutVersion != layout { blkfault_steady_clear(filter) }
+    if let w = view.firstWord { blkfault_steady_set_word(filter, w.index, w.bits) }
+    if let w = view.lastWord { blkfault_steady_set_word(filter, w.index, w.bits) }
+    blkfault_steady_end(filter, (view.reads ? BLKFAULT_STEADY_READS : 0) | (view.writes ? BLKFAULT_STEADY_WRITES : 0),
+                        rules, view.clusterBits)
 }
 
 /// At exit, with BLKFAULT_STATS: how many requests of each image skipped the engine.

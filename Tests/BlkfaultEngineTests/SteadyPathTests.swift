@@ -204,11 +204,14 @@ import BlkfaultEngine
         #expect(word >> (72 - 64) & 1 == 0, "not pointed to")
         let low = r.engine.wholeDataWord(0)
         #expect(low & 0b1111 == 0, "header, refcount table, refblock, L1 table")
-        // A steady read leaves the layout alone; an L2 table's write changes it.
+        // A steady read leaves the layout alone; a discarded data cluster changes it
+        // (more in SteadyLayoutTests).
         let version = r.engine.layoutVersion
         r.read(69632, 1024)
         #expect(r.engine.layoutVersion == version)
-        r.write(68608, l2Slice(size: 1024, host: 69632, count: 2, cluster: 1024))
+        let discard = Operation(.discard, offset: 69632, length: 1024)
+        _ = r.engine.before(discard, file: r.file)
+        _ = r.engine.after(discard, succeeded: true, file: r.file)
         #expect(r.engine.layoutVersion != version)
     }
 

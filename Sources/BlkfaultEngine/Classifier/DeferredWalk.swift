@@ -20,7 +20,10 @@ struct DeferredWalk: Sendable {
 
     var isEmpty: Bool { tables.isEmpty }
 
-    mutating func record(table: UInt64, clusterBits: UInt64) {
+    /// `fileSize`: sizes the set at the first table (growing it table by table copied it ~17
+    /// times in a 20 GiB check).
+    mutating func record(table: UInt64, clusterBits: UInt64, fileSize: @autoclosure () -> UInt64) {
+        if tables.isEmpty { known.reserve(upTo: fileSize() >> clusterBits) }
         if known.insert(table >> clusterBits) { tables.append(table) }
         lastTable = table
     }

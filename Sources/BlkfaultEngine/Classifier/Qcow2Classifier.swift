@@ -12,11 +12,9 @@
 ///   `flush_to_os`, cache write-backs, then `flush_to_disk` from the second
 ///   request of the process on.
 public struct Qcow2Classifier: EventClassifier, Sendable {
-    /// (No `oldValue` in the observer: the shadow is still changed in place.)
-    public private(set) var shadow: ShadowImage { didSet { shadowChanges &+= 1 } }
-    /// Counts changes to the shadow model: while it stays the same, so does every
-    /// offset's region (the preload's steady pre-filter keeps clusters while it does).
-    public private(set) var shadowChanges: UInt64 = 0
+    /// (Its `layoutVersion` tells the preload's steady pre-filter when a cluster may have
+    /// stopped being guest data; other changes to it leave the filter's clusters alone.)
+    public private(set) var shadow: ShadowImage
     public var modelName: String { Self.modelName }
     public static let modelName = "qemu-7.2"
 
@@ -175,9 +173,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         if case .data = region, let steady = steadyEvents(op) {
             lastReadIsMetadata = false
+            lastReadIsL2Table = false
             return steady
         }
         lastReadIsMetadata = Self.isMetadata(region, op.kind)
+        lastReadIsL2Table = { if op.kind == .read, case .l2Table = region { return true } else { return false } }()
         var events: [BlkdebugEvent] = []
         if !opened { events.append(.none); opened = true }
         if op.kind == .flush { flushRetriedAtClose = false }
@@ -447,6 +447,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// before or after (the flags it clears are clear, a write's flush is already
     /// pending and dirties nothing, a failed write has no COW to give up): skipping
     /// such a request leaves the classifier exactly as classifying it would.
+    @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     var steadyKinds: (reads: Bool, writes: Bool) {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
@@ -489,8 +490,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // A write into a preallocated zero cluster clears the entry's zero flag in
                 // QEMU's L2 cache (qcow2_alloc_cluster_link_l2): L2 dirty, depending on the
                 // refcount cache, with no allocation.
-                // (Only when a flag is known: any mutating call on `shadow` counts as a
-                // layout change, which empties the steady pre-filter's cluster bitmap.)
+                // (Only when a flag is known: it costs a call.)
                 let zeroAlloc = shadow.zeroFlagClusters.count != 0
                     && shadow.clearZeroFlags(offset: op.offset, length: op.length)
                 flush.requestFinished(dirtiedL2: requestAllocated || zeroAlloc, dirtiedRefcounts: requestAllocated,
@@ -504,12 +504,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case .write, .read:
                 // One lookup: the region decides both whether and how to learn.
                 let region = op.bytes != nil ? looked ?? shadow.region(at: op.offset) : .data
-                if op.bytes != nil, Self.isMetadata(region, op.kind) {
+                if op.bytes != nil, Self.isMetadata(region, op.kind), shadow.learnsFrom(region, offset: op.offset, length: op.length) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false
                     if op.kind == .read, case .l2Table = region { l2Read = true }
                     if l2Read, defersWalk(op) {
-                        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits))
+                        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
                         return []
                     }
                     if l2Read { deferredWalk.lastTable = nil }
@@ -1018,8 +1018,22 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// performed, would change something: it read metadata. Kept by `eventsBefore`,
     /// which looked the region up already.
     private(set) var lastReadIsMetadata = true
+    /// The same request read an L2 table (for `recordsWalkReadBeforehand`: no second lookup).
+    private var lastReadIsL2Table = false
+
+    /// For `ImageEngine.decide`, of a read `eventsBefore` just classified as metadata and
+    /// that will be performed: if it is an L2 table read that a read-only metadata walk
+    /// defers, it is recorded now, as `eventsAfter` would once it succeeded, and the read
+    /// needs no after call (a check's ~20,000 table reads each skip one). Should the read
+    /// then fail, the table is learnt from the file all the same, if ever: what it holds.
+    mutating func recordsWalkReadBeforehand(_ op: Operation, file: ImageReader) -> Bool {
+        guard lastReadIsL2Table, op.kind == .read, op.bytes != nil, defersWalk(op) else { return false }
+        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
+        return true
+    }
 
     /// A read-only metadata walk's read of a whole L2 table: learnt later, if ever.
+    @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     private func defersWalk(_ op: Operation) -> Bool {
         defersWalkLearning && !writable && l1TableReads > 1 && !snapshot.isActive && shadow.snapshotL1Tables.isEmpty
             && makeEmpty == .none && op.length == shadow.clusterSize && op.offset & (shadow.clusterSize - 1) == 0
@@ -1028,6 +1042,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// Whether what the deferred tables hold could matter to `op`: anything but a read,
     /// a read outside the metadata (data, compressed data, unknown clusters), or any
     /// state in which deferring would not have been chosen.
+    @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     private func deferredWalkMatters(_ op: Operation, _ region: Region) -> Bool {
         if op.kind != .read || writable || snapshot.isActive || !shadow.snapshotL1Tables.isEmpty || makeEmpty != .none { return true }
         switch region {

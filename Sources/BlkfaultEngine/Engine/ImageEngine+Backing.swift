@@ -24,6 +24,7 @@ extension ImageEngine {
     public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0,
                                        readByProgram: Bool = false) {
         if backing == nil { backing = BackingReads() }
+        followsBacking = true
         backing!.follow(depth: depth, format: format, file: file)
         if writable { backing!.noteWriter(depth: depth) }
         if readByProgram { backing!.readByProgram = true }

@@ -37,7 +37,9 @@ public struct ImageEngine: Sendable {
     private var model: Model
     /// The classifiers, outside the enum: one taken out of an enum payload to be
     /// mutated is a copy (every field retained, every set copied on first write).
-    private var qcow2: Qcow2Classifier?
+    /// `qcow2` is a placeholder unless `model` is `.qcow2`. Not an Optional: reading the
+    /// tag of an Optional of this struct copies all of it (~720 bytes) first.
+    private var qcow2 = Qcow2Classifier(shadow: ShadowImage(empty: .placeholder))
     private var raw = RawClassifier()
     /// Why the image is followed in raw mode, if it is.
     public private(set) var rawReason: String?
@@ -46,6 +48,8 @@ public struct ImageEngine: Sendable {
     public private(set) var degraded = false
     /// The overlay's backing file, once the program opened it (ImageEngine+Backing.swift).
     var backing: BackingReads?
+    /// `backing != nil`, kept apart: testing the Optional copies the whole struct first.
+    var followsBacking = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
 
@@ -88,7 +92,7 @@ public struct ImageEngine: Sendable {
     }
 
     public var shadow: ShadowImage? {
-        if case .qcow2 = model { return qcow2!.shadow }
+        if case .qcow2 = model { return qcow2.shadow }
         return nil
     }
 
@@ -98,12 +102,12 @@ public struct ImageEngine: Sendable {
     /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
     /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
     public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
-        if case .qcow2 = model { qcow2!.noteWriteback(on, closeOnly: closeOnly) }
+        if case .qcow2 = model { qcow2.noteWriteback(on, closeOnly: closeOnly) }
     }
 
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
-        if case .qcow2 = model { qcow2!.writable = qcow2!.writable || writable }
+        if case .qcow2 = model { qcow2.writable = qcow2.writable || writable }
     }
 
     /// Decides an operation before it reaches the file.
@@ -112,7 +116,7 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
-        if backing != nil { step.events = resolveBacking(op, step.events) }
+        if followsBacking { step.events = resolveBacking(op, step.events) }
         var armed: [ActionRules.Armed] = []
         for e in step.events {
             // An event no rule names changes nothing: skip building its outcome (actions
@@ -162,7 +166,11 @@ public struct ImageEngine: Sendable {
         case .flush, .stat: return (decision, false)
         case .read:
             guard case .qcow2 = model else { return (decision, false) }
-            return (decision, qcow2!.lastReadIsMetadata)
+            // A metadata walk's table read: recorded here, nothing left for after.
+            if qcow2.lastReadIsMetadata, decision == .perform, qcow2.recordsWalkReadBeforehand(op, file: file) {
+                return (decision, false)
+            }
+            return (decision, qcow2.lastReadIsMetadata)
         default: return (decision, true)
         }
     }
@@ -171,7 +179,7 @@ public struct ImageEngine: Sendable {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
         var events = classifyBefore(op, file: file)
-        if backing != nil { events = resolveBacking(op, events) }
+        if followsBacking { events = resolveBacking(op, events) }
         for e in events where rules.hasRules(for: e) { rules.fire(e) }
         var decision = Decision.perform
         if rules.hasActiveRules, let iotype = op.kind.ioType,
@@ -195,7 +203,7 @@ public struct ImageEngine: Sendable {
     /// as under blkdebug.)
     private func retriedFlush(_ op: Operation, consumed: Bool) -> Bool {
         guard consumed, op.kind == .flush, case .qcow2 = model else { return false }
-        return qcow2!.flushRetriedAtClose
+        return qcow2.flushRetriedAtClose
     }
 
     /// Takes in the outcome of a performed operation (for reads, what was read).
@@ -219,14 +227,14 @@ public struct ImageEngine: Sendable {
 
     private mutating func classifyBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         switch model {
-        case .qcow2: return qcow2!.eventsBefore(op, file: file)
+        case .qcow2: return qcow2.eventsBefore(op, file: file)
         case .raw, .pending: return raw.eventsBefore(op, file: file)
         }
     }
 
     private mutating func classifyAfter(_ op: Operation, performed: Bool, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         switch model {
-        case .qcow2: return qcow2!.eventsAfter(op, performed: performed, succeeded: succeeded, file: file)
+        case .qcow2: return qcow2.eventsAfter(op, performed: performed, succeeded: succeeded, file: file)
         case .raw, .pending: return raw.eventsAfter(op, performed: performed, succeeded: succeeded, file: file)
         }
     }
@@ -278,9 +286,10 @@ extension ImageEngine {
     /// the classifier's steady path is idle. `rule` receives each active rule (sector
     /// byte or -1, iotype mask): a skipped request must not be covered by any; false from
     /// it, or an active rule with a trigger, skips nothing.
+    @inline(__always)  // (steadyView: called, the engine would be copied first)
     public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
-        guard case .qcow2 = model, backing == nil, actions.isEmpty, let classifier = qcow2 else { return (false, false) }
-        var (reads, writes) = classifier.steadyKinds
+        guard case .qcow2 = model, !followsBacking, actions.isEmpty else { return (false, false) }
+        var (reads, writes) = qcow2.steadyKinds
         reads = reads && rules.raiseChangesNothing(.readAio)
         writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)
             && rules.raiseChangesNothing(.pwritevDone)
@@ -288,18 +297,71 @@ extension ImageEngine {
         return (reads, writes)
     }
 
-    /// Changes when a cluster's region may have changed (the shadow model changed or was replaced).
-    public var layoutVersion: UInt64 { layoutEpoch &+ (qcow2?.shadowChanges ?? 0) }
+    /// Changes when a cluster may have stopped being wholly guest data (`ShadowImage.layoutVersion`,
+    /// or the classifier was replaced).
+    @inline(__always)  // (steadyView: called, the engine would be copied first)
+    public var layoutVersion: UInt64 {
+        guard case .qcow2 = model else { return layoutEpoch }
+        return layoutEpoch &+ qcow2.shadow.layoutVersion
+    }
 
     /// `ShadowImage.wholeDataWord`: clusters wholly guest data, 64 from cluster 64*w (0 unless qcow2).
+    @inline(__always)  // (steadyView: called, the engine would be copied first)
     public func wholeDataWord(_ w: UInt64) -> UInt64 {
-        guard case .qcow2 = model, let classifier = qcow2 else { return 0 }
-        return classifier.shadow.wholeDataWord(w)
+        guard case .qcow2 = model else { return 0 }
+        return qcow2.shadow.wholeDataWord(w)
+    }
+
+    /// `layoutVersion`, for a caller holding the engine inout (the preload, under the engine's
+    /// lock). `mutating` only so that the engine is passed by address: a non-mutating call
+    /// from another module copies the whole engine (~1 KB) to the stack first.
+    public mutating func steadyLayoutVersion() -> UInt64 { layoutVersion }
+
+    /// What the preload's pre-filter publishes after a call, gathered in one call (by
+    /// address, as `steadyLayoutVersion`): `steadyKinds(rule:)`, `layoutVersion`,
+    /// `clusterBits`, and `wholeDataWord` of the words holding `op`'s first and last clusters
+    /// when it is a read or a write.
+    public mutating func steadyView(touching op: SteadyRequest?,
+                                    rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> SteadyView {
+        let kinds = steadyKinds(rule: rule)
+        var view = SteadyView(layoutVersion: layoutVersion, clusterBits: clusterBits, reads: kinds.reads, writes: kinds.writes)
+        let bits = UInt64(view.clusterBits)
+        if let op, bits > 0, op.kind == .read || op.kind == .write {
+            let first = op.offset >> bits
+            let last = op.length > 0 ? op.offset.addingReportingOverflow(op.length - 1).partialValue >> bits : first
+            view.firstWord = (first >> 6, wholeDataWord(first >> 6))
+            if last >> 6 != first >> 6, last > first { view.lastWord = (last >> 6, wholeDataWord(last >> 6)) }
+        }
+        return view
     }
 
     /// log2 of the cluster size, 0 unless qcow2.
+    @inline(__always)  // (steadyView: called, the engine would be copied first)
     public var clusterBits: UInt32 {
-        guard case .qcow2 = model, let classifier = qcow2 else { return 0 }
-        return classifier.shadow.header.clusterBits
+        guard case .qcow2 = model else { return 0 }
+        return qcow2.shadow.header.clusterBits
     }
+}
+
+/// What the preload's steady pre-filter publishes after a call (`ImageEngine.steadyView`).
+public struct SteadyView: Sendable {
+    public var layoutVersion: UInt64
+    public var clusterBits: UInt32
+    public var reads: Bool
+    public var writes: Bool
+    /// (word index, `wholeDataWord` of it) for the request's first cluster, and for its last
+    /// when that lies in another word.
+    public var firstWord: (index: UInt64, bits: UInt64)?
+    public var lastWord: (index: UInt64, bits: UInt64)?
+}
+
+/// The request whose clusters `steadyView` looks at: an `Operation` without its data
+/// closure (an optional `Operation` is retained and released to be unwrapped).
+public struct SteadyRequest: Sendable {
+    public var kind: OperationKind
+    public var offset: UInt64
+    public var length: UInt64
+
+    @inline(__always)
+    public init(_ op: Operation) { kind = op.kind; offset = op.offset; length = op.length }
 }

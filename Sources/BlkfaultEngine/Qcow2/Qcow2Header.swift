@@ -89,6 +89,14 @@ public struct Qcow2Header: Sendable, Equatable {
     /// First L1 index of the VM state area (right past the disk).
     public var vmStateL1Index: UInt64 { (size + bytesPerL1Entry - 1) / bytesPerL1Entry }
 
+    /// A version 2 header with 64 KiB clusters and no tables (a placeholder, never an image's).
+    static let placeholder: Qcow2Header = {
+        var b = [UInt8](repeating: 0, count: 72)
+        for (i, v) in [0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 2].enumerated() { b[i] = UInt8(v) }
+        b[23] = 16
+        return try! Qcow2Header(bytes: b)
+    }()
+
     /// Parses the fixed header from the first bytes of the file (at least 72; QEMU reads 112).
     public init(bytes b: [UInt8]) throws(Qcow2Error) {
         guard b.count >= 72 else { throw .tooShort(b.count) }

@@ -26,20 +26,20 @@ public struct ShadowImage: Sendable {
     public private(set) var l1: [UInt64]
     public private(set) var reftable: [UInt64]
     /// L2 table cluster offset -> L1 index.
-    public private(set) var l2Tables: [UInt64: UInt64] = [:]
+    public private(set) var l2Tables = OffsetMap<UInt64>()
     /// Bit i: `l2Tables` maps L1 entry i's table to i (a corrupt L1 may name a table twice;
     /// the last write owns it). Lets a reread of an unchanged entry skip the lookup.
     private var l1Owners: [UInt64] = []
     /// L2 tables of internal snapshots (cluster offset -> index in the snapshot's L1):
     /// qcow2 reads and writes them through its L2 cache too (snapshot apply, delete).
-    public private(set) var snapshotL2Tables: [UInt64: UInt64] = [:]
+    public private(set) var snapshotL2Tables = OffsetMap<UInt64>()
     /// L1 tables of internal snapshots, also of ones deleted in this process:
     /// offset -> number of entries.
     public private(set) var snapshotL1Tables: [UInt64: Int] = [:]
     /// Bytes of the snapshot table (what qcow2_write_snapshots frees when it replaces it).
     public private(set) var snapshotTableSize: UInt64 = 0
     /// Refblock cluster offset -> refcount table index.
-    public private(set) var refblocks: [UInt64: UInt64] = [:]
+    public private(set) var refblocks = OffsetMap<UInt64>()
     /// Host cluster indices that an L2 entry we have seen points to.
     public private(set) var dataClusters = ClusterSet()
     /// Host cluster indices holding compressed data an L2 entry we have seen points to
@@ -54,17 +54,30 @@ public struct ShadowImage: Sendable {
     /// `region(at:)` looks the dictionaries up only for these.
     private var tableClusters = ClusterSet()
     /// Refblock contents as on disk, loaded on demand.
-    private var refblockData: [UInt64: [UInt8]] = [:]
+    private var refblockData = OffsetMap<[UInt8]>()
     /// Host cluster indices that held metadata or data we saw released (an old L1
     /// or refcount table after a move, a discarded data cluster): QEMU reuses them
     /// first, possibly without their refcount ever reaching 0 on disk.
     private var releasedClusters: Set<UInt64> = []
+    /// Changes whenever a host cluster may stop being wholly guest data (`wholeDataWord`
+    /// may lose a bit): a data cluster forgotten, a cluster becoming a table, the header,
+    /// L1 or refcount table moved or resized. Nothing else changes it: learning new data
+    /// clusters or dropping a table only adds bits, and bookkeeping (zero flags, cached
+    /// refblocks, released clusters) changes no region. The preload's steady pre-filter
+    /// keeps the clusters it learnt while this stays the same.
+    public private(set) var layoutVersion: UInt64 = 0
 
     public var clusterSize: UInt64 { header.clusterSize }
     /// Bytes QEMU reads or writes per L2 cache entry (notes §4.9).
     public var l2SliceSize: UInt64 {
         let needed = (header.size / clusterSize) * header.l2EntrySize
         return needed <= 32 << 20 ? clusterSize : min(clusterSize, 4096)
+    }
+
+    /// A model with no tables (ImageEngine's placeholder while the file is not qcow2).
+    init(empty header: Qcow2Header) {
+        self.header = header
+        l1 = []; reftable = []
     }
 
     /// Reads header, L1 table and refcount table from the file.
@@ -119,7 +132,7 @@ public struct ShadowImage: Sendable {
         else { throw .truncated("L1 table") }
         l1 = Self.entries(b, count)
         l2Tables = [:]
-        var tables: [UInt64: UInt64] = [:], owners = [UInt64](repeating: 0, count: (count + 63) / 64)
+        var tables = OffsetMap<UInt64>(), owners = [UInt64](repeating: 0, count: (count + 63) / 64)
         tables.reserveCapacity(l1.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             if let previous = tables.updateValue(UInt64(i), forKey: e & Qcow2Entry.offsetMask) { Self.clear(&owners, Int(previous)) }
@@ -127,6 +140,7 @@ public struct ShadowImage: Sendable {
         }
         l2Tables = tables
         l1Owners = owners
+        layoutVersion &+= 1
         if rebuild { rebuildTableClusters() }
     }
 
@@ -143,12 +157,13 @@ public struct ShadowImage: Sendable {
         refblockData = [:]
         var used = 0
         reftable.withUnsafeBufferPointer { t in for e in t where e & Qcow2Entry.offsetMask != 0 { used &+= 1 } }
-        var blocks: [UInt64: UInt64] = [:]
+        var blocks = OffsetMap<UInt64>()
         blocks.reserveCapacity(used)
         reftable.withUnsafeBufferPointer { t in
             for i in t.indices where t[i] & Qcow2Entry.offsetMask != 0 { blocks[t[i] & Qcow2Entry.offsetMask] = UInt64(i) }
         }
         refblocks = blocks
+        layoutVersion &+= 1
         rebuildTableClusters()
     }
 
@@ -183,7 +198,7 @@ public struct ShadowImage: Sendable {
         let index = cluster >> UInt64(header.clusterBits)
         if tableClusters.contains(index) {
             if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-            if let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+            if !snapshotL2Tables.isEmpty, let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
             if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
         }
         if dataClusters.contains(index) { return .data }
@@ -242,6 +257,15 @@ public struct ShadowImage: Sendable {
 
     // MARK: Learning from I/O (both directions: what was read is what is on disk)
 
+    /// Whether `learn(offset:data:)` of `length` bytes, `region` being `region(at: offset)`,
+    /// could take anything in: not within a refblock whose content is not cached (a
+    /// metadata walk reads thousands).
+    @inline(__always)
+    public func learnsFrom(_ region: Region, offset: UInt64, length: UInt64) -> Bool {
+        guard case .refcountBlock(let block, _) = region, offset &- block &+ length <= clusterSize else { return true }
+        return !refblockData.isEmpty && refblockData[block] != nil
+    }
+
     /// Takes in data that is now on disk at `offset` (a completed write, or a read).
     public mutating func learn(offset: UInt64, data: [UInt8], file: ImageReader) {
         data.withUnsafeBytes { learn(offset: offset, data: $0, file: file) }
@@ -287,8 +311,11 @@ public struct ShadowImage: Sendable {
                     return j
                 }
                 guard k < n else { break }
-                setReftable(index: Int(first) + k, data.be64(at: k * 8))
+                let entry = data.be64(at: k * 8), index = Int(first) + k
                 k += 1
+                // Nor a used one unchanged whose block maps to this index (the open reads the table again).
+                if entry == reftable[index], refblocks[entry & Qcow2Entry.offsetMask] == UInt64(index) { continue }
+                setReftable(index: index, entry)
             }
         case .l2Table:
             learnL2Entries(data)
@@ -317,6 +344,11 @@ public struct ShadowImage: Sendable {
         let oldRT = (header.refcountTableOffset, header.refcountTableClusters)
         var newHeader = h
         newHeader.extensions = header.extensions
+        // What `wholeDataWord` reads of the header (the tables' own moves reload them below).
+        if (h.clusterBits, h.l1TableOffset, h.l1Size, h.refcountTableOffset, h.refcountTableClusters)
+            != (header.clusterBits, header.l1TableOffset, header.l1Size, header.refcountTableOffset, header.refcountTableClusters) {
+            layoutVersion &+= 1
+        }
         header = newHeader
         if touches(36, 48), (h.l1TableOffset, h.l1Size) != oldL1 {
             release(offset: oldL1.0, bytes: UInt64(oldL1.1) * 8)
@@ -358,17 +390,22 @@ public struct ShadowImage: Sendable {
         guard cluster != 0 else { return }
         let index = cluster >> UInt64(header.clusterBits)
         if l2Tables[cluster] != nil || snapshotL2Tables[cluster] != nil || refblocks[cluster] != nil {
-            tableClusters.insert(index)
+            if tableClusters.insert(index) { layoutVersion &+= 1 }
         } else {
             tableClusters.remove(index)
         }
     }
 
     private mutating func rebuildTableClusters() {
+        layoutVersion &+= 1
         tableClusters.removeAll()
-        for c in l2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
-        for c in snapshotL2Tables.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
-        for c in refblocks.keys { tableClusters.insert(c >> UInt64(header.clusterBits)) }
+        // Sized once for the last table (growing with each insert copied the bitmap over and over).
+        var last: UInt64 = 0
+        for map in [l2Tables, snapshotL2Tables, refblocks] { map.forEachKey { last = max(last, $0) } }
+        if last != 0 { tableClusters.reserve(upTo: last >> UInt64(header.clusterBits)) }
+        l2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
+        snapshotL2Tables.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
+        refblocks.forEachKey { tableClusters.insert($0 >> UInt64(header.clusterBits)) }
     }
 
     /// An L2 slice read (`region(at: offset)` is an L2 table): learns it and returns
@@ -575,7 +612,7 @@ public struct ShadowImage: Sendable {
 
     public mutating func forgetData(clusterOffset: UInt64) {
         let index = clusterOffset >> UInt64(header.clusterBits)
-        dataClusters.remove(index)
+        if dataClusters.contains(index) { dataClusters.remove(index); layoutVersion &+= 1 }
         if zeroFlagClusters.count != 0 { zeroFlagClusters.remove(index) }
         releasedClusters.insert(index)
     }
@@ -593,6 +630,7 @@ extension ShadowImage {
     /// Clusters 64*w ... 64*w+63 whose every byte is guest data (`region(at:)` is `.data`
     /// throughout: an L2 entry points to it, and it is not the header, a table cluster, or
     /// part of the L1 or refcount table), one bit each.
+    @inline(__always)  // (called from a mutating context, the model would be copied first)
     public func wholeDataWord(_ w: UInt64) -> UInt64 {
         var bits = dataClusters.word(w) & ~tableClusters.word(w)
         guard bits != 0 else { return 0 }
