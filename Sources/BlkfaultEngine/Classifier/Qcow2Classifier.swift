@@ -46,6 +46,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// L2 tables an L1 shrink dropped (qcow2_shrink_l1_table), freed with no I/O of
     /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
     private var shrinkDroppedTables: Int?
+    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
+    public var shrinkCommand = false
+    /// Frees whose events a refcount-block read raised ahead of the discard that
+    /// carries them (a shrink's qcow2_cluster_discard): skipped there.
+    private var freesRaisedAhead = 0
     /// A shrink is in progress (until the header's size is written): its discards
     /// are qcow2's own, not guest requests that a full flush follows.
     private var shrinking = false
@@ -459,9 +464,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         guard case .data = region else { return [] }
         var events: [BlkdebugEvent] = []
         for c in clusters(of: op) where shadow.region(at: c) == .data {
-            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            if freesRaisedAhead > 0 { freesRaisedAhead -= 1 } else { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
             shadow.forgetData(clusterOffset: c)
         }
+        freesRaisedAhead = 0
         clusterAllocRaised = false
         contiguousAllocation = false
         return events
@@ -599,6 +605,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // contiguousAllocation differs, settled when the walk is learnt.
                 deferredWalk.noteRefblockReadAfter(table: table, clusterBits: UInt64(shadow.header.clusterBits))
                 return []
+            }
+            if shrinkCommand, previousWasL2Load, writable, !shrinking {
+                // qemu-img resize --shrink starts with qcow2_cluster_discard past the new
+                // end: the first freed cluster's refcount update misses the cache. (In a
+                // qemu-io process the same read could be a write extending a host run.)
+                freesRaisedAhead += 1
+                return [.clusterFree, .refblockAlloc, .refblockLoad]
             }
             if previousWasL2Load && lastLoadedSliceHasBoundary && hostRunCanGrow(file: file) {
                 contiguousAllocation = true

@@ -101,6 +101,11 @@ public struct ImageEngine: Sendable {
         if case .qcow2 = model { qcow2!.noteWriteback(on, closeOnly: closeOnly) }
     }
 
+    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
+    public mutating func noteShrinkCommand(_ on: Bool) {
+        if case .qcow2 = model { qcow2!.shrinkCommand = on }
+    }
+
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
         if case .qcow2 = model { qcow2!.writable = qcow2!.writable || writable }
