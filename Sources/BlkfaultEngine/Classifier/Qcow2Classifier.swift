@@ -79,6 +79,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// A table was replaced (L1 growth, refcount table growth): QEMU frees the old
     /// one right after the header write's flush, with no I/O of its own.
     private var oldTableFreePending = false
+    /// Refcount blocks (reftable indices, in order) that cover the replaced table: its
+    /// free (one qcow2_free_clusters) loads each, a cache miss being a read of it.
+    private var oldTableBlocks: [UInt64] = []
+    /// The old table's free dirtied refcount blocks mid-request: the refcount write-back
+    /// that comes next is the next allocation's flush (l2_allocate), not a full flush,
+    /// and it may start with a block the free alone dirtied.
+    private var afterTableFree = false
+    /// Such a flush started with a block holding no new refcount (its events raised there).
+    private var allocationRefcountFlush = false
     /// Refcount table growth in progress.
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
@@ -298,9 +307,24 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         default: break
         }
         if oldTableFreePending && op.kind != .flush {
-            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            events.append(.clusterFree)
             oldTableFreePending = false
+            afterTableFree = true
+            if oldTableBlocks.isEmpty { events += [.refblockAlloc, .refblockLoad] }
         }
+        if !oldTableBlocks.isEmpty, !oldTableFreePending, op.kind != .flush {
+            // The free's update_refcount walks the old table's refcount blocks in order; a
+            // read of one of them is its cache miss (the blocks before it were hits).
+            if op.kind == .read, case .refcountBlock(_, let index) = region, let k = oldTableBlocks.firstIndex(of: index) {
+                for _ in 0...k { events += [.refblockAlloc, .refblockLoad] }
+                oldTableBlocks.removeFirst(k + 1)
+                return events
+            }
+            for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
+            oldTableBlocks = []
+        }
+        if afterTableFree, !(op.kind == .read || isWriteBack) { afterTableFree = false }
+        if op.kind == .flush { allocationRefcountFlush = false }
         defer {
             // After classification: the write that consumes a pending new block counts too.
             switch (op.kind, region) {
@@ -683,7 +707,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 flush.refcountsDeferred = b[0] & 1 != 0  // qcow2_update_header (mark clean)
             }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
-            if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 36 && op.length == 12 {
+                oldTableFreePending = true
+                noteOldTable(offset: shadow.header.l1TableOffset, bytes: UInt64(shadow.header.l1Size) * 8)
+                return [.l1GrowActivateTable]
+            }
             if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
                 makeEmpty = .headerSwitched
                 return [.l1Update, .reftableUpdate]
@@ -695,6 +723,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if op.offset == 48 && op.length == 12 {
                 growth = .none
                 oldTableFreePending = true
+                noteOldTable(offset: shadow.header.refcountTableOffset,
+                             bytes: UInt64(shadow.header.refcountTableClusters) * shadow.clusterSize)
                 return [.refblockAllocSwitchTable]
             }
             return []
@@ -747,6 +777,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
             let allocated = newly.filter { !writtenClusters.contains($0) }
+            if allocationRefcountFlush || (afterTableFree && allocated.isEmpty) {
+                // The allocation after an old table's free: its refcount cache flush writes
+                // the blocks the free dirtied too, whichever comes first (no full flush).
+                var events: [BlkdebugEvent] = []
+                if !allocationRefcountFlush {
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                    allocationRefcountFlush = true
+                    afterTableFree = false
+                    clusterAllocRaised = false
+                    contiguousAllocation = false
+                }
+                pendingTables.formUnion(allocated)
+                flush.allocationWrite()
+                return events + [.refblockUpdatePart]
+            }
+            afterTableFree = false
             let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
@@ -994,6 +1041,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if (shadow.refcount(clusterOffset: successor, file: file) ?? 0) == 0 { return true }
         }
         return false
+    }
+
+    /// The refcount blocks covering a table about to be replaced (its free loads each).
+    private mutating func noteOldTable(offset: UInt64, bytes: UInt64) {
+        guard bytes > 0 else { oldTableBlocks = []; return }
+        let first = shadow.reftableIndex(clusterOffset: offset)
+        let last = shadow.reftableIndex(clusterOffset: offset + bytes - 1)
+        oldTableBlocks = last >= first && last - first < 1 << 16 ? Array(first...last) : []
     }
 
     private func clusters(of op: Operation) -> [UInt64] {
