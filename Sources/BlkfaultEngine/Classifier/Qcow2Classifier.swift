@@ -131,6 +131,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
     /// Old data clusters the write into shared clusters replaces (each freed).
     private var sharedCowClusters = 1
+    /// A write over a compressed cluster went out (COW and data in one write): linking the
+    /// new cluster frees the compressed one (CompressedCowFree).
+    private var compressedCowFree = CompressedCowFree.none
+    enum CompressedCowFree: Sendable, Equatable {
+        case none
+        /// The COW's data write went out: the free (cluster_free) comes next, and its
+        /// update_refcount first flushes the L2 cache's dependency, the refcount cache.
+        case dataWritten
+        /// That refcount write-back went out: the free's refcount update (refblock_alloc,
+        /// refblock_load: cache hits) comes before the next other I/O.
+        case dependencyWritten
+    }
     /// The data write of a COW from a shared cluster comes next (write_aio, cow_write).
     private var cowWritePending = false
     /// qemu-img commit emptying the image (MakeEmpty.swift).
@@ -306,6 +318,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             sharedCow = .none
         default: break
         }
+        switch compressedCowFree {
+        case .dependencyWritten where op.kind != .flush:
+            events += [.refblockAlloc, .refblockLoad]
+            compressedCowFree = .none
+        case .dataWritten:
+            if case .refcountBlock = region, op.kind == .write {} else { compressedCowFree = .none }
+        default: break
+        }
         if oldTableFreePending && op.kind != .flush {
             events.append(.clusterFree)
             oldTableFreePending = false
@@ -440,7 +460,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
+              sharedCow == .none, compressedCowFree == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
         case .read:
             resizeCacheFlush = false
@@ -475,7 +495,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// such a request leaves the classifier exactly as classifying it would.
     var steadyKinds: (reads: Bool, writes: Bool) {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+              sharedCow == .none, compressedCowFree == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
@@ -509,6 +529,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if snapshot.isActive { snapshot.abandon() }
             sharedCow = .none
             cowWritePending = false
+            compressedCowFree = .none
         } else if op.kind == .write, case .data = shadow.region(at: op.offset) {
             // The steady path: guest data written, nothing to learn (as below, without
             // the metadata checks and the empty learn).
@@ -768,6 +789,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, let reftableIndex):
+            if compressedCowFree == .dataWritten {
+                // qcow2_free_any_cluster of the replaced compressed cluster: update_refcount
+                // makes the refcount cache depend on the L2 cache, which depends on the
+                // refcount cache (the allocation): that dependency is flushed first, this
+                // write and its own fdatasync, not a full flush.
+                compressedCowFree = .dependencyWritten
+                flush.allocationWrite()
+                return [.clusterFree, .refblockUpdatePart]
+            }
             if makeEmpty == .refblockHooked {
                 // The refcounts of the header, tables and refblock, written back by mark-clean.
                 makeEmpty = .allocated
@@ -933,6 +963,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if previousWasCompressedRead {
             // Copy-on-write over a compressed cluster: the COW region and the guest
             // data go out as one write (perform_cow: write_aio, then cow_write).
+            compressedCowFree = .dataWritten
             return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
         }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
