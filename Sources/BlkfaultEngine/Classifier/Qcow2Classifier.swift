@@ -753,7 +753,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
             // rewrite of the whole table (snapshot refcount update, snapshot apply)
             // raises no event.
-            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 {
+            let covers = op.length >= UInt64(shadow.l1.count) * 8
+            if covers && (op.length > 512 || (op.offset == shadow.header.l1TableOffset && snapshot.walked
+                                              && pendingTables.isEmpty && !l2AllocateFlush)) {
                 snapshot.activeL1Rewritten(shadow: shadow, file: file)
                 return []
             }
