@@ -46,6 +46,11 @@ public struct ImageEngine: Sendable {
     public private(set) var degraded = false
     /// The overlay's backing file, once the program opened it (ImageEngine+Backing.swift).
     var backing: BackingReads?
+    /// `pwritev_done` of guest data writes not raised yet (`holdsDone`).
+    private var heldDone: [BlkdebugEvent] = []
+    /// The last request decided was a guest data write (write_aio).
+    private var lastWasGuestWrite = false
+    private var writesBack = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
 
@@ -98,6 +103,7 @@ public struct ImageEngine: Sendable {
     /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
     /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
     public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
+        writesBack = on
         if case .qcow2 = model { qcow2!.noteWriteback(on, closeOnly: closeOnly) }
     }
 
@@ -117,6 +123,7 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
+        releaseHeldDone(unlessGuestWrite: step.events)
         if backing != nil { step.events = resolveBacking(op, step.events) }
         var armed: [ActionRules.Armed] = []
         for e in step.events {
@@ -176,6 +183,7 @@ public struct ImageEngine: Sendable {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
         var events = classifyBefore(op, file: file)
+        releaseHeldDone(unlessGuestWrite: events)
         if backing != nil { events = resolveBacking(op, events) }
         for e in events where rules.hasRules(for: e) { rules.fire(e) }
         var decision = Decision.perform
@@ -206,8 +214,28 @@ public struct ImageEngine: Sendable {
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
-        raiseAfter(events)
+        if holdsDone(op, events) { heldDone += events } else { raiseAfter(events) }
         return events
+    }
+
+    /// qcow2 submits the data tasks of one request back to back, with no yield in between
+    /// when no metadata I/O intervenes: blkdebug checks each before an earlier one's
+    /// completion raises `pwritev_done` (that waits for the coroutine to yield). The preload
+    /// sees each task's pwrite in its worker thread, possibly after an earlier one finished.
+    /// So a guest data write's `pwritev_done` is held while nothing but guest data writes
+    /// was decided since, and raised before the next other request (in writethrough mode,
+    /// where each request ends with a flush: a later request's data write never follows
+    /// without one).
+    private func holdsDone(_ op: Operation, _ events: [BlkdebugEvent]) -> Bool {
+        op.kind == .write && lastWasGuestWrite && !writesBack && actions.isEmpty && events == [.pwritevDone]
+            && rules.hasRules(for: .pwritevDone)
+    }
+
+    private mutating func releaseHeldDone(unlessGuestWrite events: [BlkdebugEvent]) {
+        lastWasGuestWrite = events.contains(.writeAio)
+        guard !heldDone.isEmpty, !lastWasGuestWrite else { return }
+        raiseAfter(heldDone)
+        heldDone = []
     }
 
     private mutating func raiseAfter(_ events: [BlkdebugEvent]) {
@@ -284,7 +312,7 @@ extension ImageEngine {
     /// byte or -1, iotype mask): a skipped request must not be covered by any; false from
     /// it, or an active rule with a trigger, skips nothing.
     public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
-        guard case .qcow2 = model, backing == nil, actions.isEmpty, let classifier = qcow2 else { return (false, false) }
+        guard case .qcow2 = model, backing == nil, actions.isEmpty, heldDone.isEmpty, let classifier = qcow2 else { return (false, false) }
         var (reads, writes) = classifier.steadyKinds
         reads = reads && rules.raiseChangesNothing(.readAio)
         writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)
