@@ -460,7 +460,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, compressedCowFree == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
+              sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
+              !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
         case .read:
             resizeCacheFlush = false
@@ -495,7 +496,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// such a request leaves the classifier exactly as classifying it would.
     var steadyKinds: (reads: Bool, writes: Bool) {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, compressedCowFree == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+              sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
+              !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
