@@ -40,6 +40,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
+    /// The previous I/O was a guest data write that allocated clusters.
+    private var previousWasAllocatingWrite = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
     /// is the copy-on-write of a partial write over a compressed cluster.
     private var previousWasCompressedRead = false
@@ -355,6 +357,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
+            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
@@ -466,6 +469,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         case .read:
             resizeCacheFlush = false
             previousWasL1Update = false
+            previousWasAllocatingWrite = false
             previousWasL2Load = false
             previousWasOwedSync = false
             previousWasRefblockRead = false
@@ -479,6 +483,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             previousWasL1Update = false
+            previousWasAllocatingWrite = false
             previousWasL2Load = false
             previousWasOwedSync = false
             previousWasRefblockRead = false
@@ -498,7 +503,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
-              !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
+              !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
@@ -778,11 +783,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
             // (pendingTables): other dirty tables are written back there, not in a full flush.
+            // (l2_allocate's own fdatasync follows: owed, even if an earlier chunk's data
+            // write finishes in between, its worker thread running late.)
             if !pendingTables.isEmpty && !l2AllocateFlush {
                 l2AllocateFlush = true
+                flush.allocationWrite()
                 return l2AllocWrites + [.l2Update]
             }
-            if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
+            if !pendingTables.isEmpty || l2AllocateFlush { flush.allocationWrite(); return [.l2Update] }
+            if resizeCacheFlush { return [.l2Update] }
+            if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) {
+                // Right after a chunk's data write, the next chunk's allocation needs a new
+                // refcount block: alloc_refcount_block flushes the L2 cache first (refgrow;
+                // its cluster_alloc came before the data write), not a full flush; its
+                // fdatasync follows.
+                flush.allocationWrite()
+                return [.refblockAlloc, .l2Update]
+            }
             if previousWasL1Update && !isCovered(fileEnd: file.size) {
                 // The next table's allocation needs a new refcount block (the file ends
                 // where no refblock covers it): alloc_refcount_block flushes the L2
@@ -928,6 +945,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
+                flush.allocationWrite()
                 if l2AllocateFlush { return [.l2Update] }
                 l2AllocateFlush = true
                 return l2AllocWrites + [.l2Update]
