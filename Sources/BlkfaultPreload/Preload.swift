@@ -171,6 +171,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model, seed: config.seed)
         engine.noteOpen(writable: writable)
         engine.noteWriteback(programCommand.writesBack, closeOnly: programCommand.isQemuImgRebase)
+        engine.noteShrinkCommand(programCommand.isQemuImgShrink)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")
         }

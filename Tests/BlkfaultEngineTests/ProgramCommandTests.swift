@@ -13,6 +13,12 @@ import BlkfaultEngine
         #expect(!ProgramCommand(arguments: []).isQemuImgRebase)
     }
 
+    @Test func aShrinkIsQemuImgResizeWithShrink() {
+        #expect(ProgramCommand(arguments: ["qemu-img", "resize", "-f", "qcow2", "--shrink", "t.qcow2", "512M"]).isQemuImgShrink)
+        #expect(!ProgramCommand(arguments: ["qemu-img", "resize", "t.qcow2", "2G"]).isQemuImgShrink)
+        #expect(!ProgramCommand(arguments: ["qemu-io", "-c", "truncate 512M", "--shrink"]).isQemuImgShrink)
+    }
+
     @Test func aRebasesOwnReadOfTheOldBackingFileRaisesNothing() throws {
         for byProgram in [false, true] {
             let t = BackingFileTests()

@@ -62,6 +62,10 @@ import BlkfaultEngine
         #expect(r.flush().events == [])
         #expect(r.write(2048, refblock).events == [.refblockUpdatePart, .pwritev])
         #expect(r.flush().events == [])
+        // The walk set the L1 entry's COPIED flag: the whole active table is written
+        // (bdrv_pwrite_sync, no event), 256 bytes here, 8 with iotest 217's one entry.
+        #expect(r.write(3072, be64((1 << 63) | 4096) + [UInt8](repeating: 0, count: 248)).events == [.pwritev])
+        #expect(r.flush().events == [])
     }
 
     /// qemu-io `write 512 512` into clusters shared with the snapshot: l2_allocate copies

@@ -1227,6 +1227,9 @@ def parse_args(argv=None):
     ap.add_argument("--case", action="append", default=[], metavar="SUBSTR",
                     help="only cases whose id contains SUBSTR (repeatable)")
     ap.add_argument("--no-chains", action="store_true", help="skip the chain cases")
+    ap.add_argument("--sample", metavar="K/N", type=parse_sample,
+                    help="only the cases whose id hashes to K modulo N (sha256 of the id): "
+                         "K=0..N-1 give disjoint slices whose union is the whole selection")
     ap.add_argument("--jobs", "-j", type=int, default=2, help="parallel cases (default 2)")
     ap.add_argument("--keep", metavar="DIR",
                     help="work in DIR and keep all images and outputs there")
@@ -1247,6 +1250,23 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def parse_sample(text: str) -> tuple[int, int]:
+    """`K/N` with 0 <= K < N, for --sample."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N, e.g. 0/40") from None
+    if n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= K < N")
+    return k, n
+
+
+def in_sample(case_id: str, k: int, n: int) -> bool:
+    """A stable hash (not Python's salted hash()): the same slice on every run and machine."""
+    digest = hashlib.sha256(case_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n == k
+
+
 def select_cases(args) -> list[Case]:
     cases = scenarios.matrix_cases(args.full, args.gaps)
     if not args.no_chains and not args.gaps:
@@ -1261,6 +1281,8 @@ def select_cases(args) -> list[Case]:
         cases = [c for c in cases if c.event in evs]
     if args.case:
         cases = [c for c in cases if any(s in c.id for s in args.case)]
+    if args.sample:
+        cases = [c for c in cases if in_sample(c.id, *args.sample)]
     return cases
 
 
@@ -1269,7 +1291,8 @@ def main(argv=None) -> int:
     for tool in (QEMU_IO, QEMU_IMG):
         if not shutil.which(tool):
             die(f"parity: {tool} not found in PATH")
-    so = find_so(args.so) if args.subject == "preload" else (args.so or None)
+    # --list needs no library: the case list does not depend on it.
+    so = find_so(args.so) if args.subject == "preload" and not args.list else (args.so or None)
     runner = Runner(args.subject, so, args.timeout)
     if args.keep:
         args.workdir = str(Path(args.keep).resolve())
@@ -1322,7 +1345,8 @@ def run_matrix(args, runner: Runner) -> int:
     events, tot = summarise(results)
     meta = {"qemu": qemu_version(), "subject": runner.subject, "so": runner.so,
             "set": "full" if args.full else "gaps" if args.gaps else "default", "elapsed": elapsed,
-            "filter": args.filter, "case": args.case, "jobs": args.jobs}
+            "filter": args.filter, "case": args.case, "jobs": args.jobs,
+            "sample": "%d/%d" % args.sample if args.sample else None}
 
     print()
     print(human_table(events, tot))

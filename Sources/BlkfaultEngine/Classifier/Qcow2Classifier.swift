@@ -38,12 +38,19 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
+    /// The previous I/O was a guest data write that allocated clusters.
+    private var previousWasAllocatingWrite = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
     /// is the copy-on-write of a partial write over a compressed cluster.
     private var previousWasCompressedRead = false
     /// L2 tables an L1 shrink dropped (qcow2_shrink_l1_table), freed with no I/O of
     /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
     private var shrinkDroppedTables: Int?
+    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
+    public var shrinkCommand = false
+    /// Frees whose events a refcount-block read raised ahead of the discard that
+    /// carries them (a shrink's qcow2_cluster_discard): skipped there.
+    private var freesRaisedAhead = 0
     /// A shrink is in progress (until the header's size is written): its discards
     /// are qcow2's own, not guest requests that a full flush follows.
     private var shrinking = false
@@ -72,6 +79,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// A table was replaced (L1 growth, refcount table growth): QEMU frees the old
     /// one right after the header write's flush, with no I/O of its own.
     private var oldTableFreePending = false
+    /// Refcount blocks (reftable indices, in order) that cover the replaced table: its
+    /// free (one qcow2_free_clusters) loads each, a cache miss being a read of it.
+    private var oldTableBlocks: [UInt64] = []
+    /// The old table's free dirtied refcount blocks mid-request: the refcount write-back
+    /// that comes next is the next allocation's flush (l2_allocate), not a full flush,
+    /// and it may start with a block the free alone dirtied.
+    private var afterTableFree = false
+    /// Such a flush started with a block holding no new refcount (its events raised there).
+    private var allocationRefcountFlush = false
     /// Refcount table growth in progress.
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
@@ -115,6 +131,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     }
     /// Old data clusters the write into shared clusters replaces (each freed).
     private var sharedCowClusters = 1
+    /// A write over a compressed cluster went out (COW and data in one write): linking the
+    /// new cluster frees the compressed one (CompressedCowFree).
+    private var compressedCowFree = CompressedCowFree.none
+    enum CompressedCowFree: Sendable, Equatable {
+        case none
+        /// The COW's data write went out: the free (cluster_free) comes next, and its
+        /// update_refcount first flushes the L2 cache's dependency, the refcount cache.
+        case dataWritten
+        /// That refcount write-back went out: the free's refcount update (refblock_alloc,
+        /// refblock_load: cache hits) comes before the next other I/O.
+        case dependencyWritten
+    }
     /// The data write of a COW from a shared cluster comes next (write_aio, cow_write).
     private var cowWritePending = false
     /// qemu-img commit emptying the image (MakeEmpty.swift).
@@ -292,10 +320,33 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             sharedCow = .none
         default: break
         }
-        if oldTableFreePending && op.kind != .flush {
-            events += [.clusterFree, .refblockAlloc, .refblockLoad]
-            oldTableFreePending = false
+        switch compressedCowFree {
+        case .dependencyWritten where op.kind != .flush:
+            events += [.refblockAlloc, .refblockLoad]
+            compressedCowFree = .none
+        case .dataWritten:
+            if case .refcountBlock = region, op.kind == .write {} else { compressedCowFree = .none }
+        default: break
         }
+        if oldTableFreePending && op.kind != .flush {
+            events.append(.clusterFree)
+            oldTableFreePending = false
+            afterTableFree = true
+            if oldTableBlocks.isEmpty { events += [.refblockAlloc, .refblockLoad] }
+        }
+        if !oldTableBlocks.isEmpty, !oldTableFreePending, op.kind != .flush {
+            // The free's update_refcount walks the old table's refcount blocks in order; a
+            // read of one of them is its cache miss (the blocks before it were hits).
+            if op.kind == .read, case .refcountBlock(_, let index) = region, let k = oldTableBlocks.firstIndex(of: index) {
+                for _ in 0...k { events += [.refblockAlloc, .refblockLoad] }
+                oldTableBlocks.removeFirst(k + 1)
+                return events
+            }
+            for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
+            oldTableBlocks = []
+        }
+        if afterTableFree, !(op.kind == .read || isWriteBack) { afterTableFree = false }
+        if op.kind == .flush { allocationRefcountFlush = false }
         defer {
             // After classification: the write that consumes a pending new block counts too.
             switch (op.kind, region) {
@@ -306,6 +357,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
+            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
@@ -414,11 +466,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
+              sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
+              !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
         case .read:
             resizeCacheFlush = false
             previousWasL1Update = false
+            previousWasAllocatingWrite = false
             previousWasL2Load = false
             previousWasOwedSync = false
             previousWasRefblockRead = false
@@ -432,6 +486,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             previousWasL1Update = false
+            previousWasAllocatingWrite = false
             previousWasL2Load = false
             previousWasOwedSync = false
             previousWasRefblockRead = false
@@ -450,8 +505,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     var steadyKinds: (reads: Bool, writes: Bool) {
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
-              sharedCow == .none, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
-              !resizeCacheFlush, !previousWasL1Update, !previousWasL2Load, !previousWasRefblockRead,
+              sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
+              !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+              !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
@@ -463,9 +519,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         guard case .data = region else { return [] }
         var events: [BlkdebugEvent] = []
         for c in clusters(of: op) where shadow.region(at: c) == .data {
-            events += [.clusterFree, .refblockAlloc, .refblockLoad]
+            if freesRaisedAhead > 0 { freesRaisedAhead -= 1 } else { events += [.clusterFree, .refblockAlloc, .refblockLoad] }
             shadow.forgetData(clusterOffset: c)
         }
+        freesRaisedAhead = 0
         clusterAllocRaised = false
         contiguousAllocation = false
         return events
@@ -483,6 +540,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if snapshot.isActive { snapshot.abandon() }
             sharedCow = .none
             cowWritePending = false
+            compressedCowFree = .none
         } else if op.kind == .write, case .data = shadow.region(at: op.offset) {
             // The steady path: guest data written, nothing to learn (as below, without
             // the metadata checks and the empty learn).
@@ -603,6 +661,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 deferredWalk.noteRefblockReadAfter(table: table, clusterBits: UInt64(shadow.header.clusterBits))
                 return []
             }
+            if shrinkCommand, previousWasL2Load, writable, !shrinking {
+                // qemu-img resize --shrink starts with qcow2_cluster_discard past the new
+                // end: the first freed cluster's refcount update misses the cache. (In a
+                // qemu-io process the same read could be a write extending a host run.)
+                freesRaisedAhead += 1
+                return [.clusterFree, .refblockAlloc, .refblockLoad]
+            }
             if previousWasL2Load && lastLoadedSliceHasBoundary && hostRunCanGrow(file: file) {
                 contiguousAllocation = true
                 return []
@@ -673,7 +738,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 flush.refcountsDeferred = b[0] & 1 != 0  // qcow2_update_header (mark clean)
             }
             if op.offset == 24 && op.length == 8 { shrinking = false; resizeCacheFlush = true }
-            if op.offset == 36 && op.length == 12 { oldTableFreePending = true; return [.l1GrowActivateTable] }
+            if op.offset == 36 && op.length == 12 {
+                oldTableFreePending = true
+                noteOldTable(offset: shadow.header.l1TableOffset, bytes: UInt64(shadow.header.l1Size) * 8)
+                return [.l1GrowActivateTable]
+            }
             if op.offset == 40 && op.length == 20 && makeEmpty == .prepared {
                 makeEmpty = .headerSwitched
                 return [.l1Update, .reftableUpdate]
@@ -685,6 +754,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if op.offset == 48 && op.length == 12 {
                 growth = .none
                 oldTableFreePending = true
+                noteOldTable(offset: shadow.header.refcountTableOffset,
+                             bytes: UInt64(shadow.header.refcountTableClusters) * shadow.clusterSize)
                 return [.refblockAllocSwitchTable]
             }
             return []
@@ -692,7 +763,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // qcow2_write_l1_entry writes one entry (at most a 512-byte sector); a
             // rewrite of the whole table (snapshot refcount update, snapshot apply)
             // raises no event.
-            if op.length > 512 && op.length >= UInt64(shadow.l1.count) * 8 {
+            let covers = op.length >= UInt64(shadow.l1.count) * 8
+            if covers && (op.length > 512 || (op.offset == shadow.header.l1TableOffset && snapshot.walked
+                                              && pendingTables.isEmpty && !l2AllocateFlush)) {
                 snapshot.activeL1Rewritten(shadow: shadow, file: file)
                 return []
             }
@@ -713,14 +786,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
             // (pendingTables): other dirty tables are written back there, not in a full flush.
+            // (l2_allocate's own fdatasync follows: owed, even if an earlier chunk's data
+            // write finishes in between, its worker thread running late.)
             if !pendingTables.isEmpty && !l2AllocateFlush {
                 l2AllocateFlush = true
-                // Its fdatasync comes next: an earlier chunk's data write that finished
-                // after the refcount flush's sync does not make that the request's flush.
                 flush.allocationWrite()
                 return l2AllocWrites + [.l2Update]
             }
-            if resizeCacheFlush || !pendingTables.isEmpty || l2AllocateFlush { return [.l2Update] }
+            if !pendingTables.isEmpty || l2AllocateFlush { flush.allocationWrite(); return [.l2Update] }
+            if resizeCacheFlush { return [.l2Update] }
+            if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) {
+                // Right after a chunk's data write, the next chunk's allocation needs a new
+                // refcount block: alloc_refcount_block flushes the L2 cache first (refgrow;
+                // its cluster_alloc came before the data write), not a full flush; its
+                // fdatasync follows.
+                flush.allocationWrite()
+                return [.refblockAlloc, .l2Update]
+            }
             if previousWasL1Update && !isCovered(fileEnd: file.size) {
                 // The next table's allocation needs a new refcount block (the file ends
                 // where no refblock covers it): alloc_refcount_block flushes the L2
@@ -731,6 +813,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             return flush.writeBack(l2: true) + [.l2Update]
         case .refcountBlock(let block, let reftableIndex):
+            if compressedCowFree == .dataWritten {
+                // qcow2_free_any_cluster of the replaced compressed cluster: update_refcount
+                // makes the refcount cache depend on the L2 cache, which depends on the
+                // refcount cache (the allocation): that dependency is flushed first, this
+                // write and its own fdatasync, not a full flush.
+                compressedCowFree = .dependencyWritten
+                flush.allocationWrite()
+                return [.clusterFree, .refblockUpdatePart]
+            }
             if makeEmpty == .refblockHooked {
                 // The refcounts of the header, tables and refblock, written back by mark-clean.
                 makeEmpty = .allocated
@@ -740,6 +831,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
             let allocated = newly.filter { !writtenClusters.contains($0) }
+            if allocationRefcountFlush || (afterTableFree && allocated.isEmpty) {
+                // The allocation after an old table's free: its refcount cache flush writes
+                // the blocks the free dirtied too, whichever comes first (no full flush).
+                var events: [BlkdebugEvent] = []
+                if !allocationRefcountFlush {
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                    allocationRefcountFlush = true
+                    afterTableFree = false
+                    clusterAllocRaised = false
+                    contiguousAllocation = false
+                }
+                pendingTables.formUnion(allocated)
+                flush.allocationWrite()
+                return events + [.refblockUpdatePart]
+            }
+            afterTableFree = false
             let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
@@ -840,9 +948,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
+                flush.allocationWrite()
                 if l2AllocateFlush { return [.l2Update] }
                 l2AllocateFlush = true
-                flush.allocationWrite()  // l2_allocate's L2 cache flush: its sync is next (as above)
                 return l2AllocWrites + [.l2Update]
             }
             if op.length % 512 != 0 || op.offset % 512 != 0 {
@@ -880,6 +988,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if previousWasCompressedRead {
             // Copy-on-write over a compressed cluster: the COW region and the guest
             // data go out as one write (perform_cow: write_aio, then cow_write).
+            compressedCowFree = .dataWritten
             return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
         }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
@@ -988,6 +1097,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if (shadow.refcount(clusterOffset: successor, file: file) ?? 0) == 0 { return true }
         }
         return false
+    }
+
+    /// The refcount blocks covering a table about to be replaced (its free loads each).
+    private mutating func noteOldTable(offset: UInt64, bytes: UInt64) {
+        guard bytes > 0 else { oldTableBlocks = []; return }
+        let first = shadow.reftableIndex(clusterOffset: offset)
+        let last = shadow.reftableIndex(clusterOffset: offset + bytes - 1)
+        oldTableBlocks = last >= first && last - first < 1 << 16 ? Array(first...last) : []
     }
 
     private func clusters(of op: Operation) -> [UInt64] {

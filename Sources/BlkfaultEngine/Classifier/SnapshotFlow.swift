@@ -47,6 +47,10 @@ struct SnapshotFlow: Sendable {
     /// is not the header write's sync.
     private var pendingFree: [BlkdebugEvent] = []
 
+    /// A refcount walk ran in this process: a write of the whole active L1 table is then
+    /// its COPIED flags' rewrite, whatever its length (an L1 table of one entry is 8 bytes).
+    private(set) var walked = false
+
     var isActive: Bool {
         walk != nil || pendingWalk != nil || afterWalk || !pendingFree.isEmpty || table != .idle
             || applyAwaitsOverwrite
@@ -122,6 +126,7 @@ struct SnapshotFlow: Sendable {
         out.flushStarted = true
         walk = nil
         afterWalk = true
+        walked = true
         switch walkKind {
         case .snapshotL1(let offset, let bytes):
             if headerWritten { deletedL1 = (offset, bytes) } else { applyAwaitsOverwrite = true }

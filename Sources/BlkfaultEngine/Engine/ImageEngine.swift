@@ -50,6 +50,11 @@ public struct ImageEngine: Sendable {
     var backing: BackingReads?
     /// `backing != nil`, kept apart: testing the Optional copies the whole struct first.
     var followsBacking = false
+    /// `pwritev_done` of guest data writes not raised yet (`holdsDone`).
+    private var heldDone: [BlkdebugEvent] = []
+    /// The last request decided was a guest data write (write_aio).
+    private var lastWasGuestWrite = false
+    private var writesBack = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
 
@@ -102,7 +107,13 @@ public struct ImageEngine: Sendable {
     /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
     /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
     public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
+        writesBack = on
         if case .qcow2 = model { qcow2.noteWriteback(on, closeOnly: closeOnly) }
+    }
+
+    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
+    public mutating func noteShrinkCommand(_ on: Bool) {
+        if case .qcow2 = model { qcow2.shrinkCommand = on }
     }
 
     /// The program opened the image (again); `writable` if for writing.
@@ -116,6 +127,7 @@ public struct ImageEngine: Sendable {
         var step = Step()
         step.stateBefore = rules.state
         step.events = classifyBefore(op, file: file)
+        releaseHeldDone(unlessGuestWrite: step.events)
         if followsBacking { step.events = resolveBacking(op, step.events) }
         var armed: [ActionRules.Armed] = []
         for e in step.events {
@@ -179,6 +191,7 @@ public struct ImageEngine: Sendable {
         guard actions.isEmpty else { return before(op, file: file).decision }
         retryQcow2IfPending(op, file: file)
         var events = classifyBefore(op, file: file)
+        releaseHeldDone(unlessGuestWrite: events)
         if followsBacking { events = resolveBacking(op, events) }
         for e in events where rules.hasRules(for: e) { rules.fire(e) }
         var decision = Decision.perform
@@ -209,8 +222,28 @@ public struct ImageEngine: Sendable {
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
-        raiseAfter(events)
+        if holdsDone(op, events) { heldDone += events } else { raiseAfter(events) }
         return events
+    }
+
+    /// qcow2 submits the data tasks of one request back to back, with no yield in between
+    /// when no metadata I/O intervenes: blkdebug checks each before an earlier one's
+    /// completion raises `pwritev_done` (that waits for the coroutine to yield). The preload
+    /// sees each task's pwrite in its worker thread, possibly after an earlier one finished.
+    /// So a guest data write's `pwritev_done` is held while nothing but guest data writes
+    /// was decided since, and raised before the next other request (in writethrough mode,
+    /// where each request ends with a flush: a later request's data write never follows
+    /// without one).
+    private func holdsDone(_ op: Operation, _ events: [BlkdebugEvent]) -> Bool {
+        op.kind == .write && lastWasGuestWrite && !writesBack && actions.isEmpty && events == [.pwritevDone]
+            && rules.hasRules(for: .pwritevDone)
+    }
+
+    private mutating func releaseHeldDone(unlessGuestWrite events: [BlkdebugEvent]) {
+        lastWasGuestWrite = events.contains(.writeAio)
+        guard !heldDone.isEmpty, !lastWasGuestWrite else { return }
+        raiseAfter(heldDone)
+        heldDone = []
     }
 
     private mutating func raiseAfter(_ events: [BlkdebugEvent]) {
@@ -288,7 +321,7 @@ extension ImageEngine {
     /// it, or an active rule with a trigger, skips nothing.
     @inline(__always)  // (steadyView: called, the engine would be copied first)
     public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
-        guard case .qcow2 = model, !followsBacking, actions.isEmpty else { return (false, false) }
+        guard case .qcow2 = model, !followsBacking, actions.isEmpty, heldDone.isEmpty else { return (false, false) }
         var (reads, writes) = qcow2.steadyKinds
         reads = reads && rules.raiseChangesNothing(.readAio)
         writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)

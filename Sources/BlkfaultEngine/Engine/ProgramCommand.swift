@@ -28,6 +28,12 @@ public struct ProgramCommand: Sendable, Equatable {
 
     public var isQemuImgRebase: Bool { program.hasPrefix("qemu-img") && subcommand == "rebase" }
 
+    /// `qemu-img resize --shrink`: its first I/O after an L2 load frees clusters past the
+    /// new end (qcow2_cluster_discard); no write request can come before it.
+    public var isQemuImgShrink: Bool {
+        program.hasPrefix("qemu-img") && subcommand == "resize" && arguments.contains("--shrink")
+    }
+
     /// The cache mode its images are written in is writeback: qemu-img's default
     /// (BDRV_DEFAULT_CACHE) unless `-t writethrough|directsync`; not convert (its target
     /// is `unsafe`: no flush reaches the disk) nor bench (its own flush options). qemu-io
