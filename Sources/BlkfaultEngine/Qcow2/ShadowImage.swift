@@ -205,6 +205,12 @@ public struct ShadowImage: Sendable {
         return .unreferenced
     }
 
+    /// `region(at:)` for a caller holding the model inout (the classifier's mutating
+    /// methods): `mutating` only so that the model is passed by address; a non-mutating
+    /// call there copies the whole model (288 bytes) to the stack first.
+    @inline(never)
+    public mutating func regionInPlace(at offset: UInt64) -> Region { region(at: offset) }
+
     /// Whether a refcount block on disk describes this host cluster.
     public func isCovered(clusterOffset: UInt64) -> Bool {
         let index = reftableIndex(clusterOffset: clusterOffset)
@@ -421,7 +427,21 @@ public struct ShadowImage: Sendable {
             learn(offset: offset, data: data, file: file)
             return boundary
         }
+        if !dataClusters.hasBitmap { presizeDataClusters() }
         return learnL2Entries(data)
+    }
+
+    /// Bitmap words `presizeDataClusters` allocates at most (1 MiB: 8 Mi clusters, 512 GiB
+    /// of 64 KiB clusters); larger images grow it as their tables are learnt.
+    static let presizeWords: UInt64 = 1 << 17
+
+    /// Before the first L2 table is learnt: the data bitmap sized for the guest's clusters
+    /// (up to `presizeWords`). Grown from empty, the first tables stop the fast loop at
+    /// each run past the bitmap, copy it as it doubles, and scan their entries again.
+    private mutating func presizeDataClusters() {
+        let clusters = header.size >> UInt64(header.clusterBits)
+        guard clusters > 0 else { return }
+        dataClusters.reserve(upTo: min(clusters - 1, Self.presizeWords * 64 - 1))
     }
 
     /// Learns the entries of an L2 slice; returns `hasAllocationBoundary(raw)`.
