@@ -654,7 +654,18 @@ extension ShadowImage {
     public func wholeDataWord(_ w: UInt64) -> UInt64 {
         var bits = dataClusters.word(w) & ~tableClusters.word(w)
         guard bits != 0 else { return 0 }
-        let shift = UInt64(header.clusterBits)
+        return Self.clearingTables(bits, word: w, shift: UInt64(header.clusterBits), clusterSize: clusterSize,
+                                   l1: (header.l1TableOffset, UInt64(l1.count) * 8),
+                                   reftable: (header.refcountTableOffset, header.refcountTableSize))
+    }
+
+    /// `bits` (clusters 64*w ...) without the header cluster and the L1 and refcount tables'
+    /// clusters. Static, given the fields: as a method, its closure captured the model and
+    /// the caller copied the header to the stack on every call, `bits` 0 or not.
+    @inline(never)
+    static func clearingTables(_ bits: UInt64, word w: UInt64, shift: UInt64, clusterSize: UInt64,
+                               l1: (UInt64, UInt64), reftable: (UInt64, UInt64)) -> UInt64 {
+        var bits = bits
         func clear(_ start: UInt64, _ length: UInt64) {
             guard length > 0 else { return }
             let first = start >> shift
@@ -663,8 +674,8 @@ extension ShadowImage {
             for c in max(first, w << 6)...min(last, (w << 6) | 63) { bits &= ~(1 << (c & 63)) }
         }
         clear(0, clusterSize)
-        clear(header.l1TableOffset, UInt64(l1.count) * 8)
-        clear(header.refcountTableOffset, header.refcountTableSize)
+        clear(l1.0, l1.1)
+        clear(reftable.0, reftable.1)
         return bits
     }
 }
