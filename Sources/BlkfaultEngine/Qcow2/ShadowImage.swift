@@ -20,7 +20,8 @@ public enum Region: Equatable, Sendable {
 /// The qcow2 shadow model: the image's metadata as it is on disk, kept up to date
 /// from the I/O the program does. Memory follows the metadata, never the image size:
 /// the L1 and refcount tables, one entry per known L2 table and refblock, the
-/// refblocks read so far, and the set of host clusters known to hold data.
+/// refblocks read so far, and the set of host clusters known to hold data (its bitmap
+/// sized for the guest's clusters, at most 1 MiB, once an L2 table is learnt).
 public struct ShadowImage: Sendable {
     public private(set) var header: Qcow2Header
     public private(set) var l1: [UInt64]
