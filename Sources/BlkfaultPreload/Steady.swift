@@ -19,17 +19,22 @@ extension TrackedImage {
     func withEngine<R>(touching op: SteadyRequest? = nil, _ body: (inout ImageEngine) -> R) -> R {
         guard let filter = steady else { return engine.withLock(body) }
         return engine.withLock { engine in
-            blkfault_steady_begin(filter)
+            // Both kinds closed: readers skip nothing and look at nothing else, whatever
+            // `body` changes; the change begins only if publishing must reopen a kind.
+            let begun = blkfault_steady_closed(filter) == 0
+            if begun { blkfault_steady_begin(filter) }
             let layout = engine.steadyLayoutVersion()
             let result = body(&engine)
-            publishSteady(filter, &engine, layoutWas: layout, op)
+            publishSteady(filter, &engine, layoutWas: layout, op, begun: begun)
             return result
         }
     }
 }
 
-/// Ends the change `withEngine` began (the engine lock held).
-func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: SteadyRequest?) {
+/// Ends the change `withEngine` began (the engine lock held); `begun`: whether it called
+/// blkfault_steady_begin (it did not when both kinds were closed).
+func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: SteadyRequest?,
+                   begun: Bool) {
     var rules: Int32 = 0
     // One call for everything (by address: each non-mutating call copied the whole engine).
     let view = engine.steadyView(touching: op) { sector, iotypes in
@@ -38,6 +43,15 @@ func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutW
         rules += 1
         return true
     }
+    // Closed before and staying closed, the layout the same (a qcow2 metadata read in
+    // `qemu-img check`): no reader can see the words, so they are set without a change
+    // (the next publication that opens a kind begins one), and the kinds stay as they are.
+    if !begun && !view.reads && !view.writes && view.layoutVersion == layout {
+        if let w = view.firstWord { blkfault_steady_set_word(filter, w.index, w.bits) }
+        if let w = view.lastWord { blkfault_steady_set_word(filter, w.index, w.bits) }
+        return
+    }
+    if !begun { blkfault_steady_begin(filter) }
     // A cluster may have stopped being guest data: none stays known.
     if view.layoutVersion != layout { blkfault_steady_clear(filter) }
     if let w = view.firstWord { blkfault_steady_set_word(filter, w.index, w.bits) }

@@ -53,6 +53,12 @@ void blkfault_steady_begin(struct blkfault_steady *f)
     atomic_thread_fence(memory_order_release);
 }
 
+int blkfault_steady_closed(const struct blkfault_steady *f)
+{
+    return atomic_load_explicit(&f->v.kind[0].npoints, memory_order_relaxed) == BLKFAULT_STEADY_CLOSED
+           && atomic_load_explicit(&f->v.kind[1].npoints, memory_order_relaxed) == BLKFAULT_STEADY_CLOSED;
+}
+
 void blkfault_steady_end(struct blkfault_steady *f, uint32_t kinds, int32_t nrules, uint32_t cluster_bits)
 {
     int valid = cluster_bits >= 9 && cluster_bits <= 30 && nrules >= 0 && nrules <= BLKFAULT_STEADY_RULES;

@@ -194,10 +194,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
         if op.kind == .stat { metadataPreallocationCheck = opened; return [] }
-        var region = shadow.region(at: op.offset)
+        var region = shadow.regionInPlace(at: op.offset)
         if !deferredWalk.isEmpty, deferredWalkMatters(op, region) {
             materializeDeferredWalk(file: file)
-            region = shadow.region(at: op.offset)
+            region = shadow.regionInPlace(at: op.offset)
         }
         if case .data = region, let steady = steadyEvents(op) {
             lastReadIsMetadata = false
@@ -532,7 +532,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         // The region, when looked up here already and still valid (it hashes).
         var looked: Region?
         if !deferredWalk.isEmpty {
-            let region = shadow.region(at: op.offset)
+            let region = shadow.regionInPlace(at: op.offset)
             if deferredWalkMatters(op, region) { materializeDeferredWalk(file: file) } else { looked = region }
         }
         if !(performed && succeeded) {
@@ -541,7 +541,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             sharedCow = .none
             cowWritePending = false
             compressedCowFree = .none
-        } else if op.kind == .write, case .data = shadow.region(at: op.offset) {
+        } else if op.kind == .write, case .data = shadow.regionInPlace(at: op.offset) {
             // The steady path: guest data written, nothing to learn (as below, without
             // the metadata checks and the empty learn).
             if pendingGuestWrite {
@@ -561,7 +561,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch op.kind {
             case .write, .read:
                 // One lookup: the region decides both whether and how to learn.
-                let region = op.bytes != nil ? looked ?? shadow.region(at: op.offset) : .data
+                var region = Region.data
+                if op.bytes != nil { region = looked ?? shadow.regionInPlace(at: op.offset) }
                 if op.bytes != nil, Self.isMetadata(region, op.kind), shadow.learnsFrom(region, offset: op.offset, length: op.length) {
                     // In place from the call's buffer when it has one (an L2 table read: no copies).
                     var l2Read = false

@@ -356,7 +356,9 @@ extension ImageEngine {
     /// when it is a read or a write.
     public mutating func steadyView(touching op: SteadyRequest?,
                                     rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> SteadyView {
-        let kinds = steadyKinds(rule: rule)
+        // The rules are looked at only when the classifier's steady path is idle (a call:
+        // inlined, the rule set was copied to the stack on every call).
+        let kinds = mayBeSteady ? steadyKindsByAddress(rule: rule) : (reads: false, writes: false)
         var view = SteadyView(layoutVersion: layoutVersion, clusterBits: clusterBits, reads: kinds.reads, writes: kinds.writes)
         let bits = UInt64(view.clusterBits)
         if let op, bits > 0, op.kind == .read || op.kind == .write {
@@ -366,6 +368,20 @@ extension ImageEngine {
             if last >> 6 != first >> 6, last > first { view.lastWord = (last >> 6, wholeDataWord(last >> 6)) }
         }
         return view
+    }
+
+    /// `steadyKinds(rule:)` can be other than (false, false): the part of it that reads only flags.
+    @inline(__always)
+    private var mayBeSteady: Bool {
+        guard case .qcow2 = model, !followsBacking, actions.isEmpty else { return false }
+        let (reads, writes) = qcow2.steadyKinds
+        return reads || writes
+    }
+
+    /// `steadyKinds(rule:)`, the engine passed by address (`mutating` only for that).
+    @inline(never)
+    private mutating func steadyKindsByAddress(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
+        steadyKinds(rule: rule)
     }
 
     /// log2 of the cluster size, 0 unless qcow2.

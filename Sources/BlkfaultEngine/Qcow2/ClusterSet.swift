@@ -85,4 +85,7 @@ public struct ClusterSet: Sendable {
     public func word(_ w: UInt64) -> UInt64 { w < UInt64(words.count) ? words[Int(w)] : 0 }
 
     public mutating func removeAll() { words = []; far = []; count = 0 }
+
+    /// Whether the bitmap holds any word yet.
+    public var hasBitmap: Bool { !words.isEmpty }
 }

@@ -83,6 +83,7 @@ public struct Qcow2Header: Sendable, Equatable {
     public var refcountBits: UInt64 { 1 << UInt64(refcountOrder) }
     /// Refcount entries per refcount block.
     public var refblockEntries: UInt64 { clusterSize * 8 / refcountBits }
+    @inline(__always)  // (region(at:): called, the header was copied to the stack first)
     public var refcountTableSize: UInt64 { UInt64(refcountTableClusters) * clusterSize }
     /// Guest bytes one L1 entry covers.
     public var bytesPerL1Entry: UInt64 { clusterSize * l2Entries }

@@ -20,7 +20,8 @@ public enum Region: Equatable, Sendable {
 /// The qcow2 shadow model: the image's metadata as it is on disk, kept up to date
 /// from the I/O the program does. Memory follows the metadata, never the image size:
 /// the L1 and refcount tables, one entry per known L2 table and refblock, the
-/// refblocks read so far, and the set of host clusters known to hold data.
+/// refblocks read so far, and the set of host clusters known to hold data (its bitmap
+/// sized for the guest's clusters, at most 1 MiB, once an L2 table is learnt).
 public struct ShadowImage: Sendable {
     public private(set) var header: Qcow2Header
     public private(set) var l1: [UInt64]
@@ -204,6 +205,12 @@ public struct ShadowImage: Sendable {
         if dataClusters.contains(index) { return .data }
         return .unreferenced
     }
+
+    /// `region(at:)` for a caller holding the model inout (the classifier's mutating
+    /// methods): `mutating` only so that the model is passed by address; a non-mutating
+    /// call there copies the whole model (288 bytes) to the stack first.
+    @inline(never)
+    public mutating func regionInPlace(at offset: UInt64) -> Region { region(at: offset) }
 
     /// Whether a refcount block on disk describes this host cluster.
     public func isCovered(clusterOffset: UInt64) -> Bool {
@@ -421,7 +428,21 @@ public struct ShadowImage: Sendable {
             learn(offset: offset, data: data, file: file)
             return boundary
         }
+        if !dataClusters.hasBitmap { presizeDataClusters() }
         return learnL2Entries(data)
+    }
+
+    /// Bitmap words `presizeDataClusters` allocates at most (1 MiB: 8 Mi clusters, 512 GiB
+    /// of 64 KiB clusters); larger images grow it as their tables are learnt.
+    static let presizeWords: UInt64 = 1 << 17
+
+    /// Before the first L2 table is learnt: the data bitmap sized for the guest's clusters
+    /// (up to `presizeWords`). Grown from empty, the first tables stop the fast loop at
+    /// each run past the bitmap, copy it as it doubles, and scan their entries again.
+    private mutating func presizeDataClusters() {
+        let clusters = header.size >> UInt64(header.clusterBits)
+        guard clusters > 0 else { return }
+        dataClusters.reserve(upTo: min(clusters - 1, Self.presizeWords * 64 - 1))
     }
 
     /// Learns the entries of an L2 slice; returns `hasAllocationBoundary(raw)`.
@@ -634,7 +655,18 @@ extension ShadowImage {
     public func wholeDataWord(_ w: UInt64) -> UInt64 {
         var bits = dataClusters.word(w) & ~tableClusters.word(w)
         guard bits != 0 else { return 0 }
-        let shift = UInt64(header.clusterBits)
+        return Self.clearingTables(bits, word: w, shift: UInt64(header.clusterBits), clusterSize: clusterSize,
+                                   l1: (header.l1TableOffset, UInt64(l1.count) * 8),
+                                   reftable: (header.refcountTableOffset, header.refcountTableSize))
+    }
+
+    /// `bits` (clusters 64*w ...) without the header cluster and the L1 and refcount tables'
+    /// clusters. Static, given the fields: as a method, its closure captured the model and
+    /// the caller copied the header to the stack on every call, `bits` 0 or not.
+    @inline(never)
+    static func clearingTables(_ bits: UInt64, word w: UInt64, shift: UInt64, clusterSize: UInt64,
+                               l1: (UInt64, UInt64), reftable: (UInt64, UInt64)) -> UInt64 {
+        var bits = bits
         func clear(_ start: UInt64, _ length: UInt64) {
             guard length > 0 else { return }
             let first = start >> shift
@@ -643,8 +675,8 @@ extension ShadowImage {
             for c in max(first, w << 6)...min(last, (w << 6) | 63) { bits &= ~(1 << (c & 63)) }
         }
         clear(0, clusterSize)
-        clear(header.l1TableOffset, UInt64(l1.count) * 8)
-        clear(header.refcountTableOffset, header.refcountTableSize)
+        clear(l1.0, l1.1)
+        clear(reftable.0, reftable.1)
         return bits
     }
 }

@@ -26,6 +26,9 @@ __attribute__((visibility("hidden"))) struct blkfault_steady *blkfault_steady_ne
 /* Makes `f` the filter of image `handle` (before the handle is handed out). */
 __attribute__((visibility("hidden"))) void blkfault_steady_register(int32_t handle, struct blkfault_steady *f);
 __attribute__((visibility("hidden"))) void blkfault_steady_begin(struct blkfault_steady *f);
+/* 1 when the last end closed both kinds: no reader looks past them, so until a kind
+ * opens the writer may change the bitmap without a begin and an end. */
+__attribute__((visibility("hidden"))) int blkfault_steady_closed(const struct blkfault_steady *f);
 /* Forgets every cluster (the engine's layout changed). */
 __attribute__((visibility("hidden"))) void blkfault_steady_clear(struct blkfault_steady *f);
 /* Word `word` of the bitmap (clusters 64*word ... 64*word+63) becomes `bits`. */
