@@ -32,6 +32,12 @@ struct FullFlush: Sendable {
     /// the generation counts it: flush_to_disk from the second request on.
     var writeback = false
     private var wroteSinceFlush = false
+    /// The program's requests all go to the VM state area (qemu-io `write -b`): they
+    /// bypass the node's write path, so none is followed by a flush of its own and the
+    /// node's write generation never moves (no flush_to_disk). What they dirty is still
+    /// written back by the close's flush. Without this, a chunk's data write finishing
+    /// after an allocation's sync made that sync look like a request's flush (under load).
+    var vmstateOnly = false
 
     /// The image is marked dirty (lazy_refcounts): qcow2_write_caches leaves the refcount
     /// cache alone (qcow2_need_accurate_refcounts), it is written back at close.
@@ -43,9 +49,9 @@ struct FullFlush: Sendable {
     /// entry changed with no allocation (a preallocated zero cluster written), and the L2
     /// cache was made to depend on the refcount cache all the same.
     mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false) {
-        wroteSinceFlush = true
+        if !vmstateOnly { wroteSinceFlush = true }
         if case .writingBack = phase { return }
-        phase = .requestDone
+        if !vmstateOnly { phase = .requestDone }
         dirtyL2 = dirtyL2 || dirtiedL2
         dirtyRefcounts = dirtyRefcounts || (dirtiedRefcounts && !refcountsDeferred)
         // With lazy refcounts QEMU sets no dependency (qcow2_need_accurate_refcounts).
@@ -148,7 +154,7 @@ struct FullFlush: Sendable {
     }
 
     /// Whether the node's next flush raises flush_to_disk (its write generation moved).
-    var flushToDiskNext: Bool { writeback ? wroteSinceFlush : completedRequests > 0 }
+    var flushToDiskNext: Bool { !vmstateOnly && (writeback ? wroteSinceFlush : completedRequests > 0) }
 
     /// A request finished and its flush has not begun: another guest write that
     /// dirties nothing leaves the flush exactly as it is.

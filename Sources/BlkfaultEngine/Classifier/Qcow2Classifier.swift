@@ -48,6 +48,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var shrinkDroppedTables: Int?
     /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
     public var shrinkCommand = false
+    /// See FullFlush.vmstateOnly.
+    mutating func noteVmstateOnly(_ on: Bool) { flush.vmstateOnly = on }
     /// Frees whose events a refcount-block read raised ahead of the discard that
     /// carries them (a shrink's qcow2_cluster_discard): skipped there.
     private var freesRaisedAhead = 0

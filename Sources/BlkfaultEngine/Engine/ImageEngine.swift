@@ -116,6 +116,11 @@ public struct ImageEngine: Sendable {
         if case .qcow2 = model { qcow2.shrinkCommand = on }
     }
 
+    /// The program only reads and writes the VM state (ProgramCommand.isQemuIoVmstateOnly).
+    public mutating func noteVmstateOnly(_ on: Bool) {
+        if case .qcow2 = model { qcow2.noteVmstateOnly(on) }
+    }
+
     /// The program opened the image (again); `writable` if for writing.
     public mutating func noteOpen(writable: Bool) {
         if case .qcow2 = model { qcow2.writable = qcow2.writable || writable }

@@ -72,3 +72,24 @@ extension ProgramCommand {
         return back
     }
 }
+
+extension ProgramCommand {
+    /// qemu-io whose every `-c` command is a `write -b` or `read -b`: all its requests go to
+    /// the VM state area through qcow2's driver directly (bdrv_co_writev_vmstate), so the
+    /// node's write generation never moves and no flush ends a request: its only full
+    /// flush is the close's, which raises no flush_to_disk.
+    public var isQemuIoVmstateOnly: Bool {
+        guard program.hasPrefix("qemu-io") else { return false }
+        var commands: [String] = []
+        var i = 1
+        while i < arguments.count {
+            if arguments[i] == "-c" || arguments[i] == "--cmd", i + 1 < arguments.count { commands.append(arguments[i + 1]); i += 2; continue }
+            if arguments[i].hasPrefix("--cmd=") { commands.append(String(arguments[i].dropFirst(6))) }
+            i += 1
+        }
+        return !commands.isEmpty && commands.allSatisfy { c in
+            let words = c.split(separator: " ")
+            return (words.first == "write" || words.first == "read") && words.dropFirst().contains("-b")
+        }
+    }
+}
