@@ -16,11 +16,17 @@ import BlkfaultEngine
         return try Replay(setup.file, rules: rule)
     }
 
-    @Test func theSecondTaskOfARequestIsCheckedBeforeTheFirstsCompletion() throws {
+    /// Opened, its L2 table and refcount block read.
+    func opened() throws -> Replay {
         var r = try image()
         r.open()
         r.read(68608, 1024)
         r.read(2048, 1024)
+        return r
+    }
+
+    @Test func theSecondTaskOfARequestIsCheckedBeforeTheFirstsCompletion() throws {
+        var r = try opened()
         // Two guest data writes, back to back, each finished before the next starts.
         #expect(r.write(72704, [UInt8](repeating: 1, count: 3072)).decision == .perform)
         #expect(r.write(76800, [UInt8](repeating: 2, count: 3072)).decision == .perform)
@@ -31,10 +37,7 @@ import BlkfaultEngine
     /// A metadata request between two data writes: the first's pwritev_done is raised
     /// before it, as blkdebug does once the request's coroutine yielded.
     @Test func anyOtherRequestReleasesIt() throws {
-        var r = try image()
-        r.open()
-        r.read(68608, 1024)
-        r.read(2048, 1024)
+        var r = try opened()
         #expect(r.write(72704, [UInt8](repeating: 1, count: 3072)).decision == .perform)
         #expect(r.flush().decision == .fail(errno: 5))
     }

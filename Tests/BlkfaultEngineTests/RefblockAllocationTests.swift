@@ -125,9 +125,19 @@ import BlkfaultEngine
         #expect(r.write(535552, refblock(1024, [0, 1, 11, 12])).decision == .perform)
     }
 
-    /// Up to chunk 1's l2_allocate refcount write-back on `leak` (the L2 table at 136),
-    /// with chunk 0's data written.
-    func upToSecondL2Allocation(_ r: inout Replay) {
+    /// The chunk's data write is performed, then an fdatasync comes, and only then does
+    /// the write complete (its worker thread ran late).
+    func dataWriteFinishingAfterAnAllocationSync(_ r: inout Replay) {
+        upToSecondL2Allocation(&r)
+        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.engine.before(data, file: r.file).decision == .perform)
+        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
+        #expect(r.flush().decision == .perform)
+        _ = r.engine.after(data, succeeded: true, file: r.file)
+    }
+
+    /// `leak`'s first allocation: its refcount block, its L2 table at 7168 and the L1 entry.
+    func upToFirstL2Table(_ r: inout Replay) {
         r.open()
         r.read(2048, 1024)
         r.write(2048, refblock(1024, Array(0...7)))
@@ -136,6 +146,12 @@ import BlkfaultEngine
         r.flush()
         r.write(3072, be64((1 << 63) | 7168))
         r.flush()
+    }
+
+    /// Up to chunk 1's l2_allocate refcount write-back on `leak` (the L2 table at 136),
+    /// with chunk 0's data written.
+    func upToSecondL2Allocation(_ r: inout Replay) {
+        upToFirstL2Table(&r)
         r.write(8192, [UInt8](repeating: 0xcd, count: 131072))
         #expect(!r.write(2048, refblock(1024, Array(0...136))).events.contains(.flushToOS))
     }
@@ -158,12 +174,7 @@ import BlkfaultEngine
     /// after it (the write generation moved), still l2_allocate's flush.
     @Test func secondSyncRightAfterTheAllocationsIsNoFullFlush() throws {
         var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
-        upToSecondL2Allocation(&r)
-        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
-        #expect(r.engine.before(data, file: r.file).decision == .perform)
-        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
-        #expect(r.flush().decision == .perform)
-        _ = r.engine.after(data, succeeded: true, file: r.file)
+        dataWriteFinishingAfterAnAllocationSync(&r)
         let second = r.flush()
         #expect(second.events == [] && second.decision == .perform)
         #expect(r.write(139264, [UInt8](repeating: 0, count: 1024)).decision == .perform)
@@ -174,12 +185,7 @@ import BlkfaultEngine
     /// fdatasync is still its own (the L1 entry comes next), not the request's full flush.
     @Test func dataWriteFinishingAfterTheAllocationsSyncIsNoRequestEnd() throws {
         var r = try Replay(freshQcow2(size: 64 << 20), rules: Self.flushToOSOnce)
-        upToSecondL2Allocation(&r)
-        let data = Operation(.write, offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
-        #expect(r.engine.before(data, file: r.file).decision == .perform)
-        r.file.write(offset: 140288, data: [UInt8](repeating: 0xce, count: 131072))
-        #expect(r.flush().decision == .perform)
-        _ = r.engine.after(data, succeeded: true, file: r.file)
+        dataWriteFinishingAfterAnAllocationSync(&r)
         let table = r.write(139264, [UInt8](repeating: 0, count: 1024))
         #expect(table.decision == .perform && table.events.contains(.l2AllocWrite))
         let sync = r.flush()
@@ -195,14 +201,7 @@ import BlkfaultEngine
     @Test func lateDataAfterAnL2WriteBackLeavesTheClosesFlushWhole() throws {
         var r = try Replay(freshQcow2(size: 64 << 20))
         r.engine.noteWriteback(true)
-        r.open()
-        r.read(2048, 1024)
-        r.write(2048, refblock(1024, Array(0...7)))
-        r.flush()
-        r.write(7168, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64((1 << 63) | 7168))
-        r.flush()
+        upToFirstL2Table(&r)
         r.write(2048, refblock(1024, Array(0...135)))                   // chunk 0's refcounts first
         r.flush()
         #expect(r.write(7168, [UInt8](repeating: 0, count: 1024)).events.contains(.l2AllocWrite))

@@ -116,3 +116,24 @@ extension ReplayPair {
         flush()
     }
 }
+
+extension Replay {
+    /// A fresh 1 KiB-cluster image's first allocation (notes §3.4 trace S1), then `count`
+    /// data clusters at 69632 with their refcounts and L2 slice, each step flushed.
+    /// `readsRefblock`: the allocation starts by reading the refcount block (a new process).
+    mutating func allocateDataClusters(_ count: Int, readsRefblock: Bool = true) {
+        open()
+        if readsRefblock { read(2048, 1024) }
+        write(2048, refblock(2048, settingClusters: [67]))
+        flush()
+        write(68608, [UInt8](repeating: 0, count: 1024))
+        flush()
+        write(3072, be64((1 << 63) | 68608))
+        flush()
+        write(69632, [UInt8](repeating: 0xcd, count: count * 1024))
+        write(2048, refblock(2048, settingClusters: Array(68...(67 + UInt64(count)))))
+        flush()
+        write(68608, l2Slice(size: 1024, host: 69632, count: count, cluster: 1024))
+        flush()
+    }
+}

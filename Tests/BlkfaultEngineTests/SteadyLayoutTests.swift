@@ -29,20 +29,7 @@ import BlkfaultEngine
     /// L2 table at 68608 (cluster 67) mapping 128 data clusters from 69632 (68...195).
     func allocated() throws -> Replay {
         var r = try Replay(freshQcow2(), rules: SteadyPathTests.benchRules)
-        // As ReplayPair.allocate128DataClusters.
-        r.open()
-        r.read(2048, 1024)
-        r.write(2048, r.refblock(2048, settingClusters: [67]))
-        r.flush()
-        r.write(68608, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64((1 << 63) | 68608))
-        r.flush()
-        r.write(69632, [UInt8](repeating: 0xcd, count: 131072))
-        r.write(2048, r.refblock(2048, settingClusters: Array(68...195)))
-        r.flush()
-        r.write(68608, l2Slice(size: 1024, host: 69632, count: 128, cluster: 1024))
-        r.flush()
+        r.allocateDataClusters(128)
         #expect(Self.words(r.engine)[1] >> 4 == (1 << 60) - 1, "clusters 68...127 are data")
         return r
     }

@@ -132,18 +132,7 @@ import BlkfaultEngine
     /// The trace's readiness: after QEMU's open, a guest data read repeated.
     func steadyEngine(_ rules: String) throws -> Replay {
         var r = try Replay(freshQcow2(), rules: rules)
-        r.open()
-        r.write(2048, r.refblock(2048, settingClusters: [67]))
-        r.flush()
-        r.write(68608, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64((1 << 63) | 68608))
-        r.flush()
-        r.write(69632, [UInt8](repeating: 0xcd, count: 4096))
-        r.write(2048, r.refblock(2048, settingClusters: Array(68...71)))
-        r.flush()
-        r.write(68608, l2Slice(size: 1024, host: 69632, count: 4, cluster: 1024))
-        r.flush()
+        r.allocateDataClusters(4, readsRefblock: false)
         r.read(69632, 1024)
         return r
     }
