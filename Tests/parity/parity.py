@@ -204,12 +204,12 @@ def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     return TIMING_RE.sub(TIMING_SUB, text)
 
 
-def sha256(path: str, mask_snapshot_dates: bool = False, ranges=()) -> str:
+def sha256(path: str, mask_snapshot_dates: bool = False, ranges=(), also_tables=()) -> str:
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             if mask_snapshot_dates:
-                b = bytearray(_masked_snapshot_dates(f.read()))
+                b = bytearray(_masked_snapshot_dates(f.read(), also_tables))
                 for off, n in ranges:
                     b[off:off + n] = bytes(len(b[off:off + n]))
                 h.update(b)
@@ -221,23 +221,35 @@ def sha256(path: str, mask_snapshot_dates: bool = False, ranges=()) -> str:
     return h.hexdigest()
 
 
-def _masked_snapshot_dates(b: bytes) -> bytes:
+def snapshot_table(path: str) -> tuple[int, int] | None:
+    """(nb_snapshots, snapshots_offset) from a qcow2 header, or None."""
+    try:
+        with open(path, "rb") as f:
+            h = f.read(72)
+        return int.from_bytes(h[60:64], "big"), int.from_bytes(h[64:72], "big")
+    except (OSError, ValueError):
+        return None
+
+
+def _masked_snapshot_dates(b: bytes, also=()) -> bytes:
     """The image with every snapshot table entry's date_sec/date_nsec zeroed:
     qemu-img snapshot -c stamps the wall clock, the only bytes two otherwise
-    identical runs cannot share."""
+    identical runs cannot share. `also`: more tables as (count, offset), e.g. the
+    one the setup left, which a failed snapshot -d may leave behind unreferenced."""
     b = bytearray(b)
-    try:
-        n = int.from_bytes(b[60:64], "big")
-        off = int.from_bytes(b[64:72], "big")
-        for _ in range(min(n, 10000)):
-            id_len = int.from_bytes(b[off + 12:off + 14], "big")
-            name_len = int.from_bytes(b[off + 14:off + 16], "big")
-            extra = int.from_bytes(b[off + 36:off + 40], "big")
-            b[off + 16:off + 24] = bytes(8)
-            off += 40 + extra + id_len + name_len
-            off = (off + 7) & ~7
-    except (IndexError, ValueError):
-        pass
+    for n, off in [(int.from_bytes(b[60:64], "big"), int.from_bytes(b[64:72], "big")), *also]:
+        try:
+            for _ in range(min(n, 10000)):
+                id_len = int.from_bytes(b[off + 12:off + 14], "big")
+                name_len = int.from_bytes(b[off + 14:off + 16], "big")
+                extra = int.from_bytes(b[off + 36:off + 40], "big")
+                if off + 24 > len(b):
+                    break
+                b[off + 16:off + 24] = bytes(8)
+                off += 40 + extra + id_len + name_len
+                off = (off + 7) & ~7
+        except (IndexError, ValueError):
+            pass
     return bytes(b)
 
 
@@ -553,6 +565,7 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
         res.setup.append({"cmd": _cmd_str(cmds, "pre", ""), "what": "pre-step, no injection",
                           "rc": p.rc, "stdout": normalise(p.stdout, run_dir, None),
                           "stderr": normalise(p.stderr, run_dir, None)})
+    setup_table = snapshot_table(img) if wl.snapshots else None
     qvar = {"reference": "reference", "subject": "subject", "baseline": "plain"}[variant]
     for i, cmds in enumerate(wl.runs):
         tr = os.path.join(run_dir, f"strace.{i}") if trace else None
@@ -578,7 +591,7 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     p = runner.check(img)
     res.check_rc = p.rc
     res.check_out = normalise(p.stdout, run_dir, None)
-    res.digest = sha256(img, wl.snapshots, wl.mask_ranges)
+    res.digest = sha256(img, wl.snapshots, wl.mask_ranges, [setup_table] if setup_table else [])
     for name in getattr(wl, "hash_files", ()):  # other files the workload writes
         res.digest += "+" + sha256(os.path.join(run_dir, name))
     try:
