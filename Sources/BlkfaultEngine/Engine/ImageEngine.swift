@@ -326,7 +326,7 @@ extension ImageEngine {
     /// it, or an active rule with a trigger, skips nothing.
     @inline(__always)  // (steadyView: called, the engine would be copied first)
     public func steadyKinds(rule: (_ sectorOffset: Int64, _ iotypes: IOTypeMask) -> Bool) -> (reads: Bool, writes: Bool) {
-        guard case .qcow2 = model, !followsBacking, actions.isEmpty, heldDone.isEmpty else { return (false, false) }
+        guard steadyPathOpen else { return (false, false) }
         var (reads, writes) = qcow2.steadyKinds
         reads = reads && rules.raiseChangesNothing(.readAio)
         writes = writes && rules.raiseChangesNothing(.writeAio) && rules.raiseChangesNothing(.pwritev)
@@ -378,9 +378,17 @@ extension ImageEngine {
     /// `steadyKinds(rule:)` can be other than (false, false): the part of it that reads only flags.
     @inline(__always)
     private var mayBeSteady: Bool {
-        guard case .qcow2 = model, !followsBacking, actions.isEmpty else { return false }
+        guard steadyPathOpen else { return false }
         let (reads, writes) = qcow2.steadyKinds
         return reads || writes
+    }
+
+    /// The engine's own conditions for a steady path (the classifier's: `steadyKinds`):
+    /// qcow2, no backing file followed, no action rules, no `pwritev_done` held.
+    @inline(__always)
+    private var steadyPathOpen: Bool {
+        guard case .qcow2 = model, !followsBacking, actions.isEmpty, heldDone.isEmpty else { return false }
+        return true
     }
 
     /// `steadyKinds(rule:)`, the engine passed by address (`mutating` only for that).
