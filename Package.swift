@@ -15,6 +15,15 @@ let staticCxx: [String] = ((try? FileManager.default.contentsOfDirectory(atPath:
 // Type metadata of concrete generic types (dictionaries, arrays of the engine's structs)
 // through accessor functions, not the runtime's demangler: the demangler cost a matched
 // process ~0.5 M instructions when the engine attached (issue 7, callgrind).
+// The engine linked by lld with packed relative relocations (DT_RELR, read by glibc ≥ 2.36):
+// its ~20,000 R_X86_64_RELATIVE entries cost the dlopen at the first matching open ~0.25 M
+// instructions as RELA, a few thousand as RELR (issue 7, callgrind). lld ships with Swift's
+// Linux toolchains (next to swiftc, where clang's -fuse-ld=lld finds it); without it, the
+// default linker and plain RELA.
+let packedRelocs: [String] = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+    .contains { FileManager.default.isExecutableFile(atPath: "\($0)/ld.lld") && FileManager.default.fileExists(atPath: "\($0)/swiftc") }
+    ? ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"] : []
+
 let directMetadata: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"])]
 
 let package = Package(
@@ -57,7 +66,7 @@ let package = Package(
             path: "Sources/BlkfaultPreload",
             exclude: ["exports.map"],
             swiftSettings: directMetadata,
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + ["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/BlkfaultPreload/exports.map"])]
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xclang-linker", "-static-libgcc"] + staticCxx + packedRelocs + ["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/BlkfaultPreload/exports.map"])]
         ),
         // The engine's per-thread helpers that Swift cannot write (blkfault_thread.h).
         .target(name: "CPreloadSupport", path: "Sources/CPreloadSupport"),

@@ -187,6 +187,8 @@ public struct ImageEngine: Sendable {
             if qcow2.lastReadIsMetadata, decision == .perform, qcow2.recordsWalkReadBeforehand(op, file: file) {
                 return (decision, false)
             }
+            // A read-only process's refcount block read: nothing to learn afterwards.
+            if qcow2.lastReadIsMetadata, decision == .perform, qcow2.metadataReadLearnsNothing(op) { return (decision, false) }
             return (decision, qcow2.lastReadIsMetadata)
         default: return (decision, true)
         }

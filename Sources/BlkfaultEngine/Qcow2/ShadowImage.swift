@@ -153,15 +153,21 @@ public struct ShadowImage: Sendable {
         guard header.refcountTableOffset % clusterSize == 0,
               let b = file.read(offset: header.refcountTableOffset, count: bytes), b.count == bytes
         else { throw .truncated("refcount table") }
-        reftable = Self.entries(b, bytes / 8)
+        var used = 0
+        reftable = Self.entries(b, bytes / 8, used: &used)
         refblocks = [:]
         refblockData = [:]
-        var used = 0
-        reftable.withUnsafeBufferPointer { t in for e in t where e & Qcow2Entry.offsetMask != 0 { used &+= 1 } }
         var blocks = OffsetMap<UInt64>()
         blocks.reserveCapacity(used)
         reftable.withUnsafeBufferPointer { t in
-            for i in t.indices where t[i] & Qcow2Entry.offsetMask != 0 { blocks[t[i] & Qcow2Entry.offsetMask] = UInt64(i) }
+            // Groups of four empty entries skipped with one test: a refcount table is
+            // mostly empty (8,192 entries in a 64 KiB cluster, a few used).
+            var i = 0
+            while i < t.count {
+                if i &+ 4 <= t.count && (t[i] | t[i &+ 1] | t[i &+ 2] | t[i &+ 3]) & Qcow2Entry.offsetMask == 0 { i &+= 4; continue }
+                if t[i] & Qcow2Entry.offsetMask != 0 { blocks[t[i] & Qcow2Entry.offsetMask] = UInt64(i) }
+                i &+= 1
+            }
         }
         refblocks = blocks
         layoutVersion &+= 1
@@ -171,13 +177,26 @@ public struct ShadowImage: Sendable {
     /// The first `count` big-endian 64-bit entries of a table read at attach, in one pass
     /// (a 64 KiB refcount table is 8,192 entries in every process that opens the image).
     private static func entries(_ b: [UInt8], _ count: Int) -> [UInt64] {
+        var used = 0
+        return entries(b, count, used: &used)
+    }
+
+    /// `entries`, counting in `used` the entries with an offset (in the same pass).
+    private static func entries(_ b: [UInt8], _ count: Int, used: inout Int) -> [UInt64] {
         precondition(count * 8 <= b.count, "table shorter than its entries")
-        return [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
+        var n = 0
+        let table = [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
             b.withUnsafeBytes { raw in
-                for i in 0..<count { out[i] = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self)) }
+                for i in 0..<count {
+                    let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))
+                    out[i] = e
+                    n &+= e & Qcow2Entry.offsetMask != 0 ? 1 : 0
+                }
             }
             initialized = count
         }
+        used = n
+        return table
     }
 
     // MARK: Classification
