@@ -207,6 +207,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             lastReadIsRefblock = false
             return steady
         }
+        if case .l2Table = region, walkTableRead(op) { return [] }
         lastReadIsMetadata = Self.isMetadata(region, op.kind)
         lastReadIsL2Table = { if op.kind == .read, case .l2Table = region { return true } else { return false } }()
         lastReadIsRefblock = { if op.kind == .read, case .refcountBlock = region { return true } else { return false } }()
@@ -464,6 +465,34 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return events
     }
 
+    /// The walk path, for a read of an L2 table after the L1 table was read again (a
+    /// metadata walk: `qemu-img check` reads every table twice, ~20,000 reads at 20 GiB)
+    /// by a process that cannot write the image, while nothing is pending: the general
+    /// path's outcome (no events, see `readEvents`) and state changes, without its ~40
+    /// checks of steps that only writes, flushes, snapshots or repairs start. False, having
+    /// changed nothing, when the general path must decide.
+    private mutating func walkTableRead(_ op: Operation) -> Bool {
+        guard op.kind == .read, l1TableReads > 1, opened, !writable, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+              bitmapStore == nil, !refcountOrderRewrite, refcountOrderFrees == 0, !flush.isWritingBack,
+              shrinkDroppedTables == nil, sharedCow == .none, compressedCowFree == .none, !oldTableFreePending,
+              oldTableBlocks.isEmpty else { return false }
+        lastReadIsMetadata = true
+        lastReadIsL2Table = true
+        lastReadIsRefblock = false
+        metadataPreallocationCheck = false
+        resizeCacheFlush = false
+        // eventsBefore's closing bookkeeping for a read of an L2 table.
+        previousWasL1Update = false
+        previousWasAllocatingWrite = false
+        previousWasL2Load = true
+        lastL2Load = (op.offset, op.length)
+        previousWasHeaderRewrite = false
+        previousWasOwedSync = false
+        previousWasRefblockRead = false
+        previousWasCompressedRead = false
+        return true
+    }
+
     /// The steady path, for a request on guest data (`region(at: op.offset)` is data):
     /// a read, or a rewrite that stays in allocated clusters, while nothing is pending
     /// (no flush to end, no free owed). The same events and state changes as the general
@@ -508,6 +537,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// such a request leaves the classifier exactly as classifying it would.
     @inline(__always)  // (called, it would copy the whole classifier first: ~720 bytes)
     var steadyKinds: (reads: Bool, writes: Bool) {
+        // First, on its own: after a table read (every request of a metadata walk) nothing
+        // else needs looking at (the publication after each of `qemu-img check`'s reads).
+        if previousWasL2Load || previousWasRefblockRead { return (false, false) }
         guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
