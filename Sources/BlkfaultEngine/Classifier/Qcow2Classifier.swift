@@ -465,6 +465,19 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         return events
     }
 
+    /// `eventsBefore` and then `recordsWalkReadBeforehand` of a read that the walk path
+    /// (`walkTableRead`) classifies, in one call (for `ImageEngine.decide`): whether the
+    /// table was recorded (its read then needs no after call). nil, having changed nothing,
+    /// when the general path must run.
+    mutating func walkTableReadRecorded(_ op: Operation, file: ImageReader) -> Bool? {
+        guard op.kind == .read else { return nil }
+        let region = shadow.regionInPlace(at: op.offset)
+        guard case .l2Table = region else { return nil }
+        if !deferredWalk.isEmpty, deferredWalkMatters(op, region) { return nil }
+        guard walkTableRead(op) else { return nil }
+        return recordsWalkReadBeforehand(op, file: file)
+    }
+
     /// The walk path, for a read of an L2 table after the L1 table was read again (a
     /// metadata walk: `qemu-img check` reads every table twice, ~20,000 reads at 20 GiB)
     /// by a process that cannot write the image, while nothing is pending: the general
