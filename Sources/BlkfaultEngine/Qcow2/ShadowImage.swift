@@ -187,10 +187,29 @@ public struct ShadowImage: Sendable {
         var n = 0
         let table = [UInt64](unsafeUninitializedCapacity: count) { out, initialized in
             b.withUnsafeBytes { raw in
-                for i in 0..<count {
-                    let e = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))
-                    out[i] = e
-                    n &+= e & Qcow2Entry.offsetMask != 0 ? 1 : 0
+                // Four at a time, the empty groups with one test (most of a refcount table).
+                var i = 0
+                while i &+ 4 <= count {
+                    let a = raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self)
+                    let b = raw.loadUnaligned(fromByteOffset: i &* 8 &+ 8, as: UInt64.self)
+                    let c = raw.loadUnaligned(fromByteOffset: i &* 8 &+ 16, as: UInt64.self)
+                    let d = raw.loadUnaligned(fromByteOffset: i &* 8 &+ 24, as: UInt64.self)
+                    if a | b | c | d == 0 {
+                        out[i] = 0; out[i &+ 1] = 0; out[i &+ 2] = 0; out[i &+ 3] = 0
+                    } else {
+                        let va = UInt64(bigEndian: a), vb = UInt64(bigEndian: b)
+                        let vc = UInt64(bigEndian: c), vd = UInt64(bigEndian: d)
+                        out[i] = va; out[i &+ 1] = vb; out[i &+ 2] = vc; out[i &+ 3] = vd
+                        let m = Qcow2Entry.offsetMask
+                        n &+= (va & m != 0 ? 1 : 0) &+ (vb & m != 0 ? 1 : 0) &+ (vc & m != 0 ? 1 : 0) &+ (vd & m != 0 ? 1 : 0)
+                    }
+                    i &+= 4
+                }
+                while i < count {
+                    let v = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))
+                    out[i] = v
+                    n &+= v & Qcow2Entry.offsetMask != 0 ? 1 : 0
+                    i &+= 1
                 }
             }
             initialized = count
