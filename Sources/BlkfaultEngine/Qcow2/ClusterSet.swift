@@ -66,7 +66,17 @@ public struct ClusterSet: Sendable {
     private mutating func grow(to w: Int) {
         // Never past the limit: indices from there on live in `far`, and `contains` must not
         // look for them in the bitmap.
-        words += [UInt64](repeating: 0, count: min(max(w + 1, words.count * 2), Int(Self.bitmapLimit >> 6)) - words.count)
+        let count = min(max(w + 1, words.count * 2), Int(Self.bitmapLimit >> 6))
+        let old = words.count
+        // The old words copied and the new ones zeroed in bulk: appending a zero-filled
+        // array cost ~16 instructions a word (a 20 GiB image of 4 KiB clusters: 82,000
+        // words, three bitmaps grown so in a `qemu-img check`: ~4 M instructions).
+        words = [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let base = buffer.baseAddress!
+            if old > 0 { words.withUnsafeBufferPointer { base.initialize(from: $0.baseAddress!, count: old) } }
+            (base + old).initialize(repeating: 0, count: count - old)
+            initialized = count
+        }
     }
 
     public mutating func remove(_ index: UInt64) {
