@@ -377,7 +377,9 @@ extension ImageEngine {
         let kinds = mayBeSteady ? steadyKindsByAddress(rule: rule) : (reads: false, writes: false)
         var view = SteadyView(layoutVersion: layoutVersion, clusterBits: clusterBits, reads: kinds.reads, writes: kinds.writes)
         let bits = UInt64(view.clusterBits)
-        if let op, bits > 0, op.kind == .read || op.kind == .write {
+        // Not for a metadata read (every read of `qemu-img check`): its cluster is no guest
+        // data, and a neighbour's bit the filter lacks is learnt from that neighbour's request.
+        if let op, bits > 0, op.kind == .write || (op.kind == .read && !(model == .qcow2 && qcow2.lastReadIsMetadata)) {
             let first = op.offset >> bits
             let last = op.length > 0 ? op.offset.addingReportingOverflow(op.length - 1).partialValue >> bits : first
             view.firstWord = (first >> 6, wholeDataWord(first >> 6))
