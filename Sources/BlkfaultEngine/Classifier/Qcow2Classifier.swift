@@ -105,6 +105,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var deferredWalk = DeferredWalk()
     /// Whether walk reads are deferred (tests compare against learning each at once).
     public var defersWalkLearning = true
+    /// Whether the walk path (`walkTableRead`) is taken where it applies; false: the
+    /// general path always (tests compare the two).
+    public var usesWalkPath = true
 
     enum Growth: Sendable { case none, blockWritten, area }
 
@@ -485,7 +488,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// checks of steps that only writes, flushes, snapshots or repairs start. False, having
     /// changed nothing, when the general path must decide.
     private mutating func walkTableRead(_ op: Operation) -> Bool {
-        guard op.kind == .read, l1TableReads > 1, opened, !writable, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
+        guard usesWalkPath, op.kind == .read, l1TableReads > 1, opened, !writable, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               bitmapStore == nil, !refcountOrderRewrite, refcountOrderFrees == 0, !flush.isWritingBack,
               shrinkDroppedTables == nil, sharedCow == .none, compressedCowFree == .none, !oldTableFreePending,
               oldTableBlocks.isEmpty else { return false }

@@ -177,6 +177,12 @@ public struct ImageEngine: Sendable {
     /// `needsAfter`: whether `after(op)` could change anything once the request is
     /// performed: not for a flush, nor for a read the model learns nothing from (guest
     /// data, or a raw image); the preload then skips the after call.
+    /// `Qcow2Classifier.usesWalkPath` (tests compare the walk path with the general one).
+    public var usesWalkPath: Bool {
+        get { qcow2.usesWalkPath }
+        set { qcow2.usesWalkPath = newValue }
+    }
+
     public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
         // A metadata walk's L2 table read (`qemu-img check`: ~20,000 at 20 GiB), classified
         // and recorded in one call: `decision` below with no events (none to fire, no held
