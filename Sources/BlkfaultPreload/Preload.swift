@@ -170,9 +170,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model, seed: config.seed)
         engine.noteOpen(writable: writable)
-        engine.noteWriteback(programCommand.writesBack, closeOnly: programCommand.isQemuImgRebase)
-        engine.noteShrinkCommand(programCommand.isQemuImgShrink)
-        engine.noteVmstateOnly(programCommand.isQemuIoVmstateOnly)
+        engine.noteCommand(programCommand)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")
         }

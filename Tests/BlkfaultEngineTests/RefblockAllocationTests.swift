@@ -200,7 +200,7 @@ import BlkfaultEngine
     /// with flush_to_disk, as blkdebug raises it.
     @Test func lateDataAfterAnL2WriteBackLeavesTheClosesFlushWhole() throws {
         var r = try Replay(freshQcow2(size: 64 << 20))
-        r.engine.noteWriteback(true)
+        r.engine.noteCommand(ProgramCommand(arguments: ["qemu-io", "-t", "none", "-c", "write 0 128k", "t.qcow2"]))
         upToFirstL2Table(&r)
         r.write(2048, refblock(1024, Array(0...135)))                   // chunk 0's refcounts first
         r.flush()

@@ -47,9 +47,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
     private var shrinkDroppedTables: Int?
     /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
-    public var shrinkCommand = false
-    /// See FullFlush.vmstateOnly.
-    mutating func noteVmstateOnly(_ on: Bool) { flush.vmstateOnly = on }
+    private var shrinkCommand = false
     /// Frees whose events a refcount-block read raised ahead of the discard that
     /// carries them (a shrink's qcow2_cluster_discard): skipped there.
     private var freesRaisedAhead = 0
@@ -186,12 +184,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         flush.refcountsDeferred = dirtyAtOpen
     }
 
-    /// The program writes back (ProgramCommand.writesBack): see FullFlush.writeback.
-    /// `closeOnly`: the program flushes only at the close (qemu-img rebase).
-    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
-        flush.writeback = on
-        writebackFlushIsClose = on && closeOnly
+    /// What the program's command line implies (ImageEngine.noteCommand).
+    mutating func noteCommand(_ command: ProgramCommand) {
+        // The program writes back: see FullFlush.writeback.
+        flush.writeback = command.writesBack
+        // qemu-img rebase flushes the image only at the close.
+        writebackFlushIsClose = command.writesBack && command.isQemuImgRebase
+        shrinkCommand = command.isQemuImgShrink
+        // See FullFlush.vmstateOnly.
+        flush.vmstateOnly = command.isQemuIoVmstateOnly
     }
+    /// The program writes back and flushes only at the close (qemu-img rebase).
     private var writebackFlushIsClose = false
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {

@@ -54,7 +54,11 @@ public struct ImageEngine: Sendable {
     private var heldDone: [BlkdebugEvent] = []
     /// The last request decided was a guest data write (write_aio).
     private var lastWasGuestWrite = false
+    /// The program's cache mode is writeback (ProgramCommand.writesBack).
     private var writesBack = false
+    /// The program reads the backing chain itself, not through the overlay (qemu-img
+    /// rebase; ProgramCommand.isQemuImgRebase): see followBacking.
+    var readsBackingItself = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
 
@@ -104,21 +108,13 @@ public struct ImageEngine: Sendable {
     /// blkfault: the state other processes of the run left (BLKFAULT_SHARED_STATE).
     public mutating func adoptState(_ state: Int32) { rules.adoptState(state) }
 
-    /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
-    /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
-    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
-        writesBack = on
-        if case .qcow2 = model { qcow2.noteWriteback(on, closeOnly: closeOnly) }
-    }
-
-    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
-    public mutating func noteShrinkCommand(_ on: Bool) {
-        if case .qcow2 = model { qcow2.shrinkCommand = on }
-    }
-
-    /// The program only reads and writes the VM state (ProgramCommand.isQemuIoVmstateOnly).
-    public mutating func noteVmstateOnly(_ on: Bool) {
-        if case .qcow2 = model { qcow2.noteVmstateOnly(on) }
+    /// What the program's command line implies (ProgramCommand): every such fact is taken
+    /// here, once, when the image is attached; a new one is one line here or in
+    /// Qcow2Classifier.noteCommand.
+    public mutating func noteCommand(_ command: ProgramCommand) {
+        writesBack = command.writesBack
+        readsBackingItself = command.isQemuImgRebase
+        if case .qcow2 = model { qcow2.noteCommand(command) }
     }
 
     /// The program opened the image (again); `writable` if for writing.
