@@ -1130,9 +1130,10 @@ AUDIT_EVENTS: dict[str, list[str]] = {
     "grow": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
              "cluster_free"],
     "lazydirty": _META + ["write_aio", "cluster_alloc", "reftable_load"],
-    # O_DIRECT: the refcount-table hookup reaches the file as a padded read-modify-write.
+    # O_DIRECT: the refcount-table hookup reaches the file as a padded read-modify-write;
+    # `none` meets file-posix's alignment probe first (AlignmentProbe.swift).
     "dnone": ["refblock_alloc_hookup", "refblock_alloc_write", "l1_update", "l2_update",
-              "cluster_alloc", "write_aio", "read_aio", "flush_to_os"],
+              "cluster_alloc", "write_aio", "read_aio", "flush_to_os", "none"],
     # lazy had only the geometry events: the dirty bit's own write and flush.
     "lazy": ["flush_to_os", "flush_to_disk", "pwritev", "none"],
     "v2z": ["l2_update", "l2_load", "write_aio", "pwritev_zero", "cluster_free",

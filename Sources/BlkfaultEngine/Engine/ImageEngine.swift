@@ -61,6 +61,10 @@ public struct ImageEngine: Sendable {
     var readsBackingItself = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
+    /// QEMU's behaviour is modelled (not `BLKFAULT_MODEL=raw`): its file-posix probes too.
+    private let modelsQemu: Bool
+    /// Reads of file-posix's O_DIRECT alignment probe, passed through unseen.
+    private var alignmentProbe = AlignmentProbe()
 
     enum Model: Sendable {
         /// `qcow2` holds the classifier.
@@ -74,6 +78,7 @@ public struct ImageEngine: Sendable {
     public init(rules: RuleSet, file: ImageReader, model choice: ModelChoice = .qemu72, seed: UInt64 = 0) {
         self.rules = BlkdebugRules(rules, seed: seed)
         actions = ActionRules(rules.actionRules, seed: seed)
+        modelsQemu = choice == .qemu72
         if choice == .rawOnly {
             model = .raw
             rawReason = "raw model chosen"
@@ -117,16 +122,19 @@ public struct ImageEngine: Sendable {
         if case .qcow2 = model { qcow2.noteCommand(command) }
     }
 
-    /// The program opened the image (again); `writable` if for writing.
-    public mutating func noteOpen(writable: Bool) {
+    /// The program opened the image (again); `writable` if for writing, `direct` if with
+    /// O_DIRECT (its first reads may then be file-posix's alignment probe).
+    public mutating func noteOpen(writable: Bool, direct: Bool = false) {
         if case .qcow2 = model { qcow2.writable = qcow2.writable || writable }
+        if direct && modelsQemu { alignmentProbe.opened() }
     }
 
     /// Decides an operation before it reaches the file.
     public mutating func before(_ op: Operation, file: ImageReader) -> Step {
-        retryQcow2IfPending(op, file: file)
         var step = Step()
         step.stateBefore = rules.state
+        if alignmentProbe.isActive, alignmentProbe.claims(op) { step.stateAfter = rules.state; return step }
+        retryQcow2IfPending(op, file: file)
         step.events = classifyBefore(op, file: file)
         releaseHeldDone(unlessGuestWrite: step.events)
         if followsBacking { step.events = resolveBacking(op, step.events) }
@@ -174,6 +182,8 @@ public struct ImageEngine: Sendable {
     /// performed: not for a flush, nor for a read the model learns nothing from (guest
     /// data, or a raw image); the preload then skips the after call.
     public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
+        // Its outcome ends a step of the probe.
+        if alignmentProbe.isActive, alignmentProbe.claims(op) { return (.perform, true) }
         let decision = decision(op, file: file)
         switch op.kind {
         case .flush, .stat: return (decision, false)
@@ -222,6 +232,7 @@ public struct ImageEngine: Sendable {
 
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if alignmentProbe.isActive, alignmentProbe.finished(succeeded: succeeded) { return [] }
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
         if holdsDone(op, events) { heldDone += events } else { raiseAfter(events) }
         return events
