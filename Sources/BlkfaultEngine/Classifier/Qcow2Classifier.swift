@@ -358,6 +358,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.flush, _): refblockAlloc.synced()
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
+            case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
             default: break
             }
@@ -788,6 +789,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             refblockAlloc.hookedUp(reftableIndex: index)
             return [.refblockAllocHookup]
         case .l2Table:
+            // alloc_refcount_block's L2 cache flush: the allocation's clusters whose
+            // refcounts its dependency wrote are data, not a new table of l2_allocate's.
+            if refblockAlloc.inL2CacheFlush { flush.allocationWrite(); return [.l2Update] }
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
@@ -864,12 +868,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad]
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
-                if refblockAlloc.startsNewBlockFlush(
+                switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last,
                     nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
                     completedRequests: flush.completedRequests) {
+                case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
                     events += [.refblockAlloc, .refblockAllocWrite]
+                case .l2Cache:
+                    // Its L2 cache flush comes first, and writes this block as its dependency.
+                    events.append(.refblockAlloc)
+                case .none:
+                    break
                 }
                 // qcow2_write_snapshots flushes the whole node after allocating the table.
                 if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }
