@@ -16,6 +16,10 @@
 #define IOV_REQ(sym_, fd_, op_, off_, iov_, cnt_)                                   \
     .sym = (sym_), .fd = (fd_), .op = (op_), .off = (off_), .len = SHIM_IOVLEN,     \
     .iov = (iov_), .iovcnt = (cnt_), .fake = SHIM_IOVLEN
+/* IOV_REQ with its iovec and count given by one macro (STEADY's shapes). */
+#define IOV_REQ_OF(...) IOV_REQ(__VA_ARGS__)
+
+#define ARGS(...) __VA_ARGS__
 
 /* ---- opening ---- */
 
@@ -163,32 +167,6 @@ static ssize_t read_chk_hook(enum shim_sym sym, int fd, void *buf, size_t n, siz
     return n > buflen ? do_read_chk(&r) /* the real one aborts */ : shim_io(&r, do_read_chk);
 }
 
-static int64_t do_pread(const struct shim_req *r)
-{
-    return REAL_AS(fam_pread, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
-}
-
-__attribute__((noinline)) static ssize_t pread_gated(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
-{
-    struct iovec v = {buf, n};
-    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, &v, 1), .arg_off = off}, do_pread);
-}
-
-/* A tracked fd: the steady pre-filter's requests go straight to libc. */
-__attribute__((noinline)) static ssize_t pread_tracked(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
-{
-    if (shim_steady_at(fd, BLKFAULT_OP_READ, off, (int64_t)n))
-        return REAL_AS(fam_pread, sym)(fd, buf, n, off);
-    return pread_gated(sym, fd, buf, n, off);
-}
-
-static ssize_t pread_hook(enum shim_sym sym, int fd, void *buf, size_t n, off64_t off)
-{
-    if (SHIM_UNTRACKED(fd))
-        return REAL_AS(fam_pread, sym)(fd, buf, n, off);
-    return pread_tracked(sym, fd, buf, n, off);
-}
-
 static int64_t do_pread_chk(const struct shim_req *r)
 {
     return REAL_AS(fam_pread_chk, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off,
@@ -213,31 +191,6 @@ static ssize_t readv_hook(enum shim_sym sym, int fd, const struct iovec *iov, in
 {
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, SHIM_POS, iov, cnt)},
                    do_readv);
-}
-
-static int64_t do_preadv(const struct shim_req *r)
-{
-    return REAL_AS(fam_preadv, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
-}
-
-__attribute__((noinline)) static ssize_t preadv_gated(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_READ, off, iov, cnt), .arg_off = off}, do_preadv);
-}
-
-/* A tracked fd: the steady pre-filter's requests go straight to libc. */
-__attribute__((noinline)) static ssize_t preadv_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (shim_steady_at(fd, BLKFAULT_OP_READ, off, shim_iov_total(iov, cnt)))
-        return REAL_AS(fam_preadv, sym)(fd, iov, cnt, off);
-    return preadv_gated(sym, fd, iov, cnt, off);
-}
-
-static ssize_t preadv_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (SHIM_UNTRACKED(fd))
-        return REAL_AS(fam_preadv, sym)(fd, iov, cnt, off);
-    return preadv_tracked(sym, fd, iov, cnt, off);
 }
 
 static int64_t do_preadv2(const struct shim_req *r)
@@ -283,32 +236,6 @@ static ssize_t write_hook(enum shim_sym sym, int fd, const void *buf, size_t n)
     return write_tracked(sym, fd, buf, n);
 }
 
-static int64_t do_pwrite(const struct shim_req *r)
-{
-    return REAL_AS(fam_pwrite, r->sym)(r->fd, r->iov->iov_base, r->iov->iov_len, r->arg_off);
-}
-
-__attribute__((noinline)) static ssize_t pwrite_gated(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
-{
-    struct iovec v = {(void *)buf, n};
-    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, &v, 1), .arg_off = off}, do_pwrite);
-}
-
-/* A tracked fd: the steady pre-filter's requests go straight to libc. */
-__attribute__((noinline)) static ssize_t pwrite_tracked(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
-{
-    if (shim_steady_at(fd, BLKFAULT_OP_WRITE, off, (int64_t)n))
-        return REAL_AS(fam_pwrite, sym)(fd, buf, n, off);
-    return pwrite_gated(sym, fd, buf, n, off);
-}
-
-static ssize_t pwrite_hook(enum shim_sym sym, int fd, const void *buf, size_t n, off64_t off)
-{
-    if (SHIM_UNTRACKED(fd))
-        return REAL_AS(fam_pwrite, sym)(fd, buf, n, off);
-    return pwrite_tracked(sym, fd, buf, n, off);
-}
-
 static int64_t do_writev(const struct shim_req *r)
 {
     return REAL_AS(fam_writev, r->sym)(r->fd, r->iov, r->iovcnt);
@@ -318,31 +245,6 @@ static ssize_t writev_hook(enum shim_sym sym, int fd, const struct iovec *iov, i
 {
     return shim_io(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, SHIM_POS, iov, cnt)},
                    do_writev);
-}
-
-static int64_t do_pwritev(const struct shim_req *r)
-{
-    return REAL_AS(fam_pwritev, r->sym)(r->fd, r->iov, r->iovcnt, r->arg_off);
-}
-
-__attribute__((noinline)) static ssize_t pwritev_gated(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    return shim_io_gated(&(struct shim_req){IOV_REQ(sym, fd, BLKFAULT_OP_WRITE, off, iov, cnt), .arg_off = off}, do_pwritev);
-}
-
-/* A tracked fd: the steady pre-filter's requests go straight to libc. */
-__attribute__((noinline)) static ssize_t pwritev_tracked(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (shim_steady_at(fd, BLKFAULT_OP_WRITE, off, shim_iov_total(iov, cnt)))
-        return REAL_AS(fam_pwritev, sym)(fd, iov, cnt, off);
-    return pwritev_gated(sym, fd, iov, cnt, off);
-}
-
-static ssize_t pwritev_hook(enum shim_sym sym, int fd, const struct iovec *iov, int cnt, off64_t off)
-{
-    if (SHIM_UNTRACKED(fd))
-        return REAL_AS(fam_pwritev, sym)(fd, iov, cnt, off);
-    return pwritev_tracked(sym, fd, iov, cnt, off);
 }
 
 static int64_t do_pwritev2(const struct shim_req *r)
@@ -382,6 +284,73 @@ static ssize_t copy_file_range_hook(enum shim_sym sym, int infd, off64_t *inoff,
         return do_copy_file_range(r);
     return shim_gate(2, image, r, do_copy_file_range);
 }
+
+/* ---- the steady families ----
+ * pread, preadv, pwrite and pwritev (and their 64 rows) are the hot positional data
+ * calls. Untracked fds go to libc before anything is built; on a tracked fd the
+ * steady pre-filter is asked first (shim.h: shim_steady_at), and what it lets
+ * through goes straight to libc too; the rest is built into a request for the gate
+ * (shim_io_gated). _tracked and _gated stay out of line so that _hook, inlined into
+ * each wrapper, is only the untracked test. One row per family:
+ *
+ *   X(family, op, data, shape)
+ *
+ * data    the data parameters of the family's prototype, between fd and the offset
+ * shape   ONE_BUF (`buf`, `n`) or VECTOR (`iov`, `cnt`): the *_ARGS, *_LEN, *_DECL,
+ *         *_VEC and *_FROM_REQ macros below say how each is passed on, measured,
+ *         made the request's iovec and read back from the request.
+ */
+#define STEADY_FAMILIES(X)                                                                 \
+    X(pread,   BLKFAULT_OP_READ,  (void *buf, size_t n),              ONE_BUF)              \
+    X(preadv,  BLKFAULT_OP_READ,  (const struct iovec *iov, int cnt), VECTOR)               \
+    X(pwrite,  BLKFAULT_OP_WRITE, (const void *buf, size_t n),        ONE_BUF)              \
+    X(pwritev, BLKFAULT_OP_WRITE, (const struct iovec *iov, int cnt), VECTOR)
+
+#define ONE_BUF_ARGS      buf, n
+#define ONE_BUF_LEN       (int64_t)n
+#define ONE_BUF_DECL      struct iovec v = {(void *)buf, n};
+#define ONE_BUF_VEC       &v, 1
+#define ONE_BUF_FROM_REQ  r->iov->iov_base, r->iov->iov_len
+
+#define VECTOR_ARGS       iov, cnt
+#define VECTOR_LEN        shim_iov_total(iov, cnt)
+#define VECTOR_DECL
+#define VECTOR_VEC        iov, cnt
+#define VECTOR_FROM_REQ   r->iov, r->iovcnt
+
+#define STEADY(family, op, data, shape)                                                    \
+    static int64_t do_##family(const struct shim_req *r)                                   \
+    {                                                                                      \
+        return REAL_AS(fam_##family, r->sym)(r->fd, shape##_FROM_REQ, r->arg_off);         \
+    }                                                                                      \
+                                                                                           \
+    __attribute__((noinline)) static ssize_t family##_gated(enum shim_sym sym, int fd,     \
+                                                            ARGS data, off64_t off)        \
+    {                                                                                      \
+        shape##_DECL                                                                       \
+        return shim_io_gated(&(struct shim_req){IOV_REQ_OF(sym, fd, op, off, shape##_VEC), \
+                                                .arg_off = off},                           \
+                             do_##family);                                                 \
+    }                                                                                      \
+                                                                                           \
+    __attribute__((noinline)) static ssize_t family##_tracked(enum shim_sym sym, int fd,   \
+                                                              ARGS data, off64_t off)      \
+    {                                                                                      \
+        if (shim_steady_at(fd, op, off, shape##_LEN))                                      \
+            return REAL_AS(fam_##family, sym)(fd, shape##_ARGS, off);                      \
+        return family##_gated(sym, fd, shape##_ARGS, off);                                 \
+    }                                                                                      \
+                                                                                           \
+    static ssize_t family##_hook(enum shim_sym sym, int fd, ARGS data, off64_t off)        \
+    {                                                                                      \
+        if (SHIM_UNTRACKED(fd))                                                            \
+            return REAL_AS(fam_##family, sym)(fd, shape##_ARGS, off);                      \
+        return family##_tracked(sym, fd, shape##_ARGS, off);                               \
+    }
+
+STEADY_FAMILIES(STEADY)
+
+#undef STEADY
 
 /* ---- flushes ---- */
 
@@ -900,8 +869,6 @@ static long syscall_hook(enum shim_sym sym, long number, va_list ap)
 }
 
 /* ---- the wrappers, one per row of hooks.def ---- */
-
-#define ARGS(...) __VA_ARGS__
 
 #define HOOK(name, ret, params, args, family)                                       \
     _Static_assert(__builtin_types_compatible_p(name##_fn, fam_##family),          \

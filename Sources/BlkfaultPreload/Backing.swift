@@ -61,10 +61,9 @@ func followBacking(_ target: BackingTarget, reader: FileReader, programFD fd: In
     // `qemu-img rebase` reads the old backing file through a BlockBackend of its own on
     // the backing node (img_rebase's blk_old_backing), not through the overlay's node, so
     // those reads raise nothing on the overlay. Its I/O looks like a copy-on-read's; only
-    // the command line tells them apart.
+    // the command line tells them apart (the overlay's engine took it in noteCommand).
     target.overlay.withEngine {
-        $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth,
-                         readByProgram: programCommand.isQemuImgRebase)
+        $0.followBacking(format: target.format, file: reader, writable: writable, depth: target.depth)
     }
 }
 

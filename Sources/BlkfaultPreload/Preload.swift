@@ -164,8 +164,10 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         if Operation.currentBuffer == nil { Operation.currentBuffer = currentBuffer }
         let mode = fcntl(fd, F_GETFL)
         let writable = mode >= 0 && (mode & O_ACCMODE) != O_RDONLY
+        // O_DIRECT: file-posix probes the new fd's alignment first (AlignmentProbe.swift).
+        let direct = mode >= 0 && blkfault_flags_direct(mode) != 0
         if let i = list.firstIndex(where: { $0.path == name && !$0.backingOnly }) {
-            list[i].withEngine { $0.noteOpen(writable: writable) }
+            list[i].withEngine { $0.noteOpen(writable: writable, direct: direct) }
             list[i].witness.attach(programFD: fd, reader: list[i].reader)
             return Int32(i)
         }
@@ -173,10 +175,8 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         let readFD = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         let reader = FileReader(fd: readFD >= 0 ? readFD : fd)
         var engine = ImageEngine(rules: config.rules, file: reader, model: config.model, seed: config.seed)
-        engine.noteOpen(writable: writable)
-        engine.noteWriteback(programCommand.writesBack, closeOnly: programCommand.isQemuImgRebase)
-        engine.noteShrinkCommand(programCommand.isQemuImgShrink)
-        engine.noteVmstateOnly(programCommand.isQemuIoVmstateOnly)
+        engine.noteOpen(writable: writable, direct: direct)
+        engine.noteCommand(programCommand)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")
         }

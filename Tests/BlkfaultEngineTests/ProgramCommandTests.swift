@@ -23,7 +23,8 @@ import BlkfaultEngine
         for byProgram in [false, true] {
             let t = BackingFileTests()
             var r = try t.overlay(rules: t.rule("read_backing_aio", once: "off"))
-            r.engine.followBacking(format: "raw", file: t.rawBase, readByProgram: byProgram)
+            r.engine.noteCommand(ProgramCommand(arguments: byProgram ? ["qemu-img", "rebase", "-b", "", "t.qcow2"] : ["qemu-io", "-C", "t.qcow2"]))
+            r.engine.followBacking(format: "raw", file: t.rawBase)
             _ = r.engine.backingOperation(Operation(.read, offset: 0, length: 1024))
             // The copy of the differing data into the overlay: one buffer, whole clusters.
             let w = t.write(&r, 69632, 1024, segments: 1)
@@ -35,7 +36,8 @@ import BlkfaultEngine
     @Test func aCopyOnWriteInARebaseStillRaisesItsEvents() throws {
         let t = BackingFileTests()
         var r = try t.overlay(rules: t.rule("cow_read"))
-        r.engine.followBacking(format: "raw", file: t.rawBase, readByProgram: true)
+        r.engine.noteCommand(ProgramCommand(arguments: ["qemu-img", "rebase", "-b", "", "t.qcow2"]))
+        r.engine.followBacking(format: "raw", file: t.rawBase)
         // A partial write of the overlay: qcow2's COW reads head and tail through the overlay.
         _ = r.engine.backingOperation(Operation(.read, offset: 0, length: 1024))
         let w = t.write(&r, 69632, 1024, segments: 3)
@@ -60,7 +62,9 @@ extension ProgramCommandTests {
     func overwrite(writeback: Bool, rules: String = "") throws -> Step {
         var r = try HostRunExtensionTests().image(nextClusterUsed: false)
         r = try Replay(r.file, rules: rules)
-        r.engine.noteWriteback(writeback, closeOnly: true)
+        // qemu-img rebase flushes only at the close; writethrough, a request's flush is its own.
+        r.engine.noteCommand(ProgramCommand(arguments: writeback ? ["qemu-img", "rebase", "-b", "", "t.qcow2"]
+                                                                 : ["qemu-img", "rebase", "-t", "writethrough", "-b", "", "t.qcow2"]))
         r.open()
         r.read(68608, 1024)
         #expect(r.write(69632, [UInt8](repeating: 7, count: 1024)).events == [.writeAio, .pwritev])
@@ -84,7 +88,7 @@ extension ProgramCommandTests {
         // qemu-img commit's job flushes its target and reports the error.
         var r = try HostRunExtensionTests().image(nextClusterUsed: false)
         r = try Replay(r.file, rules: "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"on\"\n")
-        r.engine.noteWriteback(true)
+        r.engine.noteCommand(ProgramCommand(arguments: ["qemu-img", "commit", "t.qcow2"]))
         r.open()
         r.read(68608, 1024)
         r.write(69632, [UInt8](repeating: 7, count: 1024))

@@ -200,7 +200,7 @@ import BlkfaultEngine
     /// with flush_to_disk, as blkdebug raises it.
     @Test func lateDataAfterAnL2WriteBackLeavesTheClosesFlushWhole() throws {
         var r = try Replay(freshQcow2(size: 64 << 20))
-        r.engine.noteWriteback(true)
+        r.engine.noteCommand(ProgramCommand(arguments: ["qemu-io", "-t", "none", "-c", "write 0 128k", "t.qcow2"]))
         upToFirstL2Table(&r)
         r.write(2048, refblock(1024, Array(0...135)))                   // chunk 0's refcounts first
         r.flush()
@@ -211,5 +211,24 @@ import BlkfaultEngine
         #expect(r.write(2048, refblock(1024, Array(0...135))).events.first == .flushToOS)
         r.write(7168, l2Slice(size: 1024, host: 8192, count: 128, cluster: 1024))
         #expect(r.flush().events == [.flushToDisk])
+    }
+}
+
+/// dnone (qemu-io -t none, writeback): with L2 entries dirty, alloc_refcount_block's L2
+/// cache flush writes block 0 first (its dependency), syncs, then writes the dirty L2
+/// tables back. blkdebug (blkdebug_events.py on dnone) raises refblock_alloc twice before
+/// block 0 (the allocation's, then alloc_refcount_block's) and only l2_update before the
+/// table: the allocation's clusters whose refcounts went out are data, not a new table,
+/// and no l2_alloc_write is raised there.
+extension RefblockAllocationTests {
+    @Test func theL2FlushBeforeANewBlockWritesNoNewTable() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20))
+        r.engine.noteCommand(ProgramCommand(arguments: ["qemu-io", "-t", "none", "-c", "write 0 1M", "t.qcow2"]))
+        let old = fillBlockZero(&r, withGuestWrite: true)
+        #expect(old.events.filter { $0 == .refblockAlloc }.count == 2 && !old.events.contains(.refblockAllocWrite))
+        #expect(r.flush().events == [])
+        #expect(r.write(7168, l2Slice(size: 1024, host: 8192, count: 128, cluster: 1024)).events == [.l2Update, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(535552, refblock(1024, [11])).events == [.refblockAllocWrite, .refblockUpdatePart, .pwritev])
     }
 }

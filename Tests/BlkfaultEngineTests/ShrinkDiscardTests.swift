@@ -22,9 +22,11 @@ import BlkfaultEngine
         return step
     }
 
+    let shrink = ProgramCommand(arguments: ["qemu-img", "resize", "--shrink", "t.qcow2", "64M"])
+
     @Test func theShrinksRefblockReadAfterTheL2LoadIsTheFree() throws {
         var r = try image()
-        r.engine.noteShrinkCommand(true)
+        r.engine.noteCommand(shrink)
         r.open()
         #expect(r.read(68608, 1024).events == [.l2Load])
         #expect(r.read(2048, 1024).events == [.clusterFree, .refblockAlloc, .refblockLoad])
@@ -46,7 +48,7 @@ import BlkfaultEngine
     /// block read ("qcow2_free_clusters failed"), and the discard goes through.
     @Test func aRuleOnRefblockAllocFailsTheRefblockRead() throws {
         var r = try image(rules: "[inject-error]\nevent = \"refblock_alloc\"\nerrno = \"28\"\nonce = \"on\"\n")
-        r.engine.noteShrinkCommand(true)
+        r.engine.noteCommand(shrink)
         r.open()
         #expect(r.read(68608, 1024).decision == .perform)
         #expect(r.read(2048, 1024).decision == .fail(errno: 28))

@@ -28,7 +28,7 @@ import BlkfaultEngine
             setup.file.write(offset: 3072, data: be64((1 << 63) | 68608))
             setup.file.write(offset: 68608, data: l2Slice(size: 1024, host: 69632, count: 128, cluster: 1024))
             var r = try Replay(setup.file)
-            r.engine.noteVmstateOnly(vmstateOnly)
+            r.engine.noteCommand(ProgramCommand(arguments: ["qemu-io", "-c", vmstateOnly ? "write -b 0 64M" : "write 0 4k", "t.qcow2"]))
             r.open()
             #expect(r.read(68608, 1024).events == [.l2Load])
             #expect(r.write(69632, [UInt8](repeating: 2, count: 4096)).events == [.writeAio, .pwritev])

@@ -11,7 +11,7 @@ printf '[inject-error]\nevent = "%s"\nerrno = "%s"\nonce = "%s"\n' $ev $e $once 
 for f in n t d; do rm -f $f.qcow2; qemu-img create -q -f qcow2 $f.qcow2 64M; done
 env LD_PRELOAD=$L BLKFAULT_CONFIG=$PWD/r.cfg BLKFAULT_IMAGE=$PWD/n.qcow2 timeout 60 qemu-io -f qcow2 -i native -t none "${CMDS[@]}" n.qcow2 2>&1 | grep -v "ops;" | sed "s|$PWD/||" | sort > n.out
 env LD_PRELOAD=$L BLKFAULT_CONFIG=$PWD/r.cfg BLKFAULT_IMAGE=$PWD/t.qcow2 timeout 60 qemu-io -f qcow2 -i threads -t none "${CMDS[@]}" t.qcow2 2>&1 | grep -v "ops;" | sed "s|$PWD/||" | sort > t.out
-timeout 60 qemu-io -f qcow2 -i native -t none "${CMDS[@]}" "blkdebug:$PWD/r.cfg:$PWD/d.qcow2" 2>&1 | grep -v "ops;" | sed "s|$PWD/||; s|blkdebug:r.cfg:||" | sort > d.out
+timeout 60 qemu-io -f qcow2 -i native -t none "${CMDS[@]}" "blkdebug:$PWD/r.cfg:$PWD/d.qcow2" 2>&1 | grep -v "ops;" | sed "s|$PWD/||g; s|blkdebug:r.cfg:||" | sort > d.out
 sed -i 's/n\.qcow2/IMG/g' n.out; sed -i 's/t\.qcow2/IMG/g' t.out; sed -i 's/d\.qcow2/IMG/g' d.out
 n=$((n+1))
 if cmp -s n.out t.out && cmp -s n.qcow2 t.qcow2; then same_t=$((same_t+1)); else echo "native!=threads: $ev e$e once=$once"; fi

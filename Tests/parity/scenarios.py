@@ -1039,8 +1039,19 @@ def s3c_chain_cases() -> list[Case]:
     return c
 
 
+def s6_chain_cases() -> list[Case]:
+    # dnone (writeback): when an allocation reaches the end of a refcount block with L2
+    # entries dirty, alloc_refcount_block's L2 cache flush writes the dirty tables back
+    # (l2_update), which blkfault took for l2_allocate's and counted an l2_alloc_write
+    # too many (blkdebug_events.py: 4 before the first refblock_alloc_write, not 5).
+    rules = [inject_rule("refblock_alloc_write", 5, "on", state=5)]
+    rules += [set_state_rule("l2_alloc_write", n, n + 1) for n in range(1, 6)]
+    return [chain_case("dnone-l2_alloc_write-counts-4-before-refblock_alloc_write", "dnone", rules,
+                       "set-state l2_alloc_write 1->2->...->6, inject refblock_alloc_write in state 5")]
+
+
 def chain_cases() -> list[Case]:
-    return _chain_cases_before_3c() + s3c_chain_cases()
+    return _chain_cases_before_3c() + s3c_chain_cases() + s6_chain_cases()
 
 
 # ==========================================================================
@@ -1130,9 +1141,10 @@ AUDIT_EVENTS: dict[str, list[str]] = {
     "grow": ["l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table",
              "cluster_free"],
     "lazydirty": _META + ["write_aio", "cluster_alloc", "reftable_load"],
-    # O_DIRECT: the refcount-table hookup reaches the file as a padded read-modify-write.
+    # O_DIRECT: the refcount-table hookup reaches the file as a padded read-modify-write;
+    # `none` meets file-posix's alignment probe first (AlignmentProbe.swift).
     "dnone": ["refblock_alloc_hookup", "refblock_alloc_write", "l1_update", "l2_update",
-              "cluster_alloc", "write_aio", "read_aio", "flush_to_os"],
+              "cluster_alloc", "write_aio", "read_aio", "flush_to_os", "none"],
     # lazy had only the geometry events: the dirty bit's own write and flush.
     "lazy": ["flush_to_os", "flush_to_disk", "pwritev", "none"],
     "v2z": ["l2_update", "l2_load", "write_aio", "pwritev_zero", "cluster_free",

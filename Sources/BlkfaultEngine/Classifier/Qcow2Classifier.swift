@@ -47,9 +47,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// their own after the zeroed L1 entries' flush; nil when no shrink is pending.
     private var shrinkDroppedTables: Int?
     /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
-    public var shrinkCommand = false
-    /// See FullFlush.vmstateOnly.
-    mutating func noteVmstateOnly(_ on: Bool) { flush.vmstateOnly = on }
+    private var shrinkCommand = false
     /// Frees whose events a refcount-block read raised ahead of the discard that
     /// carries them (a shrink's qcow2_cluster_discard): skipped there.
     private var freesRaisedAhead = 0
@@ -189,12 +187,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         flush.refcountsDeferred = dirtyAtOpen
     }
 
-    /// The program writes back (ProgramCommand.writesBack): see FullFlush.writeback.
-    /// `closeOnly`: the program flushes only at the close (qemu-img rebase).
-    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
-        flush.writeback = on
-        writebackFlushIsClose = on && closeOnly
+    /// What the program's command line implies (ImageEngine.noteCommand).
+    mutating func noteCommand(_ command: ProgramCommand) {
+        // The program writes back: see FullFlush.writeback.
+        flush.writeback = command.writesBack
+        // qemu-img rebase flushes the image only at the close.
+        writebackFlushIsClose = command.writesBack && command.isQemuImgRebase
+        shrinkCommand = command.isQemuImgShrink
+        // See FullFlush.vmstateOnly.
+        flush.vmstateOnly = command.isQemuIoVmstateOnly
     }
+    /// The program writes back and flushes only at the close (qemu-img rebase).
     private var writebackFlushIsClose = false
 
     public mutating func eventsBefore(_ op: Operation, file: ImageReader) -> [BlkdebugEvent] {
@@ -361,6 +364,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.flush, _): refblockAlloc.synced()
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
+            case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
             default: break
             }
@@ -835,6 +839,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             refblockAlloc.hookedUp(reftableIndex: index)
             return [.refblockAllocHookup]
         case .l2Table:
+            // alloc_refcount_block's L2 cache flush: the allocation's clusters whose
+            // refcounts its dependency wrote are data, not a new table of l2_allocate's.
+            if refblockAlloc.inL2CacheFlush { flush.allocationWrite(); return [.l2Update] }
             // A write-back of a known table outside an allocation belongs to a full
             // flush (write -z that only sets zero flags reaches the file only here).
             // l2_allocate flushes the L2 cache after the new table's refcount went out
@@ -911,12 +918,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                 events += [.refblockAlloc, .refblockLoad]
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
-                if refblockAlloc.startsNewBlockFlush(
+                switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last,
                     nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
                     completedRequests: flush.completedRequests) {
+                case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
                     events += [.refblockAlloc, .refblockAllocWrite]
+                case .l2Cache:
+                    // Its L2 cache flush comes first, and writes this block as its dependency.
+                    events.append(.refblockAlloc)
+                case .none:
+                    break
                 }
                 // qcow2_write_snapshots flushes the whole node after allocating the table.
                 if snapshot.snapshotTableAllocated() { events.append(.flushToOS) }

@@ -7,6 +7,9 @@
 ///   the new block's own write. When the L2 cache holds entries a guest write linked,
 ///   the L2 cache flush before it (its dependency) has written those blocks already
 ///   and the new block goes out alone.
+///   That L2 cache flush writes its own dependency first, the refcount cache (the
+///   allocation's block so far) and an fdatasync, raising `refblock_alloc` before it;
+///   its L2 write-backs are `l2_update`s, not l2_allocate's (writeback mode, dnone).
 /// - When the new block's cluster lies in a block that exists already (a retry's: the
 ///   blocks after the allocated run were hooked up by an earlier round), QEMU sets its
 ///   refcount there and flushes first, with no event, then writes the new block, all
@@ -26,6 +29,24 @@ struct RefblockAllocation: Sendable {
     private var awaitedIndex: UInt64?
     /// The full-flush count when a guest request last dirtied L2 entries.
     private var l2DirtyMark: Int?
+    /// fdatasyncs left of the L2 cache flush an allocation's write-back started as its
+    /// dependency (its own and the L2 flush's): the L2 write-backs before them are that
+    /// flush's.
+    private var l2FlushSyncsLeft = 0
+
+    /// What an allocation's write-back that reaches its block's end starts.
+    enum NewBlockFlush: Equatable {
+        /// Nothing of alloc_refcount_block's.
+        case none
+        /// Its refcount cache flush: refblock_alloc and refblock_alloc_write come first.
+        case refcountCache
+        /// Its L2 cache flush, whose dependency this write-back is: refblock_alloc
+        /// first; refblock_alloc_write comes at the new block's own write.
+        case l2Cache
+    }
+
+    /// alloc_refcount_block's L2 cache flush is under way (`NewBlockFlush.l2Cache`).
+    var inL2CacheFlush: Bool { l2FlushSyncsLeft > 0 }
 
     /// A guest request changes L2 entries (an allocating write, a zero write, a discard);
     /// `completedRequests` is FullFlush's count, which a full flush increases after
@@ -33,20 +54,23 @@ struct RefblockAllocation: Sendable {
     mutating func guestDirtiedL2(completedRequests: Int) { l2DirtyMark = completedRequests }
 
     /// An allocation's write-back of the refblock at `reftableIndex`: whether the flush
-    /// it starts is alloc_refcount_block's for the block after it (refblock_alloc +
-    /// refblock_alloc_write come first): the allocation set refcounts up to the block's
-    /// last entry, no block covers the next cluster, and no L2 entry is dirty, so no
-    /// dependency flush wrote it before. (An allocation that ends exactly at the block's
+    /// it starts is alloc_refcount_block's for the block after it: the allocation set
+    /// refcounts up to the block's last entry and no block covers the next cluster. With
+    /// no L2 entry dirty it is the refcount cache flush; with some, the L2 cache flush's
+    /// dependency. (An allocation that ends exactly at the block's
     /// end is taken for one that runs on.) In a retry the new block may land in a block
     /// an earlier round hooked up, and then the flush is the else branch's, with no event.
     mutating func startsNewBlockFlush(reftableIndex: UInt64, reachesEnd: Bool, nextCovered: Bool,
-                                      completedRequests: Int) -> Bool {
-        guard reachesEnd, !nextCovered else { return false }
+                                      completedRequests: Int) -> NewBlockFlush {
+        guard reachesEnd, !nextCovered else { return .none }
         awaitedIndex = reftableIndex + 1
-        guard !writeRaised, hookedIndex == nil else { return false }
-        if let mark = l2DirtyMark, completedRequests <= mark { return false }
+        guard !writeRaised, hookedIndex == nil else { return .none }
+        if let mark = l2DirtyMark, completedRequests <= mark {
+            l2FlushSyncsLeft = 2
+            return .l2Cache
+        }
         writeRaised = true
-        return true
+        return .refcountCache
     }
 
     /// An allocation's run waits for a block: a whole-cluster write of zeros to a cluster
@@ -84,8 +108,11 @@ struct RefblockAllocation: Sendable {
     }
 
     /// Another write (data, a table, a header field): the retried allocation went on.
-    mutating func otherWrite() { hookedIndex = nil; awaitedIndex = nil }
+    mutating func otherWrite() { hookedIndex = nil; awaitedIndex = nil; l2FlushSyncsLeft = 0 }
 
     /// An fdatasync ends a cache flush: a new block raised early has been written.
-    mutating func synced() { writeRaised = false }
+    mutating func synced() {
+        writeRaised = false
+        if l2FlushSyncsLeft > 0 { l2FlushSyncsLeft -= 1 }
+    }
 }

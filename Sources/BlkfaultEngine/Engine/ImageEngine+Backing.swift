@@ -19,15 +19,14 @@ extension ImageEngine {
     /// The program opened a file of the overlay's backing chain (`file`; `depth` 0: the
     /// overlay's backing file, 1: that file's backing file, ...). `writable`: opened for
     /// writing (qemu-img commit reopens it so).
-    /// `readByProgram`: the program reads the chain itself, not through the overlay
-    /// (qemu-img rebase, ProgramCommand.swift).
-    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0,
-                                       readByProgram: Bool = false) {
+    /// A program that reads the chain itself, not through the overlay (qemu-img rebase,
+    /// `noteCommand`), raises nothing on the overlay with those reads.
+    public mutating func followBacking(format: String?, file: ImageReader, writable: Bool = false, depth: Int = 0) {
         if backing == nil { backing = BackingReads() }
         followsBacking = true
         backing!.follow(depth: depth, format: format, file: file)
         if writable { backing!.noteWriter(depth: depth) }
-        if readByProgram { backing!.readByProgram = true }
+        if readsBackingItself { backing!.readByProgram = true }
     }
 
     /// An operation on a file of the backing chain, before it is performed: it is

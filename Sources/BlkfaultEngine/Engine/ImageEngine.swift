@@ -54,9 +54,17 @@ public struct ImageEngine: Sendable {
     private var heldDone: [BlkdebugEvent] = []
     /// The last request decided was a guest data write (write_aio).
     private var lastWasGuestWrite = false
+    /// The program's cache mode is writeback (ProgramCommand.writesBack).
     private var writesBack = false
+    /// The program reads the backing chain itself, not through the overlay (qemu-img
+    /// rebase; ProgramCommand.isQemuImgRebase): see followBacking.
+    var readsBackingItself = false
     /// Bumped when the classifier is replaced (`layoutVersion`).
     private var layoutEpoch: UInt64 = 0
+    /// QEMU's behaviour is modelled (not `BLKFAULT_MODEL=raw`): its file-posix probes too.
+    private let modelsQemu: Bool
+    /// Reads of file-posix's O_DIRECT alignment probe, passed through unseen.
+    private var alignmentProbe = AlignmentProbe()
 
     enum Model: Sendable {
         /// `qcow2` holds the classifier.
@@ -70,6 +78,7 @@ public struct ImageEngine: Sendable {
     public init(rules: RuleSet, file: ImageReader, model choice: ModelChoice = .qemu72, seed: UInt64 = 0) {
         self.rules = BlkdebugRules(rules, seed: seed)
         actions = ActionRules(rules.actionRules, seed: seed)
+        modelsQemu = choice == .qemu72
         if choice == .rawOnly {
             model = .raw
             rawReason = "raw model chosen"
@@ -104,33 +113,28 @@ public struct ImageEngine: Sendable {
     /// blkfault: the state other processes of the run left (BLKFAULT_SHARED_STATE).
     public mutating func adoptState(_ state: Int32) { rules.adoptState(state) }
 
-    /// The program's cache mode is writeback (qemu-img; ProgramCommand.writesBack).
-    /// `closeOnly`: its only flush of the image is the close's (qemu-img rebase).
-    public mutating func noteWriteback(_ on: Bool, closeOnly: Bool = false) {
-        writesBack = on
-        if case .qcow2 = model { qcow2.noteWriteback(on, closeOnly: closeOnly) }
+    /// What the program's command line implies (ProgramCommand): every such fact is taken
+    /// here, once, when the image is attached; a new one is one line here or in
+    /// Qcow2Classifier.noteCommand.
+    public mutating func noteCommand(_ command: ProgramCommand) {
+        writesBack = command.writesBack
+        readsBackingItself = command.isQemuImgRebase
+        if case .qcow2 = model { qcow2.noteCommand(command) }
     }
 
-    /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
-    public mutating func noteShrinkCommand(_ on: Bool) {
-        if case .qcow2 = model { qcow2.shrinkCommand = on }
-    }
-
-    /// The program only reads and writes the VM state (ProgramCommand.isQemuIoVmstateOnly).
-    public mutating func noteVmstateOnly(_ on: Bool) {
-        if case .qcow2 = model { qcow2.noteVmstateOnly(on) }
-    }
-
-    /// The program opened the image (again); `writable` if for writing.
-    public mutating func noteOpen(writable: Bool) {
+    /// The program opened the image (again); `writable` if for writing, `direct` if with
+    /// O_DIRECT (its first reads may then be file-posix's alignment probe).
+    public mutating func noteOpen(writable: Bool, direct: Bool = false) {
         if case .qcow2 = model { qcow2.writable = qcow2.writable || writable }
+        if direct && modelsQemu { alignmentProbe.opened() }
     }
 
     /// Decides an operation before it reaches the file.
     public mutating func before(_ op: Operation, file: ImageReader) -> Step {
-        retryQcow2IfPending(op, file: file)
         var step = Step()
         step.stateBefore = rules.state
+        if alignmentProbe.isActive, alignmentProbe.claims(op) { step.stateAfter = rules.state; return step }
+        retryQcow2IfPending(op, file: file)
         step.events = classifyBefore(op, file: file)
         releaseHeldDone(unlessGuestWrite: step.events)
         if followsBacking { step.events = resolveBacking(op, step.events) }
@@ -184,6 +188,8 @@ public struct ImageEngine: Sendable {
     }
 
     public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
+        // Its outcome ends a step of the probe.
+        if alignmentProbe.isActive, alignmentProbe.claims(op) { return (.perform, true) }
         // A metadata walk's L2 table read (`qemu-img check`: ~20,000 at 20 GiB), classified
         // and recorded in one call: `decision` below with no events (none to fire, no held
         // pwritev_done to release, no active rule to check), then the table's record.
@@ -243,6 +249,7 @@ public struct ImageEngine: Sendable {
 
     /// Takes in the outcome of a performed operation (for reads, what was read).
     public mutating func after(_ op: Operation, succeeded: Bool, file: ImageReader) -> [BlkdebugEvent] {
+        if alignmentProbe.isActive, alignmentProbe.finished(succeeded: succeeded) { return [] }
         let events = classifyAfter(op, performed: true, succeeded: succeeded, file: file)
         if holdsDone(op, events) { heldDone += events } else { raiseAfter(events) }
         return events

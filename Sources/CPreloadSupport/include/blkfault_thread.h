@@ -15,4 +15,8 @@ __attribute__((visibility("hidden"))) void blkfault_set_op_iov(const struct iove
 __attribute__((visibility("hidden"))) const struct iovec *blkfault_get_op_iov(void);
 __attribute__((visibility("hidden"))) int32_t blkfault_get_op_iovcnt(void);
 
+/* Whether fcntl(F_GETFL) flags include O_DIRECT, which Glibc's module does not export
+ * (open_flags.c). */
+__attribute__((visibility("hidden"))) int32_t blkfault_flags_direct(int32_t flags);
+
 #endif
