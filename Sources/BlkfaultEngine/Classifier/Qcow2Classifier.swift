@@ -273,9 +273,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
+            let closing = checkRepair!.phase == .closing && !checkRepair!.repairsDirtyImage
             let repair = checkRepair!.events(op.kind, offset: op.offset, clusters: clusters(of: op).count,
                                              isRefblock: isRefblock)
-            flushRetriedAtClose = op.kind == .flush && repair.contains(.flushToOS)
+            // Both flushes of the close's bdrv_flush are retried by qcow2_close: the
+            // dependency flush (flush_to_os) and the file's flush after the write-back,
+            // which qcow2_close's L2 cache flush repeats (the failed one left the file's
+            // flush generation behind).
+            flushRetriedAtClose = op.kind == .flush && (repair.contains(.flushToOS) || closing)
             events += repair
             if op.kind == .writeZeroes { events.append(.pwritevZero) }
             if checkRepair!.ended { checkRepair = nil; l1TableReads = 1; dirtyAtOpen = false }
