@@ -680,6 +680,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 contiguousAllocation = true
                 return []
             }
+            if previousWasHeaderRewrite, l1TableReads <= 1 {
+                // qemu-img amend -o compat=0.10: qcow2_downgrade rewrites the header, then
+                // expand_zero_clusters_in_l1 asks each L2 table's refcount (qcow2_get_refcount,
+                // no event) before loading it. No allocation starts right after a header
+                // rewrite: qcow2_update_header is the last step of the others.
+                return []
+            }
             if makeEmpty == .refblockHooked {
                 // make_completely_empty's qcow2_alloc_clusters (the refcount cache was emptied).
                 clusterAllocRaised = true
