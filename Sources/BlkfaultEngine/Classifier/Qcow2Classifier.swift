@@ -94,6 +94,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
     private var pendingGuestWrite = false
+    /// The pending guest write is a compressed one (FullFlush.requestFinished's `compressed`).
+    private var pendingCompressedWrite = false
     /// Whether the program opened the image for writing: a read-only user
     /// (qemu-img check, info, map) allocates nothing.
     public var writable = false
@@ -393,6 +395,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 events.append(.pwritev)
             }
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
+            pendingCompressedWrite = events.contains(.writeCompressed)
         case .writeZeroes:
             if case .l1Table(0) = region, op.length >= UInt64(shadow.l1.count) * 8, op.length % shadow.clusterSize == 0 {
                 // make_completely_empty: the whole L1 table is zeroed.
@@ -587,7 +590,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }
                 if op.kind == .write, pendingGuestWrite {
-                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated,
+                                          compressed: pendingCompressedWrite)
                     requestAllocated = false
                 }
             case .discard:
