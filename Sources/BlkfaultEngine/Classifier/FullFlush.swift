@@ -54,6 +54,7 @@ struct FullFlush: Sendable {
                                   compressed: Bool = false) {
         if !vmstateOnly { wroteSinceFlush = true }
         if compressed && !vmstateOnly { compressedSinceFlush = true }
+        lastRequestCompressed = compressed
         if case .writingBack = phase { return }
         if !vmstateOnly { phase = .requestDone }
         dirtyL2 = dirtyL2 || dirtiedL2
@@ -66,6 +67,11 @@ struct FullFlush: Sendable {
     /// A compressed write request completed since the last full flush (requestFinished):
     /// in writethrough mode too the next full flush raises flush_to_disk.
     private var compressedSinceFlush = false
+    private var lastRequestCompressed = false
+    /// The last full flush came right after a compressed write request in writethrough
+    /// mode: no request's own flush (compressed writes have none), so the close's (or a
+    /// `flush` command's).
+    private(set) var lastFlushFollowedCompressed = false
 
     /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
     /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
@@ -152,6 +158,8 @@ struct FullFlush: Sendable {
             return prefix
         }
         let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
+        lastFlushFollowedCompressed = lastRequestCompressed && !writeback
+        lastRequestCompressed = false
         completedRequests += 1
         wroteSinceFlush = false
         compressedSinceFlush = false

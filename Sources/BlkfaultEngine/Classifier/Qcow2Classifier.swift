@@ -457,6 +457,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     // ignores its error and qcow2_close flushes again. (qemu-img commit's job
                     // flushes its target itself and reports the error.)
                     if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                    // The same for qemu-io's close after compressed writes (no flush of their own).
+                    if flush.lastFlushFollowedCompressed && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
                     events += synced
                 }
             }
