@@ -40,6 +40,26 @@ import BlkfaultEngine
         #expect(r.flush().events == [])
     }
 
+    /// pwritev_done once=on (--full --sample 38/40, checkleaks): blkdebug fails the file's
+    /// flush after the refblock write-back; bdrv_close ignores the error and qcow2_close's
+    /// L2 cache flush does the fdatasync again, so nothing shows. Failing the fdatasync
+    /// would latch in file-posix: the flush is performed, the rule counted as fired.
+    @Test func theFlushAfterTheCloseWriteBackIsRetriedByTheClose() throws {
+        var r = try leakingImage()
+        r = try Replay(r.file, rules: "[inject-error]\nevent = \"pwritev_done\"\nerrno = \"28\"\nonce = \"on\"\n")
+        r.open()
+        walk(&r)
+        #expect(r.discard(70656, 1024).events == [.refblockAlloc, .refblockLoad])
+        walk(&r)
+        #expect(r.flush().decision == .perform)
+        var block = r.file.read(offset: 2048, count: 1024)!
+        block[69 * 2 + 1] = 0
+        #expect(r.write(2048, block).decision == .perform)
+        #expect(r.flush().decision == .perform)
+        // once=on: the rule is spent, nothing later fails.
+        #expect(r.read(68608, 1024).decision == .perform)
+    }
+
     @Test func aRebuildWritesItsRefcountStructuresWithNoEvent() throws {
         var r = try leakingImage()
         r.open()

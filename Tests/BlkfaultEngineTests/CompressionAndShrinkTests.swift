@@ -29,6 +29,46 @@ import BlkfaultEngine
         #expect(plain.contains(.writeAio) && !plain.contains(.writeCompressed))
     }
 
+    /// qemu-io (writethrough) `write -c 0 64k` and `write -c 64k 64k` (--full --sample
+    /// 38/40, flush_to_disk on wc): the block layer emulates writethrough with FUA, which
+    /// compressed writes skip, so no flush follows them and the node's write generation
+    /// moves; the close's full flush raises flush_to_disk before its fdatasync.
+    @Test func theCloseAfterCompressedWritesRaisesFlushToDisk() throws {
+        var r = try imageWithL2([UInt8](repeating: 0, count: 1024))
+        r.open()
+        #expect(r.read(68608, 1024).events == [.l2Load])
+        #expect(r.write(69632, [UInt8](repeating: 0xed, count: 79)).events.last == .pwritev)
+        #expect(r.write(69711, [UInt8](repeating: 0xed, count: 79)).events.last == .pwritev)
+        // The close: the refblock, then the L2 table written back, then blkdebug's flush.
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [67, 68])).events == [.flushToOS, .refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        var l2 = [UInt8](repeating: 0, count: 1024)
+        l2.replaceSubrange(0..<8, with: be64((1 << 62) | 69632))
+        l2.replaceSubrange(8..<16, with: be64((1 << 62) | 69711))
+        #expect(r.write(68608, l2).events == [.l2Update, .pwritev])
+        #expect(r.flush().events == [.flushToDisk])
+    }
+
+    /// The same close with a flush_to_disk rule: once=on, blkdebug fails that flush, bdrv_close
+    /// ignores the error and qcow2_close flushes again, so nothing shows (the preload performs
+    /// the fdatasync: a failed one would latch in file-posix); once=off fails the retry too.
+    @Test func aOnceRuleOnTheCloseFlushAfterCompressedWritesIsAbsorbed() throws {
+        for once in ["on", "off"] {
+            var r = try imageWithL2([UInt8](repeating: 0, count: 1024))
+            r = try Replay(r.file, rules: "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"\(once)\"\n")
+            r.open()
+            r.read(68608, 1024)
+            r.write(69632, [UInt8](repeating: 0xed, count: 79))
+            r.write(69711, [UInt8](repeating: 0xed, count: 79))
+            r.write(2048, r.refblock(2048, settingClusters: [67, 68]))
+            r.flush()
+            var l2 = [UInt8](repeating: 0, count: 1024)
+            l2.replaceSubrange(0..<8, with: be64((1 << 62) | 69632))
+            r.write(68608, l2)
+            #expect(r.flush().decision == (once == "on" ? .perform : .fail(errno: 5)))
+        }
+    }
+
     @Test func readsOfCompressedClustersAndTheirCopyOnWrite() throws {
         // L2 entry 0: compressed, one 512-byte sector at host 69632 (csize shift 60).
         var l2 = [UInt8](repeating: 0, count: 1024)

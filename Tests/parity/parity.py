@@ -129,9 +129,11 @@ class Runner:
         b = ["-b", backing, "-F", backing_fmt] if backing else []
         return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o", o, *b, img, size], self.env)
 
-    def qemu_img(self, variant: str, args, img: str, cfg: str | None, run_dir: str) -> Proc:
+    def qemu_img(self, variant: str, args, img: str, cfg: str | None, run_dir: str,
+                 strace_to: str | None = None) -> Proc:
         """A qemu-img command of a workload (args[0] == "qemu-img"): IMG is the image,
-        through blkdebug for the reference; TEST_DIR/ is the run directory."""
+        through blkdebug for the reference; TEST_DIR/ is the run directory.
+        strace_to: as qemu_io's (qemu-img takes -T before its command)."""
         how = variant
         if variant == "subject":
             how = {"blkdebug": "reference", "plain": "plain"}.get(self.subject, "preload")
@@ -152,6 +154,10 @@ class Runner:
         if how == "preload":
             env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
                        BLKFAULT_IMAGE=":".join([img] + also))
+        if strace_to:
+            argv[1:1] = [a for ev in QEMU_TRACE_EVENTS for a in ("-T", ev)]
+            argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "160", "-qq",
+                    "-e", "trace=" + ",".join(TRACED), "-o", strace_to] + argv
         p = self._run(argv, env)
         p.label = how
         return p
@@ -570,8 +576,9 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     for i, cmds in enumerate(wl.runs):
         tr = os.path.join(run_dir, f"strace.{i}") if trace else None
         if cmds[0] == "qemu-img":
-            p = runner.qemu_img(qvar, cmds, img, cfg, run_dir)
-            tr = None
+            # traced too: a flush blkdebug fails at a close and qcow2 retries shows
+            # only in where the qcow2_cache_flush lines fall (check -r, --full 38/40)
+            p = runner.qemu_img(qvar, cmds, img, cfg, run_dir, strace_to=tr)
         else:
             if tr and snap_dir and i > 0:
                 shutil.copytree(run_dir, os.path.join(snap_dir, str(i)),

@@ -48,8 +48,13 @@ struct FullFlush: Sendable {
     /// A guest write, discard or zero write finished. `l2DependsOnRefcounts`: an L2
     /// entry changed with no allocation (a preallocated zero cluster written), and the L2
     /// cache was made to depend on the refcount cache all the same.
-    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false) {
+    /// `compressed`: a compressed write, which the block layer's writethrough emulation
+    /// (FUA) skips: no flush of its own, the node's write generation moves unflushed.
+    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false,
+                                  compressed: Bool = false) {
         if !vmstateOnly { wroteSinceFlush = true }
+        if compressed && !vmstateOnly { compressedSinceFlush = true }
+        lastRequestCompressed = compressed
         if case .writingBack = phase { return }
         if !vmstateOnly { phase = .requestDone }
         dirtyL2 = dirtyL2 || dirtiedL2
@@ -59,6 +64,14 @@ struct FullFlush: Sendable {
     }
     /// The L2 cache depends on the refcount cache (see requestFinished).
     private var l2Dependency = false
+    /// A compressed write request completed since the last full flush (requestFinished):
+    /// in writethrough mode too the next full flush raises flush_to_disk.
+    private var compressedSinceFlush = false
+    private var lastRequestCompressed = false
+    /// The last full flush came right after a compressed write request in writethrough
+    /// mode: no request's own flush (compressed writes have none), so the close's (or a
+    /// `flush` command's).
+    private(set) var lastFlushFollowedCompressed = false
 
     /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
     /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
@@ -145,8 +158,11 @@ struct FullFlush: Sendable {
             return prefix
         }
         let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
+        lastFlushFollowedCompressed = lastRequestCompressed && !writeback
+        lastRequestCompressed = false
         completedRequests += 1
         wroteSinceFlush = false
+        compressedSinceFlush = false
         phase = .idle
         dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
         l2Dependency = false
@@ -154,7 +170,9 @@ struct FullFlush: Sendable {
     }
 
     /// Whether the node's next flush raises flush_to_disk (its write generation moved).
-    var flushToDiskNext: Bool { !vmstateOnly && (writeback ? wroteSinceFlush : completedRequests > 0) }
+    var flushToDiskNext: Bool {
+        !vmstateOnly && (writeback ? wroteSinceFlush : completedRequests > 0 || compressedSinceFlush)
+    }
 
     /// A request finished and its flush has not begun: another guest write that
     /// dirties nothing leaves the flush exactly as it is.

@@ -92,6 +92,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
     private var pendingGuestWrite = false
+    /// The pending guest write is a compressed one (FullFlush.requestFinished's `compressed`).
+    private var pendingCompressedWrite = false
     /// Whether the program opened the image for writing: a read-only user
     /// (qemu-img check, info, map) allocates nothing.
     public var writable = false
@@ -282,9 +284,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if checkRepair != nil, op.kind == .read, case .refcountBlock = region { return events }
         if checkRepair != nil, op.kind != .read {
             let isRefblock: Bool = { if case .refcountBlock = region { return true } else { return false } }()
+            let closing = checkRepair!.phase == .closing && !checkRepair!.repairsDirtyImage
             let repair = checkRepair!.events(op.kind, offset: op.offset, clusters: clusters(of: op).count,
                                              isRefblock: isRefblock)
-            flushRetriedAtClose = op.kind == .flush && repair.contains(.flushToOS)
+            // Both flushes of the close's bdrv_flush are retried by qcow2_close: the
+            // dependency flush (flush_to_os) and the file's flush after the write-back,
+            // which qcow2_close's L2 cache flush repeats (the failed one left the file's
+            // flush generation behind).
+            flushRetriedAtClose = op.kind == .flush && (repair.contains(.flushToOS) || closing)
             events += repair
             if op.kind == .writeZeroes { events.append(.pwritevZero) }
             if checkRepair!.ended { checkRepair = nil; l1TableReads = 1; dirtyAtOpen = false }
@@ -398,6 +405,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 events.append(.pwritev)
             }
             pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
+            pendingCompressedWrite = events.contains(.writeCompressed)
         case .writeZeroes:
             if case .l1Table(0) = region, op.length >= UInt64(shadow.l1.count) * 8, op.length % shadow.clusterSize == 0 {
                 // make_completely_empty: the whole L1 table is zeroed.
@@ -459,6 +467,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     // ignores its error and qcow2_close flushes again. (qemu-img commit's job
                     // flushes its target itself and reports the error.)
                     if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                    // The same for qemu-io's close after compressed writes (no flush of their own).
+                    if flush.lastFlushFollowedCompressed && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
                     events += synced
                 }
             }
@@ -636,7 +646,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }
                 if op.kind == .write, pendingGuestWrite {
-                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated,
+                                          compressed: pendingCompressedWrite)
                     requestAllocated = false
                 }
             case .discard:
@@ -727,6 +738,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if previousWasL2Load && lastLoadedSliceHasBoundary && hostRunCanGrow(file: file) {
                 contiguousAllocation = true
+                return []
+            }
+            if previousWasHeaderRewrite, l1TableReads <= 1 {
+                // qemu-img amend -o compat=0.10: qcow2_downgrade rewrites the header, then
+                // expand_zero_clusters_in_l1 asks each L2 table's refcount (qcow2_get_refcount,
+                // no event) before loading it. No allocation starts right after a header
+                // rewrite: qcow2_update_header is the last step of the others.
                 return []
             }
             if makeEmpty == .refblockHooked {

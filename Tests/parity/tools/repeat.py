@@ -11,7 +11,7 @@ writes of 32 KiB and more sleep 2-20 ms (SLOWIO_* in the environment change that
 mean blkdebug's own result varies: the case is undecidable by timing.
 
 usage: repeat.py [--so SO] [--runs N] [--side reference|subject|both] [--slow]
-                 [--hogs N] [--out DIR] CASE_ID...
+                 [--hogs N] [--full] [--out DIR] CASE_ID...
 e.g.   repeat.py --runs 20 --side reference --slow flush_to_os-e5-once_off-imm_on-leak"""
 import argparse, collections, multiprocessing, os, shutil, subprocess, sys, tempfile
 
@@ -59,10 +59,13 @@ def main() -> int:
     ap.add_argument("--slow", action="store_true")
     ap.add_argument("--hogs", type=int, default=0)
     ap.add_argument("--gaps", action="store_true", help="look the case up in --gaps too")
+    ap.add_argument("--full", action="store_true", help="look the case up in --full too")
     ap.add_argument("--out", default=None, help="keep one transcript per distinct outcome")
     args = ap.parse_args()
     all_cases = {c.id: c for c in parity.scenarios.matrix_cases(False, False)
                  + parity.scenarios.matrix_cases(False, True) + parity.scenarios.chain_cases()}
+    if args.full:
+        all_cases.update({c.id: c for c in parity.scenarios.matrix_cases(True)})
     missing = [c for c in args.cases if c not in all_cases]
     if missing:
         sys.exit(f"repeat.py: unknown case(s): {', '.join(missing)}")
