@@ -48,8 +48,13 @@ struct FullFlush: Sendable {
     /// A guest write, discard or zero write finished. `l2DependsOnRefcounts`: an L2
     /// entry changed with no allocation (a preallocated zero cluster written), and the L2
     /// cache was made to depend on the refcount cache all the same.
-    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false) {
+    /// `compressed`: a compressed write, which QEMU's FUA emulation does not flush
+    /// (bdrv_driver_pwritev_compressed): the write generation moves with no flush of its
+    /// own, so the next flush raises flush_to_disk even in writethrough mode.
+    mutating func requestFinished(dirtiedL2: Bool, dirtiedRefcounts: Bool, l2DependsOnRefcounts: Bool = false,
+                                  compressed: Bool = false) {
         if !vmstateOnly { wroteSinceFlush = true }
+        if compressed && !vmstateOnly { unflushedRequest = true }
         if case .writingBack = phase { return }
         if !vmstateOnly { phase = .requestDone }
         dirtyL2 = dirtyL2 || dirtiedL2
@@ -59,12 +64,14 @@ struct FullFlush: Sendable {
     }
     /// The L2 cache depends on the refcount cache (see requestFinished).
     private var l2Dependency = false
+    /// A compressed write completed since the last finished flush (see requestFinished).
+    private var unflushedRequest = false
 
     /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
     /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
     /// qcow2_inactivate writes the refcount cache back after it.
     func deferredRefcountsClose() -> [BlkdebugEvent] {
-        completedRequests > 0 ? [.flushToOS, .flushToDisk] : [.flushToOS]
+        completedRequests > 0 || unflushedRequest ? [.flushToOS, .flushToDisk] : [.flushToOS]
     }
 
     /// The request is still allocating (a large request is split into chunks whose
@@ -147,6 +154,7 @@ struct FullFlush: Sendable {
         let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
         completedRequests += 1
         wroteSinceFlush = false
+        unflushedRequest = false
         phase = .idle
         dirtyL2 = false; dirtyRefcounts = false; wroteL2 = false; wroteRefcounts = false
         l2Dependency = false
@@ -154,7 +162,7 @@ struct FullFlush: Sendable {
     }
 
     /// Whether the node's next flush raises flush_to_disk (its write generation moved).
-    var flushToDiskNext: Bool { !vmstateOnly && (writeback ? wroteSinceFlush : completedRequests > 0) }
+    var flushToDiskNext: Bool { !vmstateOnly && (writeback ? wroteSinceFlush : completedRequests > 0 || unflushedRequest) }
 
     /// A request finished and its flush has not begun: another guest write that
     /// dirties nothing leaves the flush exactly as it is.

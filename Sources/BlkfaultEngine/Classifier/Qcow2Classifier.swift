@@ -48,6 +48,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var shrinkDroppedTables: Int?
     /// The program is `qemu-img resize --shrink` (ProgramCommand.isQemuImgShrink).
     public var shrinkCommand = false
+    /// The program is `qemu-img amend -o compat=0.10` (ProgramCommand.isQemuImgDowngrade).
+    public var downgradeCommand = false
     /// See FullFlush.vmstateOnly.
     mutating func noteVmstateOnly(_ on: Bool) { flush.vmstateOnly = on }
     /// Frees whose events a refcount-block read raised ahead of the discard that
@@ -94,6 +96,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var growth = Growth.none
     /// The request being decided carries guest data (write_aio was raised for it).
     private var pendingGuestWrite = false
+    /// That guest data is compressed (write_compressed): no flush of its own follows it.
+    private var pendingCompressedWrite = false
     /// Whether the program opened the image for writing: a read-only user
     /// (qemu-img check, info, map) allocates nothing.
     public var writable = false
@@ -387,7 +391,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 events += w
                 events.append(.pwritev)
             }
-            pendingGuestWrite = events.contains(.writeAio) || events.contains(.writeCompressed)
+            pendingCompressedWrite = events.contains(.writeCompressed)
+            pendingGuestWrite = events.contains(.writeAio) || pendingCompressedWrite
         case .writeZeroes:
             if case .l1Table(0) = region, op.length >= UInt64(shadow.l1.count) * 8, op.length % shadow.clusterSize == 0 {
                 // make_completely_empty: the whole L1 table is zeroed.
@@ -582,7 +587,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     shadow.learn(offset: op.offset, data: [], file: file)
                 }
                 if op.kind == .write, pendingGuestWrite {
-                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated)
+                    flush.requestFinished(dirtiedL2: requestAllocated, dirtiedRefcounts: requestAllocated,
+                                          compressed: pendingCompressedWrite)
                     requestAllocated = false
                 }
             case .discard:
@@ -679,6 +685,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // make_completely_empty's qcow2_alloc_clusters (the refcount cache was emptied).
                 clusterAllocRaised = true
                 return [.clusterAlloc]
+            }
+            if downgradeCommand, !previousWasL2Load, !clusterAllocRaised {
+                // qemu-img amend's downgrade (qcow2_expand_zero_clusters) reads an L2
+                // table's refcount before the table itself; no allocation comes before an
+                // L2 load there (measured: `write 0 128k`, then amend -o compat=0.10, 64 KiB
+                // clusters: header write, refblock read, l2_load, no cluster_alloc).
+                return []
             }
             if writable { flush.requestContinues() }
             // A metadata walk (qemu-img check) reads refblocks without allocating.

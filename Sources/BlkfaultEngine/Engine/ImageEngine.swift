@@ -116,6 +116,11 @@ public struct ImageEngine: Sendable {
         if case .qcow2 = model { qcow2.shrinkCommand = on }
     }
 
+    /// The program is `qemu-img amend -o compat=0.10` (ProgramCommand.isQemuImgDowngrade).
+    public mutating func noteDowngradeCommand(_ on: Bool) {
+        if case .qcow2 = model { qcow2.downgradeCommand = on }
+    }
+
     /// The program only reads and writes the VM state (ProgramCommand.isQemuIoVmstateOnly).
     public mutating func noteVmstateOnly(_ on: Bool) {
         if case .qcow2 = model { qcow2.noteVmstateOnly(on) }

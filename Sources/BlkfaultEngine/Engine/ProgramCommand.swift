@@ -34,6 +34,19 @@ public struct ProgramCommand: Sendable, Equatable {
         program.hasPrefix("qemu-img") && subcommand == "resize" && arguments.contains("--shrink")
     }
 
+    /// `qemu-img amend -o compat=0.10` (or `v2`): a downgrade, whose qcow2_expand_zero_clusters
+    /// looks up each L2 table's own refcount (qcow2_get_refcount, no event) before it reads
+    /// the table; only a zero cluster in a table it read allocates.
+    public var isQemuImgDowngrade: Bool {
+        guard program.hasPrefix("qemu-img"), subcommand == "amend" else { return false }
+        var options: [Substring] = []
+        for (i, a) in arguments.enumerated() {
+            if a == "-o", i + 1 < arguments.count { options += arguments[i + 1].split(separator: ",") }
+            else if a.hasPrefix("-o"), a.count > 2, !a.hasPrefix("--") { options += a.dropFirst(2).split(separator: ",") }
+        }
+        return options.contains { $0 == "compat=0.10" || $0 == "compat=v2" }
+    }
+
     /// The cache mode its images are written in is writeback: qemu-img's default
     /// (BDRV_DEFAULT_CACHE) unless `-t writethrough|directsync`; not convert (its target
     /// is `unsafe`: no flush reaches the disk) nor bench (its own flush options). qemu-io

@@ -58,10 +58,10 @@ def main() -> int:
     ap.add_argument("--side", choices=("reference", "subject", "both"), default="both")
     ap.add_argument("--slow", action="store_true")
     ap.add_argument("--hogs", type=int, default=0)
-    ap.add_argument("--gaps", action="store_true", help="look the case up in --gaps too")
     ap.add_argument("--out", default=None, help="keep one transcript per distinct outcome")
     args = ap.parse_args()
-    all_cases = {c.id: c for c in parity.scenarios.matrix_cases(False, False)
+    # --full's cases too (a superset of the default set's matrix cases)
+    all_cases = {c.id: c for c in parity.scenarios.matrix_cases(True, False)
                  + parity.scenarios.matrix_cases(False, True) + parity.scenarios.chain_cases()}
     missing = [c for c in args.cases if c not in all_cases]
     if missing:
