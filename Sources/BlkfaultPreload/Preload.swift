@@ -173,6 +173,7 @@ public func blkfaultEngineAttach(_ path: UnsafePointer<CChar>, _ fd: Int32) -> I
         engine.noteWriteback(programCommand.writesBack, closeOnly: programCommand.isQemuImgRebase)
         engine.noteShrinkCommand(programCommand.isQemuImgShrink)
         engine.noteDowngradeCommand(programCommand.isQemuImgDowngrade)
+        engine.noteNoFlushCommand(programCommand.isQemuIoWithoutFlushCommand)
         engine.noteVmstateOnly(programCommand.isQemuIoVmstateOnly)
         if let reason = engine.rawReason, config.traceFD >= 0 {
             writeAll(config.traceFD, "{\"pid\":\(getpid()),\"image\":" + TraceLine.quote(name) + ",\"note\":" + TraceLine.quote("following as raw: " + reason) + "}\n")

@@ -40,4 +40,31 @@ import BlkfaultEngine
         r.write(68608, [UInt8](repeating: 0, count: 1024))
         #expect(r.flush().decision == .fail(errno: 28))
     }
+
+    /// once=on, qemu-io with no flush command: that sync is the close's. blkdebug fails it
+    /// above file-posix, bdrv_close ignores the error and qcow2_close flushes again, so
+    /// nothing shows; failing the fdatasync would latch in file-posix and fail the retry
+    /// ("Failed to flush the L2 table cache"): the sync is performed, the rule consumed.
+    @Test func aOnceRuleOnTheClosesSyncIsAbsorbed() throws {
+        for noFlushCommand in [true, false] {
+            var r = try CompressionAndShrinkTests().imageWithL2([UInt8](repeating: 0, count: 1024), refcounted: [67])
+            r = try Replay(r.file, rules: "[inject-error]\nevent = \"flush_to_disk\"\nerrno = \"5\"\nonce = \"on\"\n")
+            r.engine.noteNoFlushCommand(noFlushCommand)
+            compressedWrites(&r)
+            r.write(2048, r.refblock(2048, settingClusters: [67, 68]))
+            r.flush()
+            r.write(68608, [UInt8](repeating: 0, count: 1024))
+            let close = r.flush()
+            #expect(close.decision == (noFlushCommand ? .perform : .fail(errno: 5)))
+            #expect(close.absorbed == noFlushCommand)
+        }
+    }
+
+    @Test func theCommandLineTellsAQemuIoWithoutFlush() {
+        #expect(ProgramCommand(arguments: ["qemu-io", "-f", "qcow2", "-c", "write -c 0 64k", "t.qcow2"]).isQemuIoWithoutFlushCommand)
+        #expect(!ProgramCommand(arguments: ["qemu-io", "-c", "write -c 0 64k", "-c", "flush", "t"]).isQemuIoWithoutFlushCommand)
+        #expect(!ProgramCommand(arguments: ["qemu-io", "--cmd=aio_flush", "t"]).isQemuIoWithoutFlushCommand)
+        #expect(!ProgramCommand(arguments: ["qemu-io", "t.qcow2"]).isQemuIoWithoutFlushCommand)
+        #expect(!ProgramCommand(arguments: ["qemu-img", "commit", "t.qcow2"]).isQemuIoWithoutFlushCommand)
+    }
 }

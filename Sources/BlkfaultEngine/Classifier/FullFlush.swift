@@ -66,6 +66,9 @@ struct FullFlush: Sendable {
     private var l2Dependency = false
     /// A compressed write completed since the last finished flush (see requestFinished).
     private var unflushedRequest = false
+    /// The last flush finished raised flush_to_disk in writethrough mode only because of
+    /// compressed writes: no write request had a flush of its own before it.
+    private(set) var lastFinishWasUnflushedOnly = false
 
     /// The close of a lazy_refcounts image marked dirty: its flush finds nothing to write
     /// (flush_to_os, then flush_to_disk with no fdatasync: no write since the last), and
@@ -152,6 +155,7 @@ struct FullFlush: Sendable {
             return prefix
         }
         let events = flushToDiskNext ? prefix + [.flushToDisk] : prefix
+        lastFinishWasUnflushedOnly = !writeback && completedRequests == 0 && unflushedRequest
         completedRequests += 1
         wroteSinceFlush = false
         unflushedRequest = false

@@ -50,6 +50,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     public var shrinkCommand = false
     /// The program is `qemu-img amend -o compat=0.10` (ProgramCommand.isQemuImgDowngrade).
     public var downgradeCommand = false
+    /// The program is a qemu-io with no flush command (ProgramCommand.isQemuIoWithoutFlushCommand).
+    public var noFlushCommand = false
     /// See FullFlush.vmstateOnly.
     mutating func noteVmstateOnly(_ on: Bool) { flush.vmstateOnly = on }
     /// Frees whose events a refcount-block read raised ahead of the discard that
@@ -454,6 +456,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     // ignores its error and qcow2_close flushes again. (qemu-img commit's job
                     // flushes its target itself and reports the error.)
                     if flush.writeback && writebackFlushIsClose && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
+                    // In writethrough mode a flush_to_disk that only compressed writes (no flush
+                    // of their own) brought is the close's when qemu-io has no flush command:
+                    // as above, blkdebug failing it once leaves no trace.
+                    if noFlushCommand && flush.lastFinishWasUnflushedOnly && synced.contains(.flushToDisk) { flushRetriedAtClose = true }
                     events += synced
                 }
             }

@@ -121,6 +121,11 @@ public struct ImageEngine: Sendable {
         if case .qcow2 = model { qcow2.downgradeCommand = on }
     }
 
+    /// The program is a qemu-io with no flush command (ProgramCommand.isQemuIoWithoutFlushCommand).
+    public mutating func noteNoFlushCommand(_ on: Bool) {
+        if case .qcow2 = model { qcow2.noFlushCommand = on }
+    }
+
     /// The program only reads and writes the VM state (ProgramCommand.isQemuIoVmstateOnly).
     public mutating func noteVmstateOnly(_ on: Bool) {
         if case .qcow2 = model { qcow2.noteVmstateOnly(on) }

@@ -92,7 +92,27 @@ extension ProgramCommand {
     /// node's write generation never moves and no flush ends a request: its only full
     /// flush is the close's, which raises no flush_to_disk.
     public var isQemuIoVmstateOnly: Bool {
-        guard program.hasPrefix("qemu-io") else { return false }
+        let commands = qemuIoCommands
+        return !commands.isEmpty && commands.allSatisfy { c in
+            let words = c.split(separator: " ")
+            return (words.first == "write" || words.first == "read") && words.dropFirst().contains("-b")
+        }
+    }
+
+    /// qemu-io given its commands with `-c` (not interactive), none of them a `flush` or
+    /// `aio_flush`: the only flushes of the node that no write request starts are the
+    /// close's.
+    public var isQemuIoWithoutFlushCommand: Bool {
+        let commands = qemuIoCommands
+        return !commands.isEmpty && !commands.contains { c in
+            let first = c.split(separator: " ").first
+            return first == "flush" || first == "aio_flush"
+        }
+    }
+
+    /// qemu-io's `-c`/`--cmd` commands, in order (empty for any other program).
+    var qemuIoCommands: [String] {
+        guard program.hasPrefix("qemu-io") else { return [] }
         var commands: [String] = []
         var i = 1
         while i < arguments.count {
@@ -100,9 +120,6 @@ extension ProgramCommand {
             if arguments[i].hasPrefix("--cmd=") { commands.append(String(arguments[i].dropFirst(6))) }
             i += 1
         }
-        return !commands.isEmpty && commands.allSatisfy { c in
-            let words = c.split(separator: " ")
-            return (words.first == "write" || words.first == "read") && words.dropFirst().contains("-b")
-        }
+        return commands
     }
 }
