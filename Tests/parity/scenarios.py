@@ -459,6 +459,10 @@ UNDECIDABLE_IMMEDIATELY[("write_aio", "refgrowb")] = UNDECIDABLE_IMMEDIATELY[("w
 # blkdebug's image is the rule-less 298496 bytes, the preload's equals blkdebug's own
 # immediately=off image byte for byte (tools/repeat.py, errno 5, once on, 2 runs each).
 UNDECIDABLE_IMMEDIATELY[("write_aio", "refgrow")] = UNDECIDABLE_IMMEDIATELY[("write_aio", "leak")]
+# g512 (`write 0 128k`, 512-byte clusters: 4 data tasks of 32 KiB), --full sample 9/40:
+# the same images as refgrow's (rule-less 298496 bytes vs blkdebug's immediately=off image,
+# which the preload gives; tools/repeat.py, errno 5, once on, 2 runs per side and setting).
+UNDECIDABLE_IMMEDIATELY[("write_aio", "g512")] = UNDECIDABLE_IMMEDIATELY[("write_aio", "leak")]
 
 # Only the once=off cases of a pair. A rule armed while a multi-chunk write allocates a
 # refcount block keeps failing every later request, and which of the earlier chunks'
