@@ -512,15 +512,23 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         metadataPreallocationCheck = false
         resizeCacheFlush = false
         // eventsBefore's closing bookkeeping for a read of an L2 table.
-        previousWasL1Update = false
-        previousWasAllocatingWrite = false
+        forgetPreviousRequest()
         previousWasL2Load = true
         lastL2Load = (op.offset, op.length)
         previousWasHeaderRewrite = false
+        return true
+    }
+
+    /// The fast paths' share of eventsBefore's closing bookkeeping: the request just
+    /// classified was none of the kinds the next one looks back at.
+    @inline(__always)
+    private mutating func forgetPreviousRequest() {
+        previousWasL1Update = false
+        previousWasAllocatingWrite = false
+        previousWasL2Load = false
         previousWasOwedSync = false
         previousWasRefblockRead = false
         previousWasCompressedRead = false
-        return true
     }
 
     /// The steady path, for a request on guest data (`region(at: op.offset)` is data):
@@ -534,12 +542,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         switch op.kind {
         case .read:
             resizeCacheFlush = false
-            previousWasL1Update = false
-            previousWasAllocatingWrite = false
-            previousWasL2Load = false
-            previousWasOwedSync = false
-            previousWasRefblockRead = false
-            previousWasCompressedRead = false
+            forgetPreviousRequest()
             return [.readAio]
         // (Right after a free-space search the general path checks for a corrupt image's
         // reused cluster: writeEvents' .data case.)
@@ -548,12 +551,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                               || !runsIntoUnreferenced(op, firstIsData: true)):
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
-            previousWasL1Update = false
-            previousWasAllocatingWrite = false
-            previousWasL2Load = false
-            previousWasOwedSync = false
-            previousWasRefblockRead = false
-            previousWasCompressedRead = false
+            forgetPreviousRequest()
             pendingGuestWrite = true
             return [.writeAio, .pwritev]
         default:

@@ -193,7 +193,7 @@ public struct ImageEngine: Sendable {
         // A metadata walk's L2 table read (`qemu-img check`: ~20,000 at 20 GiB), classified
         // and recorded in one call: `decision` below with no events (none to fire, no held
         // pwritev_done to release, no active rule to check), then the table's record.
-        if op.kind == .read, case .qcow2 = model, actions.isEmpty, !followsBacking, heldDone.isEmpty, !rules.hasActiveRules,
+        if op.kind == .read, steadyPathOpen, !rules.hasActiveRules,
            let recorded = qcow2.walkTableReadRecorded(op, file: file) {
             lastWasGuestWrite = false
             rules.endRequest()
@@ -409,8 +409,9 @@ extension ImageEngine {
         return reads || writes
     }
 
-    /// The engine's own conditions for a steady path (the classifier's: `steadyKinds`):
-    /// qcow2, no backing file followed, no action rules, no `pwritev_done` held.
+    /// The engine's own conditions for a steady path (the classifier's: `steadyKinds`) and
+    /// for `decide`'s walk path: qcow2, no backing file followed, no action rules, no
+    /// `pwritev_done` held.
     @inline(__always)
     private var steadyPathOpen: Bool {
         guard case .qcow2 = model, !followsBacking, actions.isEmpty, heldDone.isEmpty else { return false }
