@@ -36,6 +36,12 @@ struct FileReader: ImageReader, Sendable {
 final class TrackedImage: Sendable {
     let path: String
     let engine: LockedEngine
+    /// The engine's lock (blkfault_lock.h): every use goes through `withEngine`.
+    nonisolated(unsafe) let lockWord: UnsafeMutablePointer<UInt32> = {
+        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+        word.initialize(to: 0)
+        return word
+    }()
     let reader: FileReader
     let bypassReported = Atomic<Bool>(false)
     /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.

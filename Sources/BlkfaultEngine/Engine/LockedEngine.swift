@@ -34,6 +34,10 @@ public final class LockedEngine: @unchecked Sendable {
         engine.deallocate()
     }
 
+    /// The engine itself, for a caller that serialises every access to it with a lock of
+    /// its own (the preload's futex word, blkfault_lock.h); never mixed with `withLock`.
+    @inlinable public var unlockedEngine: UnsafeMutablePointer<ImageEngine> { engine }
+
     @inlinable @inline(__always)
     public func withLock<R>(_ body: (inout ImageEngine) throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)

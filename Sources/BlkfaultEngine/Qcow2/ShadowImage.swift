@@ -225,30 +225,60 @@ public struct ShadowImage: Sendable {
     /// What the byte at `offset` belongs to.
     @inline(__always)
     public func region(at offset: UInt64) -> Region {
-        if offset < clusterSize { return .header }
+        let bits = UInt64(header.clusterBits) & 63
+        if let fixed = fixedRegion(at: offset, bits: bits) { return fixed }
+        let index = offset &>> bits
+        if tableClusters.contains(index) { return tableRegion(cluster: index &<< bits, index: index) }
+        if dataClusters.contains(index) { return .data }
+        return .unreferenced
+    }
+
+    /// The header, L1 table or refcount table holding `offset`, if one does. Wrapping
+    /// and masking arithmetic: clusterBits is 9...21 and the tables' sizes are far below
+    /// 2^61, so none of it can overflow, and the checked forms cost a metadata walk ~40
+    /// instructions a lookup (issue 7, callgrind).
+    @inline(__always)
+    private func fixedRegion(at offset: UInt64, bits: UInt64) -> Region? {
+        if offset &>> bits == 0 { return .header }
         // Differences, not sums: a hostile header's offsets may lie near 2^64.
         let l1Start = header.l1TableOffset
-        if offset >= l1Start && offset - l1Start < UInt64(l1.count) * 8 { return .l1Table(firstIndex: (offset - l1Start) / 8) }
+        if offset >= l1Start && offset &- l1Start < UInt64(l1.count) &<< 3 { return .l1Table(firstIndex: (offset &- l1Start) &>> 3) }
         let rtStart = header.refcountTableOffset
-        if offset >= rtStart && offset - rtStart < header.refcountTableSize {
-            return .refcountTable(firstIndex: (offset - rtStart) / 8)
+        if offset >= rtStart && offset &- rtStart < UInt64(header.refcountTableClusters) &<< bits {
+            return .refcountTable(firstIndex: (offset &- rtStart) &>> 3)
         }
-        let cluster = clusterStart(offset)
-        let index = cluster >> UInt64(header.clusterBits)
-        if tableClusters.contains(index) {
-            if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-            if !snapshotL2Tables.isEmpty, let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
-            if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
-        }
+        return nil
+    }
+
+    /// `region(at:)` of a cluster `tableClusters` holds.
+    @inline(__always)
+    private func tableRegion(cluster: UInt64, index: UInt64) -> Region {
+        if let i = l2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+        if !snapshotL2Tables.isEmpty, let i = snapshotL2Tables[cluster] { return .l2Table(tableOffset: cluster, l1Index: i) }
+        if let i = refblocks[cluster] { return .refcountBlock(blockOffset: cluster, reftableIndex: i) }
         if dataClusters.contains(index) { return .data }
         return .unreferenced
     }
 
     /// `region(at:)` for a caller holding the model inout (the classifier's mutating
     /// methods): `mutating` only so that the model is passed by address; a non-mutating
-    /// call there copies the whole model (288 bytes) to the stack first.
+    /// call there copies the whole model (288 bytes) to the stack first. The maps are
+    /// looked up out of line (`tableRegionInPlace`), so that the common part does not
+    /// load all three maps up front.
     @inline(never)
-    public mutating func regionInPlace(at offset: UInt64) -> Region { region(at: offset) }
+    public mutating func regionInPlace(at offset: UInt64) -> Region {
+        let bits = UInt64(header.clusterBits) & 63
+        if let fixed = fixedRegion(at: offset, bits: bits) { return fixed }
+        let index = offset &>> bits
+        if tableClusters.contains(index) { return tableRegionInPlace(cluster: index &<< bits, index: index) }
+        if dataClusters.contains(index) { return .data }
+        return .unreferenced
+    }
+
+    @inline(never)
+    private mutating func tableRegionInPlace(cluster: UInt64, index: UInt64) -> Region {
+        tableRegion(cluster: cluster, index: index)
+    }
 
     /// Whether a refcount block on disk describes this host cluster.
     public func isCovered(clusterOffset: UInt64) -> Bool {
