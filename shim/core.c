@@ -369,7 +369,10 @@ static int64_t position(const struct shim_req *r)
     return lseek64(r->fd, 0, SEEK_CUR);
 }
 
-int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_perform_fn *perform)
+/* The gate's body, inlined into shim_gate and, with n = 1, into shim_gate1 (the hot
+ * hooks' path: no loops or arrays left, ~60 instructions a request fewer; issue 7). */
+static inline __attribute__((always_inline)) int64_t gate(int n, const int32_t *image, const struct shim_req *r,
+                                                          shim_perform_fn *perform)
 {
     int saved = errno;
     shim_in_hook = 1;
@@ -381,8 +384,13 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
             continue;
         len[i] = r[i].len == SHIM_IOVLEN ? shim_iov_total(r[i].iov, r[i].iovcnt) : r[i].len;
         off[i] = r[i].off == SHIM_POS ? position(&r[i]) : r[i].off;
-        int32_t d = ENGINE(before)(image[i], r[i].fd, r[i].op, off[i], len[i], r[i].iov,
-                                           r[i].iovcnt);
+        /* The hooks asked the steady pre-filter about a request at an explicit offset
+         * carrying no flush (shim_steady, shim_steady_at; for other kinds it says no):
+         * the engine need not ask it again. A file-position request, copy_file_range's,
+         * or one carrying a flush goes to the entry that asks first. */
+        int checked = n == 1 && r[i].off != SHIM_POS && !(r[i].flags & (RWF_DSYNC | RWF_SYNC));
+        int32_t d = (checked ? ENGINE(before_unfiltered) : ENGINE(before))(image[i], r[i].fd, r[i].op, off[i], len[i],
+                                                                         r[i].iov, r[i].iovcnt);
         after[i] = d != BLKFAULT_PERFORM_NO_AFTER;
         if (!after[i])
             d = 0;
@@ -431,4 +439,14 @@ int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_pe
     errno = (err != 0 && !r->errret) ? err : saved;
     shim_in_hook = 0;
     return res;
+}
+
+int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r, shim_perform_fn *perform)
+{
+    return gate(n, image, r, perform);
+}
+
+int64_t shim_gate1(int32_t image, const struct shim_req *r, shim_perform_fn *perform)
+{
+    return gate(1, &image, r, perform);
 }

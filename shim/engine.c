@@ -133,6 +133,7 @@ void shim_engine_load(const char *image)
     RESOLVE(attach);
     RESOLVE(attach_backing);
     RESOLVE(before);
+    RESOLVE(before_unfiltered);
     RESOLVE(after);
     RESOLVE(detach);
     RESOLVE(bypass);

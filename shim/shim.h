@@ -89,6 +89,7 @@ struct shim_engine {
     _Atomic(__typeof__(&blkfault_engine_attach)) attach;
     _Atomic(__typeof__(&blkfault_engine_attach_backing)) attach_backing;
     _Atomic(__typeof__(&blkfault_engine_before)) before;
+    _Atomic(__typeof__(&blkfault_engine_before_unfiltered)) before_unfiltered;
     _Atomic(__typeof__(&blkfault_engine_after)) after;
     _Atomic(__typeof__(&blkfault_engine_detach)) detach;
     _Atomic(__typeof__(&blkfault_engine_bypass)) bypass;
@@ -200,6 +201,8 @@ typedef int64_t shim_perform_fn(const struct shim_req *);
  * perform's arguments come from r[0]. */
 SHIM_HIDDEN int64_t shim_gate(int n, const int32_t *image, const struct shim_req *r,
                               shim_perform_fn *perform);
+/* shim_gate(1, &image, r, perform), compiled for one request. */
+SHIM_HIDDEN int64_t shim_gate1(int32_t image, const struct shim_req *r, shim_perform_fn *perform);
 
 static inline int64_t shim_iov_total(const struct iovec *iov, int cnt)
 {
@@ -236,7 +239,7 @@ static inline int64_t shim_io(const struct shim_req *r, shim_perform_fn *perform
     int32_t image = shim_fd_image(r->fd);
     if (SHIM_LIKELY(image < 0) || shim_steady(image, r))
         return perform(r);
-    return shim_gate(1, &image, r, perform);
+    return shim_gate1(image, r, perform);
 }
 
 /* shim_steady for the hot positional calls (pread, pwrite, preadv, pwritev) on a
@@ -254,7 +257,7 @@ static inline int64_t shim_io_gated(const struct shim_req *r, shim_perform_fn *p
     int32_t image = shim_fd_image(r->fd);
     if (image < 0)
         return perform(r);
-    return shim_gate(1, &image, r, perform);
+    return shim_gate1(image, r, perform);
 }
 
 #endif

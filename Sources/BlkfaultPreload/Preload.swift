@@ -96,7 +96,12 @@ let images = Mutex<[TrackedImage]>([])
 /// The same images for the I/O path, read without a lock: slot i is written once,
 /// before `publishedImages` counts it (release), and never changes after.
 let imageSlots = 4096
-nonisolated(unsafe) let imageTable: UnsafeMutablePointer<Unmanaged<TrackedImage>?> = {
+/// Set at the first publication, under `images`' lock and before `publishedImages` counts
+/// it: a global with a constant initial value needs no swift_once on every request, as
+/// a lazily initialized one did (~12 instructions a request; issue 7).
+nonisolated(unsafe) var imageTable: UnsafeMutablePointer<Unmanaged<TrackedImage>?>? = nil
+
+func makeImageTable() -> UnsafeMutablePointer<Unmanaged<TrackedImage>?> {
     // Fresh zero pages (nil is all zero bits): initialize(repeating:) stored the 4,096
     // slots one by one, and glibc's calloc (which LLVM also makes of malloc + memset)
     // clears this size in its own loop: ~33,000 instructions at the first attach.
@@ -104,7 +109,7 @@ nonisolated(unsafe) let imageTable: UnsafeMutablePointer<Unmanaged<TrackedImage>
     let zeroed = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     guard let zeroed, zeroed != MAP_FAILED else { fatal("out of memory") }
     return zeroed.bindMemory(to: Unmanaged<TrackedImage>?.self, capacity: imageSlots)
-}()
+}
 let publishedImages = Atomic<Int>(0)
 let configuration = Mutex<Configuration?>(nil)
 
@@ -211,7 +216,9 @@ func publish(_ tracked: TrackedImage, in list: inout [TrackedImage]) -> Int32 {
     let handle = list.count - 1
     if handle < imageSlots {
         if let steady = tracked.steady { blkfault_steady_register(Int32(handle), steady) }
-        imageTable[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
+        let table = imageTable ?? makeImageTable()
+        imageTable = table
+        table[handle] = Unmanaged.passRetained(tracked) // kept for the process's life, like `list`
         publishedImages.store(handle + 1, ordering: .releasing)
     }
     return Int32(handle)
@@ -219,7 +226,7 @@ func publish(_ tracked: TrackedImage, in list: inout [TrackedImage]) -> Int32 {
 
 func image(_ handle: Int32) -> TrackedImage? {
     let h = Int(handle)
-    if h >= 0 && h < publishedImages.load(ordering: .acquiring) { return imageTable[h]?.takeUnretainedValue() }
+    if h >= 0 && h < publishedImages.load(ordering: .acquiring), let table = imageTable { return table[h]?.takeUnretainedValue() }
     return images.withLock { list in h >= 0 && h < list.count ? list[h] : nil }
 }
 
@@ -228,7 +235,7 @@ func image(_ handle: Int32) -> TrackedImage? {
 @inline(__always)
 func withImage<R>(_ handle: Int32, otherwise: R, _ body: (TrackedImage) -> R) -> R {
     let h = Int(handle)
-    if h >= 0 && h < publishedImages.load(ordering: .acquiring), let slot = imageTable[h] {
+    if h >= 0 && h < publishedImages.load(ordering: .acquiring), let table = imageTable, let slot = table[h] {
         return slot._withUnsafeGuaranteedRef(body)
     }
     guard let image = image(handle) else { return otherwise }

@@ -36,6 +36,11 @@ extension TrackedImage {
 /// blkfault_steady_begin (it did not when both kinds were closed).
 func publishSteady(_ filter: OpaquePointer, _ engine: inout ImageEngine, layoutWas layout: UInt64, _ op: SteadyRequest?,
                    begun: Bool) {
+    // A closed filter after a qcow2 metadata read that left the classifier's steady path
+    // shut and the layout as it was (every read of `qemu-img check`): what follows would
+    // set no word and leave the kinds closed; asked with flags alone (~50 instructions a
+    // read fewer than steadyView; issue 7).
+    if !begun, let op, engine.steadyStaysShut(afterRead: op, layoutWas: layout) { return }
     var rules: Int32 = 0
     // One call for everything (by address: each non-mutating call copied the whole engine).
     let view = engine.steadyView(touching: op) { sector, iotypes in

@@ -20,3 +20,9 @@ int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op, int64_t of
         return PERFORM_NO_AFTER;
     return blkfault_preload_before(image, fd, op, offset, length, iov, iovcnt);
 }
+
+int32_t blkfault_engine_before_unfiltered(int32_t image, int32_t fd, int32_t op, int64_t offset, int64_t length,
+                                          const struct iovec *iov, int32_t iovcnt)
+{
+    return blkfault_preload_before(image, fd, op, offset, length, iov, iovcnt);
+}

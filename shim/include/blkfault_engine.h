@@ -77,6 +77,13 @@ int32_t blkfault_engine_before(int32_t image, int32_t fd, int32_t op,
                                int64_t offset, int64_t length,
                                const struct iovec *iov, int32_t iovcnt);
 
+/* blkfault_engine_before without its first step, the steady pre-filter's check: for a
+ * request the caller has just asked blkfault_steady_check about (the same answer, ~70
+ * instructions fewer; the check is only a shortcut to what the engine decides). */
+int32_t blkfault_engine_before_unfiltered(int32_t image, int32_t fd, int32_t op,
+                                          int64_t offset, int64_t length,
+                                          const struct iovec *iov, int32_t iovcnt);
+
 /* The engine's steady pre-filter (blkfault_steady_read.h): the table of its published
  * state, one slot per image handle, which lives as long as the process. The shim's hot
  * entry points (pread*, pwrite*, preadv*, pwritev*) run blkfault_steady_check on it

@@ -401,6 +401,15 @@ extension ImageEngine {
         return view
     }
 
+    /// Whether `steadyView(touching: op)` would open no kind, give no word and report the
+    /// layout version `layout`: `op` a read the qcow2 classifier took as metadata while
+    /// its steady path is shut (`mayBeSteady` false: no rule looked at). By address, as
+    /// `steadyLayoutVersion`.
+    public mutating func steadyStaysShut(afterRead op: SteadyRequest, layoutWas layout: UInt64) -> Bool {
+        guard op.kind == .read, case .qcow2 = model, qcow2.lastReadIsMetadata, !mayBeSteady else { return false }
+        return layoutVersion == layout
+    }
+
     /// `steadyKinds(rule:)` can be other than (false, false): the part of it that reads only flags.
     @inline(__always)
     private var mayBeSteady: Bool {
