@@ -22,6 +22,7 @@ struct DeferredWalk: Sendable {
 
     /// `fileSize`: sizes the set at the first table (growing it table by table copied it ~17
     /// times in a 20 GiB check).
+    @inline(__always)  // (one call less on each of a check's table reads)
     mutating func record(table: UInt64, clusterBits: UInt64, fileSize: @autoclosure () -> UInt64) {
         if tables.isEmpty { known.reserve(upTo: fileSize() >> clusterBits) }
         if known.insert(table >> clusterBits) { tables.append(table) }
