@@ -215,7 +215,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             lastReadIsRefblock = false
             return steady
         }
-        if case .l2Table = region, walkTableRead(op) { return [] }
+        if case .l2Table = region, op.kind == .read, walkPathOpen { walkTableRead(op); return [] }
         lastReadIsMetadata = Self.isMetadata(region, op.kind)
         lastReadIsL2Table = { if op.kind == .read, case .l2Table = region { return true } else { return false } }()
         lastReadIsRefblock = { if op.kind == .read, case .refcountBlock = region { return true } else { return false } }()
@@ -487,12 +487,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// table was recorded (its read then needs no after call). nil, having changed nothing,
     /// when the general path must run.
     mutating func walkTableReadRecorded(_ op: Operation, file: ImageReader) -> Bool? {
-        guard op.kind == .read else { return nil }
-        let region = shadow.regionInPlace(at: op.offset)
-        guard case .l2Table = region else { return nil }
-        if !deferredWalk.isEmpty, deferredWalkMatters(op, region) { return nil }
-        guard walkTableRead(op) else { return nil }
-        return recordsWalkReadBeforehand(op, file: file)
+        // The flags first: in a process that may write (convert, bench) no lookup at all.
+        guard op.kind == .read, walkPathOpen, shadow.isL2TableInPlace(at: op.offset) else { return nil }
+        // (deferredWalkMatters reads only flags for a table: the region's offsets do not matter.)
+        if !deferredWalk.isEmpty, deferredWalkMatters(op, .l2Table(tableOffset: op.offset, l1Index: 0)) { return nil }
+        walkTableRead(op)
+        // recordsWalkReadBeforehand, less what walkPathOpen checked (lastReadIsL2Table was
+        // just set; defersWalk's flags but defersWalkLearning and makeEmpty).
+        guard op.bytes != nil, defersWalkLearning, makeEmpty == .none, op.length == shadow.clusterSize,
+              op.offset & (shadow.clusterSize - 1) == 0 else { return false }
+        deferredWalk.record(table: op.offset, clusterBits: UInt64(shadow.header.clusterBits), fileSize: file.size)
+        return true
     }
 
     /// The walk path, for a read of an L2 table after the L1 table was read again (a
@@ -502,11 +507,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// checks of steps that only writes, flushes, snapshots or repairs start. False, having
     /// changed nothing, when the general path must decide.
     @inline(__always)  // (one call less on each of a check's table reads)
-    private mutating func walkTableRead(_ op: Operation) -> Bool {
-        guard usesWalkPath, op.kind == .read, l1TableReads > 1, opened, !writable, !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
-              bitmapStore == nil, !refcountOrderRewrite, refcountOrderFrees == 0, !flush.isWritingBack,
-              shrinkDroppedTables == nil, sharedCow == .none, compressedCowFree == .none, !oldTableFreePending,
-              oldTableBlocks.isEmpty else { return false }
+    private mutating func walkTableRead(_ op: Operation) {
         lastReadIsMetadata = true
         lastReadIsL2Table = true
         lastReadIsRefblock = false
@@ -517,7 +518,16 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         previousWasL2Load = true
         lastL2Load = (op.offset, op.length)
         previousWasHeaderRewrite = false
-        return true
+    }
+
+    /// Whether the walk path may take a read of an L2 table (`walkTableRead`): a read-only
+    /// metadata walk with nothing pending. Flags only.
+    @inline(__always)
+    private var walkPathOpen: Bool {
+        usesWalkPath && l1TableReads > 1 && opened && !writable && !snapshot.isActive && shadow.snapshotL1Tables.isEmpty
+            && bitmapStore == nil && !refcountOrderRewrite && refcountOrderFrees == 0 && !flush.isWritingBack
+            && shrinkDroppedTables == nil && sharedCow == .none && compressedCowFree == .none && !oldTableFreePending
+            && oldTableBlocks.isEmpty
     }
 
     /// The fast paths' share of eventsBefore's closing bookkeeping: the request just
@@ -559,6 +569,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             return nil
         }
     }
+
+    /// `steadyKinds` is (false, false) at its first test: the last request was a table read.
+    @inline(__always)
+    var steadyShutByTableRead: Bool { previousWasL2Load || previousWasRefblockRead }
 
     /// Which requests on guest data `steadyEvents` takes and that change nothing here,
     /// before or after (the flags it clears are clear, a write's flush is already

@@ -406,7 +406,9 @@ extension ImageEngine {
     /// its steady path is shut (`mayBeSteady` false: no rule looked at). By address, as
     /// `steadyLayoutVersion`.
     public mutating func steadyStaysShut(afterRead op: SteadyRequest, layoutWas layout: UInt64) -> Bool {
-        guard op.kind == .read, case .qcow2 = model, qcow2.lastReadIsMetadata, !mayBeSteady else { return false }
+        guard op.kind == .read, case .qcow2 = model, qcow2.lastReadIsMetadata else { return false }
+        // (After a table read the classifier's steady kinds are shut at their first test.)
+        guard qcow2.steadyShutByTableRead || !mayBeSteady else { return false }
         return layoutVersion == layout
     }
 

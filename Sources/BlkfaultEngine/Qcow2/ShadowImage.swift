@@ -275,6 +275,17 @@ public struct ShadowImage: Sendable {
         return .unreferenced
     }
 
+    /// `region(at: offset)` is `.l2Table` (the active L1's or a snapshot's), by address.
+    @inline(never)
+    public mutating func isL2TableInPlace(at offset: UInt64) -> Bool {
+        let bits = UInt64(header.clusterBits) & 63
+        if fixedRegion(at: offset, bits: bits) != nil { return false }
+        let index = offset &>> bits
+        guard tableClusters.contains(index) else { return false }
+        let cluster = index &<< bits
+        return l2Tables[cluster] != nil || (!snapshotL2Tables.isEmpty && snapshotL2Tables[cluster] != nil)
+    }
+
     @inline(never)
     private mutating func tableRegionInPlace(cluster: UInt64, index: UInt64) -> Region {
         tableRegion(cluster: cluster, index: index)
