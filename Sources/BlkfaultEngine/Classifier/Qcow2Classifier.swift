@@ -38,6 +38,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
+    /// The last I/O other than fdatasyncs was an l1_update: l2_allocate just ended
+    /// (in writethrough mode its own sync follows the L1 entry).
+    private var l2AllocateJustEnded = false
+    /// The table allocation whose L1 entry went out last began right after another
+    /// l2_allocate ended: tables allocated back to back with no data between (a zero
+    /// write over unallocated L2 ranges, qemu-img convert's zeroing of its target).
+    private var tablesBackToBack = false
     /// The previous I/O was a guest data write that allocated clusters.
     private var previousWasAllocatingWrite = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
@@ -376,6 +383,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
+            if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
             previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
@@ -515,7 +523,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         forgetPreviousRequest()
         previousWasL2Load = true
         lastL2Load = (op.offset, op.length)
-        previousWasHeaderRewrite = false
         return true
     }
 
@@ -524,6 +531,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     @inline(__always)
     private mutating func forgetPreviousRequest() {
         previousWasL1Update = false
+        l2AllocateJustEnded = false
+        previousWasHeaderRewrite = false
         previousWasAllocatingWrite = false
         previousWasL2Load = false
         previousWasOwedSync = false
@@ -572,7 +581,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
-              !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
+              !previousWasCompressedRead, !previousWasOwedSync, !l2AllocateJustEnded, !previousWasHeaderRewrite else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
     }
@@ -877,6 +886,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // its cluster_alloc came before the data write), not a full flush; its
                 // fdatasync follows.
                 flush.allocationWrite()
+                refblockAlloc.announce()
                 return [.refblockAlloc, .l2Update]
             }
             if previousWasL1Update && !isCovered(fileEnd: file.size) {
@@ -885,6 +895,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // cache first (qemu-img convert; in qemu-io a full flush would come
                 // after the request's data write instead).
                 clusterAllocRaised = true
+                refblockAlloc.announce()
                 return [.clusterAlloc, .refblockAlloc, .l2Update]
             }
             return flush.writeBack(l2: true) + [.l2Update]
@@ -931,11 +942,21 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 pendingTables.formUnion(allocated)
                 flush.allocationWrite()
                 var events: [BlkdebugEvent] = retry ?? []
-                if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                events += [.refblockAlloc, .refblockLoad]
+                if retry == nil {
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                }
+                // (A retry's events already count its update of this block: qemu-img
+                // convert's next table, placed in the block just hooked up.)
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                // One new cluster, the block's last: an L2 table (l2_allocate's own flush,
+                // which ends there), unless a data allocation follows the table whose L1
+                // entry just went out: that one runs on into the next block (it is flushed
+                // before its data only because it crosses). Tables back to back: a table.
+                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack)
+                tablesBackToBack = l2AllocateJustEnded
                 switch refblockAlloc.startsNewBlockFlush(
-                    reftableIndex: reftableIndex, reachesEnd: newly.last == last,
+                    reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
                     nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
                     completedRequests: flush.completedRequests) {
                 case .refcountCache:
@@ -1005,7 +1026,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch growth {
             case .none:
                 if tableFull { growth = .blockWritten }
-                return refblockAlloc.newBlockWritten() ? [.refblockAllocWrite, .refblockUpdatePart] : [.refblockUpdatePart]
+                let written = refblockAlloc.newBlockWritten()
+                guard written.raisesWrite else { return [.refblockUpdatePart] }
+                var events: [BlkdebugEvent] = []
+                if written.unannounced {
+                    // Nothing was dirty (an allocation right after an L2 table that ended
+                    // exactly at the block's end): this write is the allocation's first I/O.
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events.append(.refblockAlloc)
+                    clusterAllocRaised = true
+                }
+                return events + [.refblockAllocWrite, .refblockUpdatePart]
             case .blockWritten:
                 growth = .area
                 return [.reftableGrow, .refblockAllocWriteBlocks, .refblockUpdatePart]
