@@ -115,6 +115,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// Whether the walk path (`walkTableRead`) is taken where it applies; false: the
     /// general path always (tests compare the two).
     public var usesWalkPath = true
+    /// Whether the steady path (`steadyEvents`, and the pre-filter's skips that
+    /// `steadyKinds` allows) is taken where it applies; false: the general path always
+    /// (tests compare the two).
+    public var usesSteadyPath = true
 
     enum Growth: Sendable { case none, blockWritten, area }
 
@@ -545,7 +549,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// (no flush to end, no free owed). The same events and state changes as the general
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
-        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+        guard usesSteadyPath, opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
@@ -577,7 +581,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         // First, on its own: after a table read (every request of a metadata walk) nothing
         // else needs looking at (the publication after each of `qemu-img check`'s reads).
         if previousWasL2Load || previousWasRefblockRead { return (false, false) }
-        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+        guard usesSteadyPath, opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
