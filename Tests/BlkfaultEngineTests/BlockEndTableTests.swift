@@ -96,4 +96,41 @@ import BlkfaultEngine
         r.flush()
         #expect(r.write(524288, [UInt8](repeating: 0xcd, count: 4096)).events == [.refblockAlloc, .refblockLoad, .writeAio, .pwritev])
     }
+
+    /// The same five writes with `write 384k 55k`: the table takes cluster 510 and the
+    /// data allocation 511...514 runs on into block 1 (flushed early because it crosses,
+    /// right after the table's L1 entry). After the hookup the retry undoes its update of
+    /// block 0 and redoes both blocks before the data write; the undo made the refcount
+    /// cache depend on the L2 cache, so linking the data syncs first, with no event.
+    @Test func dataRunningOnFromTheLastClusterIsRetriedWithItsUndo() throws {
+        var setup = try Replay(freshQcow2())
+        setup.file.write(offset: 2048, data: setup.refblock(2048, settingClusters: Array(0...509)))
+        var r = try Replay(setup.file)
+        r.open()
+        #expect(r.read(2048, 1024).events == [.clusterAlloc])
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [510])).events == [.refblockAlloc, .refblockLoad, .refblockUpdatePart, .pwritev])
+        r.flush()
+        #expect(r.write(522240, Self.zeroTable).events == [.l2AllocWrite, .l2Update, .pwritev])
+        r.flush()
+        #expect(r.write(3072 + 8 * 4, be64((1 << 63) | 522240)).events == [.l1Update, .pwritev])
+        r.flush()
+        #expect(r.write(2048, r.refblock(2048, settingClusters: [511])).events
+                == [.clusterAlloc, .refblockAlloc, .refblockLoad, .refblockAlloc, .refblockAllocWrite, .refblockUpdatePart, .pwritev])
+        var block = [UInt8](repeating: 0, count: 1024)
+        block[7] = 1                                                     // the block at 515
+        #expect(r.write(527360, block).events == [.refblockUpdatePart, .pwritev])
+        r.flush()
+        #expect(r.write(1032, be64(527360)).events == [.refblockAllocHookup, .pwritev])
+        r.flush()
+        let pair: [BlkdebugEvent] = [.refblockAlloc, .refblockLoad]
+        #expect(r.write(523264, [UInt8](repeating: 0xcd, count: 4096)).events == pair + pair + pair + [.writeAio, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(2048, r.file.read(offset: 2048, count: 1024)!).events == [.flushToOS, .refblockUpdatePart, .pwritev])
+        for k in [1, 3, 5] { block[k] = 1 }                              // 512...514
+        #expect(r.write(527360, block).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+        #expect(r.write(522240, l2Slice(size: 1024, host: 523264, count: 4, cluster: 1024)).events == [.l2Update, .pwritev])
+        // (This process's first write request: no flush_to_disk yet, FullFlush.)
+        #expect(r.flush().events == [])
+    }
 }

@@ -45,6 +45,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// l2_allocate ended: tables allocated back to back with no data between (a zero
     /// write over unallocated L2 ranges, qemu-img convert's zeroing of its target).
     private var tablesBackToBack = false
+    /// A retried allocation's data was just written after undoing its update of an
+    /// earlier block (update_refcount with -1 makes the refcount cache depend on the L2
+    /// cache): linking the data flushes that dependency, an fdatasync with no event.
+    private var retryUndoSync = false
     /// The previous I/O was a guest data write that allocated clusters.
     private var previousWasAllocatingWrite = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
@@ -376,6 +380,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         if afterTableFree, !(op.kind == .read || isWriteBack) { afterTableFree = false }
         if op.kind == .flush { allocationRefcountFlush = false }
+        let undoSync = retryUndoSync && op.kind == .flush
+        if op.kind != .flush { retryUndoSync = false }
         defer {
             // After classification: the write that consumes a pending new block counts too.
             switch (op.kind, region) {
@@ -453,6 +459,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // pending cluster was a late data write's, no L1 write comes to end it.
             l2AllocateFlush = false
             if headerFeaturesSync { headerFeaturesSync = false; break }
+            if undoSync { retryUndoSync = false; break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
                 makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
@@ -536,6 +543,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private mutating func forgetPreviousRequest() {
         previousWasL1Update = false
         l2AllocateJustEnded = false
+        retryUndoSync = false
         previousWasHeaderRewrite = false
         previousWasAllocatingWrite = false
         previousWasL2Load = false
@@ -585,7 +593,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
-              !previousWasCompressedRead, !previousWasOwedSync, !l2AllocateJustEnded, !previousWasHeaderRewrite else { return (false, false) }
+              !previousWasCompressedRead, !previousWasOwedSync, !l2AllocateJustEnded, !previousWasHeaderRewrite, !retryUndoSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
     }
@@ -1110,7 +1118,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
-        if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
+        if !fresh.isEmpty, refblockAlloc.retryPending,
+           let retry = refblockAlloc.retryEvents(reftableIndex: shadow.reftableIndex(clusterOffset: first)) {
+            // The data of an allocation retried after a hookup, with no write-back before
+            // it: the retry's undo and updates (no second cluster_alloc).
+            requestAllocated = true
+            clusterAllocRaised = false
+            contiguousAllocation = false
+            retryUndoSync = retry.count > 2
+            events = retry
+        } else if !fresh.isEmpty {
+            events += allocationEvents(newClusters: fresh)
+        }
         for c in touched { zeroedClusters.remove(c) }
         return events + [.writeAio]
     }

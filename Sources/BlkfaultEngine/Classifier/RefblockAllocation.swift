@@ -104,6 +104,9 @@ struct RefblockAllocation: Sendable {
         announced = false
     }
 
+    /// A retry after a hookup whose events are not raised yet.
+    var retryPending: Bool { hookedIndex != nil && !retryRaised }
+
     /// A refcount write-back: nil outside a retry; else the retry's events before it
     /// (empty after the first write-back), and the write-back is not a full flush's.
     /// The allocation is taken to start in this block and end in the hooked-up one:
