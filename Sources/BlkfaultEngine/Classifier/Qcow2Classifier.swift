@@ -97,6 +97,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// that comes next is the next allocation's flush (l2_allocate), not a full flush,
     /// and it may start with a block the free alone dirtied.
     private var afterTableFree = false
+    /// A refcount write-back came since that free (an fdatasync before one is the
+    /// eviction's dependency flush, after one the allocation's own).
+    private var tableFreeWrittenBack = false
     /// Such a flush started with a block holding no new refcount (its events raised there).
     private var allocationRefcountFlush = false
     /// Refcount table growth in progress.
@@ -365,6 +368,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events.append(.clusterFree)
             oldTableFreePending = false
             afterTableFree = true
+            tableFreeWrittenBack = false
             if oldTableBlocks.isEmpty { events += [.refblockAlloc, .refblockLoad] }
         }
         if !oldTableBlocks.isEmpty, !oldTableFreePending, op.kind != .flush {
@@ -378,7 +382,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
             oldTableBlocks = []
         }
-        if afterTableFree, !(op.kind == .read || isWriteBack) { afterTableFree = false }
+        let freeEvictionSync = afterTableFree && op.kind == .flush && !tableFreeWrittenBack
+        if afterTableFree && isWriteBack { tableFreeWrittenBack = true }
+        if afterTableFree, !(op.kind == .read || isWriteBack || freeEvictionSync) { afterTableFree = false }
         if op.kind == .flush { allocationRefcountFlush = false }
         let undoSync = retryUndoSync && op.kind == .flush
         if op.kind != .flush { retryUndoSync = false }
@@ -460,6 +466,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             l2AllocateFlush = false
             if headerFeaturesSync { headerFeaturesSync = false; break }
             if undoSync { retryUndoSync = false; break }
+            // After an old table's free the refcount cache depends on the L2 cache: the
+            // allocation's free-space search evicting a dirty block flushes that first, and
+            // its bdrv_flush syncs when a chunk's data write finished since the last sync
+            // (under load): no event, and no request's end.
+            if freeEvictionSync { break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
                 makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
