@@ -48,5 +48,23 @@ import BlkfaultEngine
         #expect(r.write(264192, refblock([3, 4])).decision == .perform)
     }
 
+    /// Under load a data write finishing after the last sync makes the L2 cache flush that
+    /// the first eviction of a dirty block starts (the free made the refcount cache depend
+    /// on the L2 cache) sync the file: an fdatasync between the free's reads and the
+    /// write-backs (refgrow, 1 run in 11 with `flush_to_disk` once=on). It ends no
+    /// request: the write-backs are still the allocation's.
+    @Test func aSyncBeforeTheWriteBacksIsNoFullFlush() throws {
+        var r = try grown()
+        r.open()
+        r.write(36, be32(49152) + be64(264704))
+        r.flush()
+        for block: UInt64 in [1024, 263680, 264192] { r.read(block, 512) }
+        #expect(r.flush().events == [])
+        #expect(r.write(263680, refblock([])).events == [.clusterAlloc, .refblockAlloc, .refblockLoad, .refblockUpdatePart, .pwritev])
+        #expect(r.write(264192, refblock([3, 4])).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.write(1024, refblock([0, 1, 2, 3])).events == [.refblockUpdatePart, .pwritev])
+        #expect(r.flush().events == [])
+    }
+
     func be32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8((v >> UInt32(24 - 8 * $0)) & 0xff) } }
 }

@@ -140,7 +140,8 @@ class Runner:
         target = f"blkdebug:{cfg}:{img}" if how == "reference" else img
         # @FILE@ inside an argument (a json: filename opening the image as a backing
         # file) is the image's protocol node: a blkdebug node over it for the reference
-        node = (json.dumps({"driver": "blkdebug", "config": cfg,
+        # (no config for the rule-less traced run: an empty one is a file name to read)
+        node = (json.dumps({"driver": "blkdebug", **({"config": cfg} if cfg else {}),
                             "image": {"driver": "file", "filename": img}})
                 if how == "reference" else json.dumps({"driver": "file", "filename": img}))
         argv = [QEMU_IMG] + [target if a == "IMG" else a.replace("TEST_DIR/", run_dir + "/")
@@ -274,11 +275,33 @@ HAVE_STRACE = shutil.which("strace") is not None
 TASKSET = shutil.which("taskset")
 
 
+def _task_range(action: str, ctype: int, host: int, length: int, cluster_size: int):
+    """The range of the image file a qcow2_add_task's task reads or writes, or None
+    when it does no I/O there.  QEMU 7.2 passes the full host offset (the cluster's
+    plus the offset into it) as `file_cluster_offset`; for a compressed cluster
+    (subcluster type 5) the L2 entry's offset and size bits.  Type 0/1 reads
+    (unallocated) go to the backing file; a compressed write's task (host offset 0)
+    writes where qcow2_alloc_bytes puts the data, after compressing it."""
+    if action == "write":
+        return None if host == 0 else (host, length)
+    if ctype in (0, 1):
+        return None
+    if ctype == 5:
+        bits = cluster_size.bit_length() - 1
+        shift = 62 - (bits - 8)
+        coffset = host & ((1 << shift) - 1)
+        sectors = ((host >> shift) & ((1 << (bits - 8)) - 1)) + 1
+        return coffset, sectors * 512 - (coffset & 511)
+    return host, length
+
+
 def parse_trace(path: str, img: str, run_idx: int, cluster_size: int) -> list[tuple]:
     """Image-file syscalls and QEMU trace lines of one strace -f -y log, in entry
     order, as (run, kind, offset, length, name, detail) tokens; unfinished/resumed
     lines are merged.  qcow2_add_task lines become 'task' tokens carrying the host
-    range of the data sub-request that qcow2 hands to a concurrent task."""
+    range of the data sub-request that qcow2 hands to a concurrent task, with its
+    node (`bs`) in the name; reads and writes of other files (the backing file, a
+    commit's base) become 'other' tokens, which only complete tasks of other nodes."""
     recs, pending = [], {}
     try:
         text = Path(path).read_text(errors="replace")
@@ -311,19 +334,23 @@ def parse_trace(path: str, img: str, run_idx: int, cluster_size: int) -> list[tu
             if not mm:
                 continue
             text = re.sub(r"0x[0-9a-f]{6,}|\(nil\)", "P", mm.group(1))
-            tm = re.match(r"qcow2_add_task .*?: (\w+): .*file_cluster_offset (\d+) "
-                          r"offset (\d+) bytes (\d+)", text)
+            tm = re.match(r"qcow2_add_task .*?bs (0x[0-9a-f]+) .*?: (\w+): cluster_type (\d+) "
+                          r"file_cluster_offset (\d+) offset (\d+) bytes (\d+)", mm.group(1))
             if tm:
-                host = int(tm.group(2)) + int(tm.group(3)) % cluster_size
-                toks.append((run_idx, "task", host, int(tm.group(4)), "qcow2_add_task",
-                             tm.group(1)))
-            else:
+                rng = _task_range(tm.group(2), int(tm.group(3)), int(tm.group(4)),
+                                  int(tm.group(6)), cluster_size)
+                if rng:
+                    toks.append((run_idx, "task", rng[0], rng[1],
+                                 f"qcow2_add_task bs {tm.group(1)}", tm.group(2)))
+            elif not text.startswith("qcow2_add_task "):
                 toks.append((run_idx, "qemu", None, text, "stderr", ""))
             continue
-        if m.group(3) != img or m.group(1) not in _KIND:
+        if m.group(1) not in _KIND or not m.group(3).startswith("/"):
             continue
         name, args = m.group(1), m.group(4)
         kind = _KIND[name]
+        if m.group(3) != img and kind not in ("read", "write"):
+            continue
         nums = re.findall(r"(?<![\w.])(\d+)(?![\w.])", args)
         off = length = None
         detail = ""
@@ -343,6 +370,9 @@ def parse_trace(path: str, img: str, run_idx: int, cluster_size: int) -> list[tu
                 off, length = int(nums[-2]), int(nums[-1])
         elif kind == "truncate" and nums:
             length = int(nums[-1])
+        if m.group(3) != img:
+            toks.append((run_idx, "other", off, length, m.group(3), kind))
+            continue
         toks.append((run_idx, kind, off, length, name, detail))
     return toks
 
@@ -361,17 +391,27 @@ def _streams(toks):
     import bisect
     key = lambda t: t[:4]  # noqa: E731
     serial, failed = [], []
-    # open tasks: non-overlapping, sorted by start: parallel lists
-    starts: list[int] = []
-    tasks: list[list] = []  # [start, end, pos, token, claimed]
+    # open tasks per node (bs): non-overlapping, sorted by start: parallel lists
+    nodes: dict[str, tuple[list[int], list[list]]] = {}  # [start, end, pos, token, claimed]
+    # which file each node's tasks were seen doing I/O in (IMAGE: the image); tasks of
+    # a node that works on another file (a backing file, a commit's base) never fail here
+    IMAGE = ""
+    owner: dict[str, str] = {}
+    pending: list[list] = []  # tasks of this run closed with no I/O: [pos, token, bs, kind, lo, hi]
     cur_run = None
 
     def close():
-        failed.extend((ot[2], ot[3]) for ot in tasks if not ot[4])
-        starts.clear()
-        tasks.clear()
+        for bs, (_, tasks) in nodes.items():
+            pending.extend([ot[2], ot[3], bs, ot[3][5], ot[0], ot[1]] for ot in tasks if not ot[4])
+        nodes.clear()
 
-    def overlapping(lo, hi):
+    def end_run():
+        close()
+        failed.extend((p[0], p[1]) for p in pending if owner.get(p[2], IMAGE) == IMAGE)
+        pending.clear()
+        owner.clear()
+
+    def overlapping(starts, tasks, lo, hi):
         j = bisect.bisect_left(starts, hi) - 1
         out = []
         while j >= 0 and tasks[j][1] > lo:
@@ -379,31 +419,58 @@ def _streams(toks):
             j -= 1
         return out
 
+    def claim(lo, hi, want, where):
+        """Mark the open tasks of nodes working on `where` (or not yet seen) that
+        this I/O completes; whether there were any."""
+        hit = False
+        for bs, (starts, tasks) in nodes.items():
+            if owner.get(bs, where) != where:
+                continue
+            for j in overlapping(starts, tasks, lo, hi):
+                if tasks[j][3][5] == want:
+                    tasks[j][4] = hit = True
+                    owner[bs] = where
+        return hit
+
     for pos, t in enumerate(toks):
         run, kind, off, length, name, detail = t
         if run != cur_run:
-            close()
+            end_run()
             cur_run = run
         if kind == "task":
+            bs = name.split()[-1]
+            starts, tasks = nodes.setdefault(bs, ([], []))
             # a new task over the range of an earlier one that did no I/O: the
             # earlier one failed and its clusters were freed and reused
-            for j in overlapping(off, off + length):  # descending indexes
+            for j in overlapping(starts, tasks, off, off + length):  # descending indexes
                 if not tasks[j][4]:
-                    failed.append((tasks[j][2], tasks[j][3]))
+                    ot = tasks[j]
+                    pending.append([ot[2], ot[3], bs, ot[3][5], ot[0], ot[1]])
                 del starts[j], tasks[j]
             j = bisect.bisect_left(starts, off)
             starts.insert(j, off)
             tasks.insert(j, [off, off + length, pos, t, False])
-        elif kind == "qemu" and length.startswith(("qcow2_writev_done_req", "blk_co_p")):
+            continue
+        if kind == "other":
+            # another file's I/O: it completes tasks of the node working on that file
+            if off is not None and length:
+                claim(off, off + length, detail, name)
+                for p in [p for p in pending if p[3] == detail and p[4] < off + length
+                          and off < p[5] and owner.get(p[2], name) == name]:
+                    owner[p[2]] = name
+                    pending.remove(p)
+            continue
+        if kind == "qemu" and length.startswith(("qcow2_writev_done_req", "blk_co_p")):
             close()
         elif kind in ("read", "write", "fallocate") and off is not None and length:
             # (a write task may first zero its clusters: fallocate, notes §3.4 S8)
             want = "write" if kind == "fallocate" else kind
-            hit = [j for j in overlapping(off, off + length) if tasks[j][3][5] == want]
-            if hit:
-                if kind != "fallocate":  # zeroing alone does not complete a write task
-                    for j in hit:
-                        tasks[j][4] = True
+            if kind == "fallocate":  # zeroing alone does not complete a write task
+                if any(owner.get(bs, IMAGE) == IMAGE and any(tasks[j][3][5] == want for j in
+                       overlapping(starts, tasks, off, off + length))
+                       for bs, (starts, tasks) in nodes.items()):
+                    continue
+            elif claim(off, off + length, want, IMAGE):
                 continue
         if kind == "flush" and serial and serial[-1][1][1] == "flush":
             # Whether a flush right after another one reaches fdatasync depends on
@@ -411,7 +478,8 @@ def _streams(toks):
             # generations, notes §2.8), so runs of flushes count as one.
             continue
         serial.append((pos, key(t)))
-    close()
+    end_run()
+    failed.sort(key=lambda f: f[0])
     return serial, failed
 
 

@@ -38,6 +38,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
+    /// The last I/O other than fdatasyncs was an l1_update: l2_allocate just ended
+    /// (in writethrough mode its own sync follows the L1 entry).
+    private var l2AllocateJustEnded = false
+    /// The table allocation whose L1 entry went out last began right after another
+    /// l2_allocate ended: tables allocated back to back with no data between (a zero
+    /// write over unallocated L2 ranges, qemu-img convert's zeroing of its target).
+    private var tablesBackToBack = false
+    /// A retried allocation's data was just written after undoing its update of an
+    /// earlier block (update_refcount with -1 makes the refcount cache depend on the L2
+    /// cache): linking the data flushes that dependency, an fdatasync with no event.
+    private var retryUndoSync = false
     /// The previous I/O was a guest data write that allocated clusters.
     private var previousWasAllocatingWrite = false
     /// The previous I/O read compressed data: a write to a new cluster right after it
@@ -86,6 +97,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// that comes next is the next allocation's flush (l2_allocate), not a full flush,
     /// and it may start with a block the free alone dirtied.
     private var afterTableFree = false
+    /// A refcount write-back came since that free (an fdatasync before one is the
+    /// eviction's dependency flush, after one the allocation's own).
+    private var tableFreeWrittenBack = false
     /// Such a flush started with a block holding no new refcount (its events raised there).
     private var allocationRefcountFlush = false
     /// Refcount table growth in progress.
@@ -108,6 +122,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// Whether the walk path (`walkTableRead`) is taken where it applies; false: the
     /// general path always (tests compare the two).
     public var usesWalkPath = true
+    /// Whether the steady path (`steadyEvents`, and the pre-filter's skips that
+    /// `steadyKinds` allows) is taken where it applies; false: the general path always
+    /// (tests compare the two).
+    public var usesSteadyPath = true
 
     enum Growth: Sendable { case none, blockWritten, area }
 
@@ -350,6 +368,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             events.append(.clusterFree)
             oldTableFreePending = false
             afterTableFree = true
+            tableFreeWrittenBack = false
             if oldTableBlocks.isEmpty { events += [.refblockAlloc, .refblockLoad] }
         }
         if !oldTableBlocks.isEmpty, !oldTableFreePending, op.kind != .flush {
@@ -363,8 +382,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
             oldTableBlocks = []
         }
-        if afterTableFree, !(op.kind == .read || isWriteBack) { afterTableFree = false }
+        let freeEvictionSync = afterTableFree && op.kind == .flush && !tableFreeWrittenBack
+        if afterTableFree && isWriteBack { tableFreeWrittenBack = true }
+        if afterTableFree, !(op.kind == .read || isWriteBack || freeEvictionSync) { afterTableFree = false }
         if op.kind == .flush { allocationRefcountFlush = false }
+        let undoSync = retryUndoSync && op.kind == .flush
+        if op.kind != .flush { retryUndoSync = false }
         defer {
             // After classification: the write that consumes a pending new block counts too.
             switch (op.kind, region) {
@@ -376,6 +399,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
+            if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
             previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
@@ -441,6 +465,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // pending cluster was a late data write's, no L1 write comes to end it.
             l2AllocateFlush = false
             if headerFeaturesSync { headerFeaturesSync = false; break }
+            if undoSync { retryUndoSync = false; break }
+            // After an old table's free the refcount cache depends on the L2 cache: the
+            // allocation's free-space search evicting a dirty block flushes that first, and
+            // its bdrv_flush syncs when a chunk's data write finished since the last sync
+            // (under load): no event, and no request's end.
+            if freeEvictionSync { break }
             if makeEmpty == .truncated {
                 // The close after make_completely_empty: retried by qcow2_close.
                 makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
@@ -517,7 +547,6 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         forgetPreviousRequest()
         previousWasL2Load = true
         lastL2Load = (op.offset, op.length)
-        previousWasHeaderRewrite = false
     }
 
     /// Whether the walk path may take a read of an L2 table (`walkTableRead`): a read-only
@@ -535,6 +564,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     @inline(__always)
     private mutating func forgetPreviousRequest() {
         previousWasL1Update = false
+        l2AllocateJustEnded = false
+        retryUndoSync = false
+        previousWasHeaderRewrite = false
         previousWasAllocatingWrite = false
         previousWasL2Load = false
         previousWasOwedSync = false
@@ -547,7 +579,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     /// (no flush to end, no free owed). The same events and state changes as the general
     /// path below, without building lists: nil when that path must decide.
     private mutating func steadyEvents(_ op: Operation) -> [BlkdebugEvent]? {
-        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+        guard usesSteadyPath, opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty else { return nil }
         switch op.kind {
@@ -583,11 +615,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         // First, on its own: after a table read (every request of a metadata walk) nothing
         // else needs looking at (the publication after each of `qemu-img check`'s reads).
         if previousWasL2Load || previousWasRefblockRead { return (false, false) }
-        guard opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
+        guard usesSteadyPath, opened, !flush.isWritingBack, shrinkDroppedTables == nil, !oldTableFreePending,
               sharedCow == .none, compressedCowFree == .none, oldTableBlocks.isEmpty, !afterTableFree,
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
-              !previousWasCompressedRead, !previousWasOwedSync else { return (false, false) }
+              !previousWasCompressedRead, !previousWasOwedSync, !l2AllocateJustEnded, !previousWasHeaderRewrite, !retryUndoSync else { return (false, false) }
         return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
     }
@@ -892,6 +924,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // its cluster_alloc came before the data write), not a full flush; its
                 // fdatasync follows.
                 flush.allocationWrite()
+                refblockAlloc.announce()
                 return [.refblockAlloc, .l2Update]
             }
             if previousWasL1Update && !isCovered(fileEnd: file.size) {
@@ -900,6 +933,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // cache first (qemu-img convert; in qemu-io a full flush would come
                 // after the request's data write instead).
                 clusterAllocRaised = true
+                refblockAlloc.announce()
                 return [.clusterAlloc, .refblockAlloc, .l2Update]
             }
             return flush.writeBack(l2: true) + [.l2Update]
@@ -946,11 +980,21 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 pendingTables.formUnion(allocated)
                 flush.allocationWrite()
                 var events: [BlkdebugEvent] = retry ?? []
-                if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                events += [.refblockAlloc, .refblockLoad]
+                if retry == nil {
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                }
+                // (A retry's events already count its update of this block: qemu-img
+                // convert's next table, placed in the block just hooked up.)
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                // One new cluster, the block's last: an L2 table (l2_allocate's own flush,
+                // which ends there), unless a data allocation follows the table whose L1
+                // entry just went out: that one runs on into the next block (it is flushed
+                // before its data only because it crosses). Tables back to back: a table.
+                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack)
+                tablesBackToBack = l2AllocateJustEnded
                 switch refblockAlloc.startsNewBlockFlush(
-                    reftableIndex: reftableIndex, reachesEnd: newly.last == last,
+                    reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
                     nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
                     completedRequests: flush.completedRequests) {
                 case .refcountCache:
@@ -1020,7 +1064,17 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             switch growth {
             case .none:
                 if tableFull { growth = .blockWritten }
-                return refblockAlloc.newBlockWritten() ? [.refblockAllocWrite, .refblockUpdatePart] : [.refblockUpdatePart]
+                let written = refblockAlloc.newBlockWritten()
+                guard written.raisesWrite else { return [.refblockUpdatePart] }
+                var events: [BlkdebugEvent] = []
+                if written.unannounced {
+                    // Nothing was dirty (an allocation right after an L2 table that ended
+                    // exactly at the block's end): this write is the allocation's first I/O.
+                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                    events.append(.refblockAlloc)
+                    clusterAllocRaised = true
+                }
+                return events + [.refblockAllocWrite, .refblockUpdatePart]
             case .blockWritten:
                 growth = .area
                 return [.reftableGrow, .refblockAllocWriteBlocks, .refblockUpdatePart]
@@ -1090,7 +1144,18 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         let fresh = touched.filter { !zeroedClusters.contains($0) }
         var events: [BlkdebugEvent] = []
-        if !fresh.isEmpty { events += allocationEvents(newClusters: fresh) }
+        if !fresh.isEmpty, refblockAlloc.retryPending,
+           let retry = refblockAlloc.retryEvents(reftableIndex: shadow.reftableIndex(clusterOffset: first)) {
+            // The data of an allocation retried after a hookup, with no write-back before
+            // it: the retry's undo and updates (no second cluster_alloc).
+            requestAllocated = true
+            clusterAllocRaised = false
+            contiguousAllocation = false
+            retryUndoSync = retry.count > 2
+            events = retry
+        } else if !fresh.isEmpty {
+            events += allocationEvents(newClusters: fresh)
+        }
         for c in touched { zeroedClusters.remove(c) }
         return events + [.writeAio]
     }

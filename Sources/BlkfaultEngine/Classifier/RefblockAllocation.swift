@@ -33,6 +33,9 @@ struct RefblockAllocation: Sendable {
     /// dependency (its own and the L2 flush's): the L2 write-backs before them are that
     /// flush's.
     private var l2FlushSyncsLeft = 0
+    /// alloc_refcount_block's `refblock_alloc` for the awaited block went out before an
+    /// earlier write of its flushes (an older block, L2 tables).
+    private var announced = false
 
     /// What an allocation's write-back that reaches its block's end starts.
     enum NewBlockFlush: Equatable {
@@ -57,14 +60,15 @@ struct RefblockAllocation: Sendable {
     /// it starts is alloc_refcount_block's for the block after it: the allocation set
     /// refcounts up to the block's last entry and no block covers the next cluster. With
     /// no L2 entry dirty it is the refcount cache flush; with some, the L2 cache flush's
-    /// dependency. (An allocation that ends exactly at the block's
-    /// end is taken for one that runs on.) In a retry the new block may land in a block
+    /// dependency. (`reachesEnd` is false for an allocation the classifier takes to
+    /// end exactly at the block's end: an L2 table in its last cluster.) In a retry the new block may land in a block
     /// an earlier round hooked up, and then the flush is the else branch's, with no event.
     mutating func startsNewBlockFlush(reftableIndex: UInt64, reachesEnd: Bool, nextCovered: Bool,
                                       completedRequests: Int) -> NewBlockFlush {
         guard reachesEnd, !nextCovered else { return .none }
         awaitedIndex = reftableIndex + 1
         guard !writeRaised, hookedIndex == nil else { return .none }
+        announced = true
         if let mark = l2DirtyMark, completedRequests <= mark {
             l2FlushSyncsLeft = 2
             return .l2Cache
@@ -80,10 +84,16 @@ struct RefblockAllocation: Sendable {
     /// That block was written.
     mutating func awaitedBlockWritten() { awaitedIndex = nil }
 
-    /// The new block's own write: whether it still raises `refblock_alloc_write`.
-    mutating func newBlockWritten() -> Bool {
-        defer { writeRaised = false }
-        return !writeRaised
+    /// An L2 write-back raised alloc_refcount_block's `refblock_alloc` (its L2 cache flush).
+    mutating func announce() { announced = true }
+
+    /// The new block's own write: whether it still raises `refblock_alloc_write`, and
+    /// whether it is the first I/O since alloc_refcount_block began (both caches were
+    /// clean: its `refblock_alloc` and the allocation's `cluster_alloc` come before it;
+    /// after the hookup the retry then raises no second `cluster_alloc`).
+    mutating func newBlockWritten() -> (raisesWrite: Bool, unannounced: Bool) {
+        defer { writeRaised = false; announced = false }
+        return (!writeRaised, !writeRaised && !announced)
     }
 
     /// The refcount table entry of a new block was written (refblock_alloc_hookup).
@@ -91,7 +101,11 @@ struct RefblockAllocation: Sendable {
         if awaitedIndex == reftableIndex { awaitedIndex = nil }
         hookedIndex = reftableIndex
         retryRaised = false
+        announced = false
     }
+
+    /// A retry after a hookup whose events are not raised yet.
+    var retryPending: Bool { hookedIndex != nil && !retryRaised }
 
     /// A refcount write-back: nil outside a retry; else the retry's events before it
     /// (empty after the first write-back), and the write-back is not a full flush's.

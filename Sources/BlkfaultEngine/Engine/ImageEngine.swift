@@ -187,6 +187,12 @@ public struct ImageEngine: Sendable {
         set { qcow2.usesWalkPath = newValue }
     }
 
+    /// `Qcow2Classifier.usesSteadyPath` (tests compare the steady path with the general one).
+    public var usesSteadyPath: Bool {
+        get { qcow2.usesSteadyPath }
+        set { qcow2.usesSteadyPath = newValue }
+    }
+
     public mutating func decide(_ op: Operation, file: ImageReader) -> (decision: Decision, needsAfter: Bool) {
         // Its outcome ends a step of the probe.
         if alignmentProbe.isActive, alignmentProbe.claims(op) { return (.perform, true) }

@@ -58,7 +58,7 @@ def norm_ops(lines):
     if evs: out.append(f"{squash(evs):60s} | (end)")
     return out
 rc = [c.replace("BDIMG", "blkdebug::" + ref).replace("IMG", ref) for c in cmd]
-r = subprocess.run([sys.executable, TRACER, ref, "--", *rc], capture_output=True, text=True)
+r = subprocess.run([sys.executable, TRACER, ref, "--", *rc], capture_output=True, text=True, cwd=W)  # the copied src.qcow2 too
 reflines = norm_ops(r.stdout.splitlines())
 sc = [c.replace("BDIMG", sub).replace("IMG", sub) for c in cmd]
 tr = os.path.join(W, "trace")
