@@ -38,7 +38,18 @@ import BlkfaultEngine
                     host += Self.cluster
                 }
             case 5...7:
-                for _ in 0..<Int.random(in: 1...6, using: &g) { entries.append(Bool.random(using: &g) ? 0 : Self.copied) }
+                // Gaps, short or long (the scan skips four at a time): holes, with the
+                // copied or zero flag only, and now and then a compressed entry in them.
+                let long = UInt8.random(in: 0..<4, using: &g) == 0
+                for _ in 0..<Int.random(in: 1...(long ? 40 : 6), using: &g) {
+                    switch UInt8.random(in: 0..<16, using: &g) {
+                    case 0: entries.append(1)
+                    case 1: entries.append(Self.copied | 1)
+                    case 2: entries.append(1 << 62 | UInt64.random(in: 1..<30_000, using: &g) * Self.cluster)
+                    case 3...6: entries.append(Self.copied)
+                    default: entries.append(0)
+                    }
+                }
             case 8:
                 entries.append(Self.copied | UInt64.random(in: 1..<30_000, using: &g) * Self.cluster)
             default:
