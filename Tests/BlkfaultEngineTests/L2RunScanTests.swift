@@ -46,7 +46,8 @@ import BlkfaultEngine
                     case 0: entries.append(1)
                     case 1: entries.append(Self.copied | 1)
                     case 2: entries.append(1 << 62 | UInt64.random(in: 1..<30_000, using: &g) * Self.cluster)
-                    case 3...6: entries.append(Self.copied)
+                    case 3: entries.append(1 << 62 | UInt64.random(in: 1..<512, using: &g))  // no offset bits
+                    case 4...6: entries.append(Self.copied)
                     default: entries.append(0)
                     }
                 }
@@ -75,7 +76,7 @@ import BlkfaultEngine
         let stride = extended ? 16 : 8, n = Int(Self.cluster) / stride
         // First a slice reaching the highest cluster used, so that the bitmap holds all
         // the later ones and their slices take the fast path (unless `far`).
-        var expected: Set<UInt64> = warm ? [30_001] : []
+        var expected: Set<UInt64> = warm ? [30_001] : [], expectedCompressed: Set<UInt64> = []
         var first = [UInt64](repeating: 0, count: n)
         first[0] = Self.copied | 30_001 * Self.cluster
         if warm { _ = slice(first, stride: stride).withUnsafeBytes { shadow.learnL2Read(offset: table, data: $0, file: file) } }
@@ -86,8 +87,11 @@ import BlkfaultEngine
             for e in entries where e & (1 << 62) == 0 && e & Self.offsetMask != 0 {
                 expected.insert((e & Self.offsetMask) >> Self.bits)
             }
+            // A compressed entry here: one sector at offset bits 0..<60 (cluster_bits 10).
+            for e in entries where e & (1 << 62) != 0 { expectedCompressed.insert((e & (1 << 60 - 1)) >> Self.bits) }
             #expect(boundary == shadow.hasAllocationBoundary(bytes), "round \(round)")
             #expect(shadow.dataClusters.count == expected.count, "round \(round)")
+            #expect(shadow.compressedClusters == expectedCompressed, "round \(round)")
         }
         for c in UInt64(0)..<30_100 {
             #expect(shadow.dataClusters.contains(c) == expected.contains(c), "cluster \(c)")

@@ -393,6 +393,17 @@ public struct ShadowImage: Sendable {
                 // instructions through the general loop; issue 7).
                 k = reftable.withUnsafeBufferPointer { table in
                     var j = k
+                    // Four at a time first (n stays within the table: first + n <= its count).
+                    while j &+ 4 <= n {
+                        let at = Int(first) &+ j, o = j &* 8
+                        let z = data.loadUnaligned(fromByteOffset: o, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 8, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 16, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 24, as: UInt64.self)
+                            | table[at] | table[at &+ 1] | table[at &+ 2] | table[at &+ 3]
+                        if z != 0 { break }
+                        j &+= 4
+                    }
                     while j < n, data.loadUnaligned(fromByteOffset: j &* 8, as: UInt64.self) == 0, table[Int(first) &+ j] == 0 { j &+= 1 }
                     return j
                 }
