@@ -38,7 +38,19 @@ import BlkfaultEngine
                     host += Self.cluster
                 }
             case 5...7:
-                for _ in 0..<Int.random(in: 1...6, using: &g) { entries.append(Bool.random(using: &g) ? 0 : Self.copied) }
+                // Gaps, short or long (the scan skips four at a time): holes, with the
+                // copied or zero flag only, and now and then a compressed entry in them.
+                let long = UInt8.random(in: 0..<4, using: &g) == 0
+                for _ in 0..<Int.random(in: 1...(long ? 40 : 6), using: &g) {
+                    switch UInt8.random(in: 0..<16, using: &g) {
+                    case 0: entries.append(1)
+                    case 1: entries.append(Self.copied | 1)
+                    case 2: entries.append(1 << 62 | UInt64.random(in: 1..<30_000, using: &g) * Self.cluster)
+                    case 3: entries.append(1 << 62 | UInt64.random(in: 1..<512, using: &g))  // no offset bits
+                    case 4...6: entries.append(Self.copied)
+                    default: entries.append(0)
+                    }
+                }
             case 8:
                 entries.append(Self.copied | UInt64.random(in: 1..<30_000, using: &g) * Self.cluster)
             default:
@@ -64,7 +76,7 @@ import BlkfaultEngine
         let stride = extended ? 16 : 8, n = Int(Self.cluster) / stride
         // First a slice reaching the highest cluster used, so that the bitmap holds all
         // the later ones and their slices take the fast path (unless `far`).
-        var expected: Set<UInt64> = warm ? [30_001] : []
+        var expected: Set<UInt64> = warm ? [30_001] : [], expectedCompressed: Set<UInt64> = []
         var first = [UInt64](repeating: 0, count: n)
         first[0] = Self.copied | 30_001 * Self.cluster
         if warm { _ = slice(first, stride: stride).withUnsafeBytes { shadow.learnL2Read(offset: table, data: $0, file: file) } }
@@ -75,8 +87,11 @@ import BlkfaultEngine
             for e in entries where e & (1 << 62) == 0 && e & Self.offsetMask != 0 {
                 expected.insert((e & Self.offsetMask) >> Self.bits)
             }
+            // A compressed entry here: one sector at offset bits 0..<60 (cluster_bits 10).
+            for e in entries where e & (1 << 62) != 0 { expectedCompressed.insert((e & (1 << 60 - 1)) >> Self.bits) }
             #expect(boundary == shadow.hasAllocationBoundary(bytes), "round \(round)")
             #expect(shadow.dataClusters.count == expected.count, "round \(round)")
+            #expect(shadow.compressedClusters == expectedCompressed, "round \(round)")
         }
         for c in UInt64(0)..<30_100 {
             #expect(shadow.dataClusters.contains(c) == expected.contains(c), "cluster \(c)")

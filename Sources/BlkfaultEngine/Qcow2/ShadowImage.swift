@@ -393,6 +393,17 @@ public struct ShadowImage: Sendable {
                 // instructions through the general loop; issue 7).
                 k = reftable.withUnsafeBufferPointer { table in
                     var j = k
+                    // Four at a time first (n stays within the table: first + n <= its count).
+                    while j &+ 4 <= n {
+                        let at = Int(first) &+ j, o = j &* 8
+                        let z = data.loadUnaligned(fromByteOffset: o, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 8, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 16, as: UInt64.self)
+                            | data.loadUnaligned(fromByteOffset: o &+ 24, as: UInt64.self)
+                            | table[at] | table[at &+ 1] | table[at &+ 2] | table[at &+ 3]
+                        if z != 0 { break }
+                        j &+= 4
+                    }
                     while j < n, data.loadUnaligned(fromByteOffset: j &* 8, as: UInt64.self) == 0, table[Int(first) &+ j] == 0 { j &+= 1 }
                     return j
                 }
@@ -593,6 +604,19 @@ public struct ShadowImage: Sendable {
             if host == 0 {
                 boundary = boundary || previousAllocated
                 previousAllocated = false
+                // The entries after it that are neither compressed nor allocated (holes,
+                // zero-flagged holes: the same as this one, nothing to learn), four per
+                // test on the raw big-endian words (most of a sparse table: ~23
+                // instructions each one at a time).
+                let unallocated = (Qcow2Entry.compressed | Qcow2Entry.offsetMask).bigEndian
+                while i &+ 4 <= n {
+                    let z = base.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self)
+                        | base.loadUnaligned(fromByteOffset: (i &+ 1) &* stride, as: UInt64.self)
+                        | base.loadUnaligned(fromByteOffset: (i &+ 2) &* stride, as: UInt64.self)
+                        | base.loadUnaligned(fromByteOffset: (i &+ 3) &* stride, as: UInt64.self)
+                    if z & unallocated != 0 { break }
+                    i &+= 4
+                }
                 continue
             }
             // This entry and the ones after it that point to the next clusters, each equal
