@@ -28,8 +28,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasL2Load = false
     /// The previous I/O rewrote the whole header cluster (qcow2_update_header).
     private var previousWasHeaderRewrite = false
-    /// Since the last whole-header rewrite only reads came (qcow2_do_open clearing an
-    /// unknown autoclear bit, then qemu-io reads): the next flush is still the close's.
+    /// Since the last whole-header rewrite only reads of guest data and L2 tables came
+    /// (qcow2_do_open clearing an unknown autoclear bit, then qemu-io reads): the next
+    /// flush is still the close's.
     private var headerRewriteThenReads = false
     /// The last L2 slice read (offset, length).
     private var lastL2Load: (offset: UInt64, length: UInt64) = (0, 0)
@@ -407,7 +408,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
-            headerRewriteThenReads = previousWasHeaderRewrite || (headerRewriteThenReads && op.kind == .read)
+            // (qcow2_downgrade's refcount lookups after its rewrite end it: its flush is its own.)
+            headerRewriteThenReads = previousWasHeaderRewrite || (headerRewriteThenReads && op.kind == .read && {
+                switch region { case .data, .l2Table: return true; default: return false }
+            }())
             previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
