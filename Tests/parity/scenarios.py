@@ -909,6 +909,9 @@ S3C_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
          [img("convert", "--salvage", "-m", "1", "-f", "qcow2", "-O", "qcow2", "IMG",
               "TEST_DIR/out.qcow2")],
          "iotest 251: qemu-img convert --salvage from the matched image"),
+    _w3c("autoclr", 65536, "1G", [["write -P 1 0 64k"], ("!patch", "88", "8000000000000000")],
+         [["read 0 64k"]],
+         "an unknown autoclear bit: qcow2_do_open rewrites the header, then only reads"),
 ]}
 WORKLOADS.update(S3C_WORKLOADS)
 
@@ -960,6 +963,7 @@ S3C_EVENTS: dict[str, list[str]] = {
     "it066": ["write_aio", "l2_update", "cluster_alloc", "cluster_alloc_space", "l2_load"],
     "it074": ["read_aio", "l2_load"],
     "it251": ["read_aio", "l2_load"],
+    "autoclr": ["flush_to_os", "pwritev", "l2_load", "read_aio", "flush_to_disk"],
 }
 # iotest 020 and 179 with their own rules: errno 28 once (020), l2_update immediately
 # on, once off (179), read_aio once off (074).

@@ -28,6 +28,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasL2Load = false
     /// The previous I/O rewrote the whole header cluster (qcow2_update_header).
     private var previousWasHeaderRewrite = false
+    /// Since the last whole-header rewrite only reads of guest data and L2 tables came
+    /// (qcow2_do_open clearing an unknown autoclear bit, then qemu-io reads): the next
+    /// flush is still the close's.
+    private var headerRewriteThenReads = false
     /// The last L2 slice read (offset, length).
     private var lastL2Load: (offset: UInt64, length: UInt64) = (0, 0)
     /// The previous I/O was an allocation's own fdatasync: a second one right after it
@@ -404,6 +408,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
+            // (qcow2_downgrade's refcount lookups after its rewrite end it: its flush is its own.)
+            headerRewriteThenReads = previousWasHeaderRewrite || (headerRewriteThenReads && op.kind == .read && {
+                switch region { case .data, .l2Table: return true; default: return false }
+            }())
             previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
@@ -475,10 +483,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // The close after make_completely_empty: retried by qcow2_close.
                 makeEmpty = .none; events.append(.flushToOS); flushRetriedAtClose = true
             }
-            if previousWasHeaderRewrite, flush.isIdle, makeEmpty == .none, !snapshot.isActive,
+            if headerRewriteThenReads, flush.isIdle, makeEmpty == .none, !snapshot.isActive,
                !shadow.header.extensions.contains(where: { $0.type == Qcow2HeaderExtension.bitmaps }) {
                 // qcow2_update_header (qemu-img amend, rebase -u) writes the header with no
-                // flush of its own: a flush right after it is the close's flush of the qcow2
+                // flush of its own: a flush right after it (or after reads only: the rewrite at
+                // open of qcow2_do_open, unknown autoclear bits) is the close's flush of the qcow2
                 // node (flush_to_os; no write request, so no flush_to_disk), whose error
                 // bdrv_close ignores and qcow2_close retries. (Marking stored bitmaps in use
                 // at open flushes the file itself, with no event.)
@@ -595,6 +604,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // (A write inside its first cluster runs into no other: no lookup.)
             resizeCacheFlush = false
             forgetPreviousRequest()
+            headerRewriteThenReads = false
             pendingGuestWrite = true
             return [.writeAio, .pwritev]
         default:
@@ -620,7 +630,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
               !snapshot.isActive, shadow.snapshotL1Tables.isEmpty,
               !resizeCacheFlush, !previousWasL1Update, !previousWasAllocatingWrite, !previousWasL2Load, !previousWasRefblockRead,
               !previousWasCompressedRead, !previousWasOwedSync, !l2AllocateJustEnded, !previousWasHeaderRewrite, !retryUndoSync else { return (false, false) }
-        return (true, pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
+        // (A write clears headerRewriteThenReads, a read keeps it.)
+        return (true, !headerRewriteThenReads && pendingGuestWrite && !requestAllocated && !cowWritePending && flush.isRequestDone
                       && shadow.zeroFlagClusters.count == 0)
     }
 
