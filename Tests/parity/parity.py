@@ -144,11 +144,19 @@ class Runner:
         node = (json.dumps({"driver": "blkdebug", **({"config": cfg} if cfg else {}),
                             "image": {"driver": "file", "filename": img}})
                 if how == "reference" else json.dumps({"driver": "file", "filename": img}))
-        argv = [QEMU_IMG] + [target if a == "IMG" else a.replace("TEST_DIR/", run_dir + "/")
+        # IMG+BASE: the image with its backing file TEST_DIR/base.qcow2 matched too. For
+        # the reference a json: filename puts a blkdebug node under both qcow2 nodes; the
+        # backing one names no image (qcow2 hands it the header's backing file name:
+        # bdrv_open_backing_file, README "Coverage of issue 3"). BLKFAULT_IMAGE names both.
+        both = both_json(img, cfg) if how == "reference" else img
+        argv = [QEMU_IMG] + [target if a == "IMG" else both if a == BOTH_TOKEN
+                             else a.replace("TEST_DIR/", run_dir + "/")
                              .replace("@FILE@", node) for a in args[1:]]
         # MATCH:PATH: another image the rules apply to (a blkdebug node of its own over
         # it for the reference; for the preload, BLKFAULT_IMAGE names it too).
         also = [a[6:] for a in argv if a.startswith("MATCH:")]
+        if BOTH_TOKEN in args:
+            also.append(os.path.join(os.path.dirname(img), BOTH_BASE))
         argv = [(f"blkdebug:{cfg}:{a[6:]}" if how == "reference" else a[6:])
                 if a.startswith("MATCH:") else a for a in argv]
         env = self.env
@@ -202,8 +210,29 @@ def _io_args(cmds, quote) -> str:
     return " ".join(c if c.startswith("-") and " " not in c else f"-c {quote(c)}" for c in cmds)
 
 
+# IMG+BASE in a qemu-img command (see Runner.qemu_img): the image and its qcow2 backing
+# file, both matched.
+BOTH_TOKEN = "IMG+BASE"
+BOTH_BASE = "base.qcow2"
+
+
+def both_json(img: str, cfg: str | None) -> str:
+    """The json: filename giving an overlay and its backing file a blkdebug node each
+    (no config key for the rule-less traced run: an empty one is a file name to read).
+    The backing node must not name its image: qcow2 opens the backing file by the
+    header's name, and blkdebug would then get two ("Can't specify 'file' and
+    'filename' options at the same time")."""
+    rules = {"config": cfg} if cfg else {}
+    return "json:" + json.dumps({
+        "driver": "qcow2",
+        "file": {"driver": "blkdebug", **rules, "image": {"driver": "file", "filename": img}},
+        "backing": {"driver": "qcow2", "file": {"driver": "blkdebug", **rules}}})
+
+
 def normalise(text: str, run_dir: str, cfg: str | None) -> str:
-    if cfg:
+    if cfg:  # IMG+BASE's json: filename, where QEMU prints it, is the image's path
+        text = text.replace(both_json(os.path.join(run_dir.rstrip("/"), IMG_NAME), cfg),
+                            os.path.join(run_dir.rstrip("/"), IMG_NAME))
         text = text.replace(f"blkdebug:{cfg}:", "").replace(cfg, "RULES")
     text = text.replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
     text = BENCH_RE.sub("Run completed in X seconds.", text)  # qemu-img bench
@@ -575,8 +604,9 @@ class RunResult:
 
 def _cmd_str(cmds, what, cfg_shown):
     if cmds[0] == "qemu-img":
-        return " ".join(f"{cfg_shown}TEST_DIR/{IMG_NAME}" if a == "IMG" else shlex.quote(a)
-                        for a in cmds)
+        return " ".join(f"{cfg_shown}TEST_DIR/{IMG_NAME}" if a == "IMG"
+                        else f"{cfg_shown}TEST_DIR/{IMG_NAME}(+{cfg_shown}TEST_DIR/{BOTH_BASE})"
+                        if a == BOTH_TOKEN else shlex.quote(a) for a in cmds)
     s = "qemu-io -f qcow2 " + _io_args(cmds, shlex.quote)
     return s + f" {cfg_shown}TEST_DIR/{IMG_NAME}"
 
@@ -921,6 +951,12 @@ _FILE_NODE_SH = {
     False: '{"driver":"file","filename":"\'"$IMG"\'"}'}
 
 
+# IMG+BASE (see both_json) for the reference, inside a single-quoted shell argument
+_BOTH_SH = ("'json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"blkdebug\",\"config\":\"'\"$RULES\"'\","
+            "\"image\":{\"driver\":\"file\",\"filename\":\"'\"$IMG\"'\"}},\"backing\":{\"driver\":\"qcow2\","
+            "\"file\":{\"driver\":\"blkdebug\",\"config\":\"'\"$RULES\"'\"}}}'")
+
+
 def repro_script(case: Case, runner: Runner) -> str:
     wl = case.workload
     q = shlex.quote
@@ -953,8 +989,23 @@ def repro_script(case: Case, runner: Runner) -> str:
     L.append(f'    qemu-img create -q -f qcow2 -o {wl.create_opts()} {bk}"$IMG" {wl.size}')
 
     def img_cmd(cmds, target):
-        return " ".join(target if a == "IMG" else q(a).replace("TEST_DIR/", '"$W/$1"/')
-                        .replace("@FILE@", _FILE_NODE_SH["blkdebug" in target]) for a in cmds)
+        ref = "blkdebug" in target
+
+        def arg(a):
+            if a == "IMG":
+                return target
+            if a == BOTH_TOKEN:
+                return _BOTH_SH if ref else '"$IMG"'
+            if a.startswith("MATCH:"):  # another matched image (Runner.qemu_img)
+                a = ('blkdebug:"$RULES":' if ref else "") + q(a[6:])
+            return (q(a) if not a.startswith("blkdebug:") else a).replace(
+                "TEST_DIR/", '"$W/$1"/').replace("@FILE@", _FILE_NODE_SH[ref])
+        return " ".join(arg(a) for a in cmds)
+
+    def img_env(cmds):  # BLKFAULT_IMAGE: the image, MATCH: images, IMG+BASE's backing file
+        extra = [q(a[6:]).replace("TEST_DIR/", '"$W/$1"/') for a in cmds if a.startswith("MATCH:")]
+        extra += ['"$W/$1"/' + BOTH_BASE] * (BOTH_TOKEN in cmds)
+        return '"$IMG"' + "".join(":" + e for e in extra)
     for cmds in wl.pre:
         if cmds[0] == "!patch":
             L.append("    python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); "
@@ -975,8 +1026,8 @@ def repro_script(case: Case, runner: Runner) -> str:
             L += ['    if [ "$1" = reference ]; then',
                   "        " + img_cmd(cmds, '"blkdebug:$RULES:$IMG"'),
                   "    else",
-                  '        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE="$IMG" '
-                  + img_cmd(cmds, '"$IMG"'),
+                  '        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE=' + img_env(cmds)
+                  + " " + img_cmd(cmds, '"$IMG"'),
                   "    fi",
                   '    echo "qemu-img rc=$?"']
             continue

@@ -1334,3 +1334,70 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
             seen.add(case.id)
             cases.append(case)
     return cases
+
+
+# ==========================================================================
+# Session 8 (s8-3b): qemu-img commit and rebase with the overlay AND its backing file
+# matched ("rules per matched image, as with a blkdebug node on each"). `IMG+BASE` in a
+# qemu-img command (parity.py, both_json) is, for the reference, a json: filename with a
+# blkdebug node under the overlay's qcow2 node and one under its backing qcow2 node (that
+# one names no image: qcow2 opens the header's backing file name through it); for the
+# preload the plain image, with TEST_DIR/base.qcow2 added to BLKFAULT_IMAGE. Each node
+# has its own rule state, as each of blkfault's per-image engines has (the chains below).
+# ==========================================================================
+
+_BOTH_BASE = [["write -P 1 0 128k"]]
+S8_BOTH_WORKLOADS: dict[str, Workload] = {w.key: _replace(w, hash_files=("base.qcow2",)) for w in [
+    # The overlay's data over an allocated base cluster (64k) and where the base has none
+    # (1M: the commit allocates in the base).
+    _w("commitboth", 65536, "1G", [["write -P 2 64k 64k", "write -P 2 1M 4k"]],
+       [img("commit", "-f", "qcow2", "-d", "IMG+BASE")],
+       "qemu-img commit -d with the overlay and its backing file both matched (reads of "
+       "the overlay, L2 loads and writes of the base)", base=_BOTH_BASE),
+    _w("rebaseboth", 65536, "1G", [["write -P 2 64k 4k"]],
+       [img("rebase", "-f", "qcow2", "-b", "", "IMG+BASE")],
+       "safe qemu-img rebase -b '' with the overlay and its old backing file both matched "
+       "(reads of the base, writes of the overlay)", base=_BOTH_BASE),
+]}
+WORKLOADS.update(S8_BOTH_WORKLOADS)
+# errno 5, once on/off (every event with --full).
+S8_BOTH_EVENTS: dict[str, list[str]] = {
+    "commitboth": ["l2_load", "read_aio", "write_aio", "l2_update", "cluster_alloc", "none"],
+    "rebaseboth": ["l2_load", "read_aio", "write_aio", "l2_update", "cluster_alloc", "none"],
+}
+
+
+def s8_both_chain_cases() -> list[Case]:
+    # Per-node state: commit reads only the overlay and writes only the base, so a state
+    # set by the overlay's read_aio never reaches the base's write_aio (no injection),
+    # while the base's own l2_load before its write does (injection).
+    return [
+        chain_case("commitboth-state-per-node", "commitboth",
+                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("read_aio", 1, 2)],
+                   "set-state read_aio 1->2 (the overlay's reads), inject write_aio in state 2 "
+                   "(the base's writes): per-node state, no injection"),
+        chain_case("commitboth-base-l2_load-sets-2", "commitboth",
+                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("l2_load", 1, 2)],
+                   "set-state l2_load 1->2, inject write_aio in state 2: the base loads its own "
+                   "L2 table before its writes"),
+    ]
+
+
+_matrix_cases_before_s8both = matrix_cases
+_chain_cases_before_s8both = chain_cases
+
+
+def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
+    cases = _matrix_cases_before_s8both(full, gaps)
+    seen = {c.id for c in cases}
+    if gaps and not full:
+        return cases
+    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
+    for wk, evs in S8_BOTH_EVENTS.items():
+        for ev in MATRIX_EVENTS if full else evs:
+            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
+    return cases
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_s8both() + s8_both_chain_cases()
