@@ -1348,12 +1348,19 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
 
 _BOTH_BASE = [["write -P 1 0 128k"]]
 S8_BOTH_WORKLOADS: dict[str, Workload] = {w.key: _replace(w, hash_files=("base.qcow2",)) for w in [
-    # The overlay's data over an allocated base cluster (64k) and where the base has none
-    # (1M: the commit allocates in the base).
-    _w("commitboth", 65536, "1G", [["write -P 2 64k 64k", "write -P 2 1M 4k"]],
+    # The overlay's data over an allocated base cluster (64k) and on into one the base
+    # does not have (128k: the commit allocates in the base; the base's data at 1M sits
+    # right after its 64k cluster in the file, so that is a new allocation, cluster_alloc,
+    # not a run extended in place). One run of clusters: the
+    # commit's mirror job copies it with one read and one write. (Two runs apart are two
+    # copy operations in flight, and with read_aio once=on whether the second starts
+    # before the first one's failure is seen depends on the worker thread's timing in
+    # blkfault's run: Tests/parity/README.md, session 8.)
+    _w("commitboth", 65536, "1G", [["write -P 2 64k 68k"]],
        [img("commit", "-f", "qcow2", "-d", "IMG+BASE")],
        "qemu-img commit -d with the overlay and its backing file both matched (reads of "
-       "the overlay, L2 loads and writes of the base)", base=_BOTH_BASE),
+       "the overlay, L2 loads and writes of the base)",
+       base=[["write -P 1 0 128k", "write -P 1 1M 64k"]]),
     _w("rebaseboth", 65536, "1G", [["write -P 2 64k 4k"]],
        [img("rebase", "-f", "qcow2", "-b", "", "IMG+BASE")],
        "safe qemu-img rebase -b '' with the overlay and its old backing file both matched "
@@ -1365,6 +1372,13 @@ S8_BOTH_EVENTS: dict[str, list[str]] = {
     "commitboth": ["l2_load", "read_aio", "write_aio", "l2_update", "cluster_alloc", "none"],
     "rebaseboth": ["l2_load", "read_aio", "write_aio", "l2_update", "cluster_alloc", "none"],
 }
+
+
+# The same overlay and safe rebase as `rebase` (one matched image), whose cluster_alloc
+# is listed above: with once=off the close flushes a refcount block only the preload's
+# run cached (qcow2's metadata-preallocation check runs over file-posix, not over
+# blkdebug), and fails it: "Failed to flush the L2 table cache / refcount block cache".
+UNDECIDABLE_ONCE_OFF[("cluster_alloc", "rebaseboth")] = UNDECIDABLE[("cluster_alloc", "rebase")]
 
 
 def s8_both_chain_cases() -> list[Case]:
