@@ -1045,6 +1045,8 @@ def repro_script(case: Case, runner: Runner) -> str:
           'echo "=== subject (LD_PRELOAD)"; run subject',
           'echo "=== bytes"; cmp "$W/reference/t.qcow2" "$W/subject/t.qcow2" '
           '&& echo "images identical"',
+          *(f'cmp "$W/reference/{n}" "$W/subject/{n}" && echo "{n} identical"'
+            for n in getattr(wl, "hash_files", ())),
           'if [ -z "${KEEP:-}" ]; then rm -rf "$W"; else echo "kept $W"; fi',
           ""]
     return "\n".join(L)
