@@ -13,7 +13,7 @@ import BlkfaultEngine
         var engine = ImageEngine(rules: try RuleFile.parse(Array("".utf8), fileName: "test.cfg"), file: file)
         engine.noteOpen(writable: true)
         let locked = LockedEngine(engine)
-        let threads = 8, rounds = 2_000
+        let threads = 8, rounds = 1_000
         let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
         counter.initialize(to: 0)
         defer { counter.deallocate() }
