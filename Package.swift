@@ -57,7 +57,10 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-nostartfiles", "-static-stdlib", "-L\(Context.packageDirectory)/shim/as-needed"])]
         ),
         // The engine: rule files, blkdebug semantics, qcow2 shadow model. Standard library only.
-        .target(name: "BlkfaultEngine", path: "Sources/BlkfaultEngine", swiftSettings: directMetadata),
+        .target(name: "BlkfaultEngine", dependencies: ["CEngineLock"], path: "Sources/BlkfaultEngine", swiftSettings: directMetadata),
+        // The futex lock LockedEngine holds around each engine (blkfault_lock.h): the one lock
+        // of an image in the preload, taken inline; a C target since Swift cannot call futex(2).
+        .target(name: "CEngineLock", path: "Sources/CEngineLock"),
         // The C ABI the shim calls, plus process-global state. Standard library and Glibc only.
         // Exports only that ABI (exports.map).
         .target(

@@ -15,7 +15,10 @@
 #define ENGINE_FILE "libblkfault-engine.so"
 
 struct shim_engine shim_engine;
-blkfault_steady_table *_Atomic shim_steady_tab;
+/* No image has a view until the engine hands its table over: readers need no null
+ * test (zero pages, never written). */
+static blkfault_steady_table no_views;
+blkfault_steady_table *_Atomic shim_steady_tab = &no_views;
 /* Set (release) once every pointer of shim_engine is. */
 static _Atomic int loaded;
 
@@ -140,6 +143,8 @@ void shim_engine_load(const char *image)
     RESOLVE(exit);
     RESOLVE(steady_table);
 #undef RESOLVE
-    atomic_store_explicit(&shim_steady_tab, ENGINE(steady_table)(), memory_order_relaxed);
+    blkfault_steady_table *views = ENGINE(steady_table)();
+    if (views)
+        atomic_store_explicit(&shim_steady_tab, views, memory_order_relaxed);
     atomic_store_explicit(&loaded, 1, memory_order_release);
 }

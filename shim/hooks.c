@@ -324,8 +324,8 @@ static ssize_t copy_file_range_hook(enum shim_sym sym, int infd, off64_t *inoff,
         return REAL_AS(fam_##family, r->sym)(r->fd, shape##_FROM_REQ, r->arg_off);         \
     }                                                                                      \
                                                                                            \
-    __attribute__((noinline)) static ssize_t family##_gated(enum shim_sym sym, int fd,     \
-                                                            ARGS data, off64_t off)        \
+    __attribute__((noinline)) static ssize_t family##_gated(int fd, ARGS data, off64_t off, \
+                                                            enum shim_sym sym)             \
     {                                                                                      \
         shape##_DECL                                                                       \
         return shim_io_gated(&(struct shim_req){IOV_REQ_OF(sym, fd, op, off, shape##_VEC), \
@@ -333,19 +333,20 @@ static ssize_t copy_file_range_hook(enum shim_sym sym, int infd, off64_t *inoff,
                              do_##family);                                                 \
     }                                                                                      \
                                                                                            \
-    __attribute__((noinline)) static ssize_t family##_tracked(enum shim_sym sym, int fd,   \
-                                                              ARGS data, off64_t off)      \
+    __attribute__((noinline)) static ssize_t family##_tracked(int fd, ARGS data, off64_t off, \
+                                                              enum shim_sym sym)           \
     {                                                                                      \
         if (shim_steady_at(fd, op, off, shape##_LEN))                                      \
             return REAL_AS(fam_##family, sym)(fd, shape##_ARGS, off);                      \
-        return family##_gated(sym, fd, shape##_ARGS, off);                                 \
+        return family##_gated(fd, shape##_ARGS, off, sym);                                 \
     }                                                                                      \
                                                                                            \
+    /* sym last in _tracked: the wrapper's arguments stay in their registers (issue 7). */ \
     static ssize_t family##_hook(enum shim_sym sym, int fd, ARGS data, off64_t off)        \
     {                                                                                      \
         if (SHIM_UNTRACKED(fd))                                                            \
             return REAL_AS(fam_##family, sym)(fd, shape##_ARGS, off);                      \
-        return family##_tracked(sym, fd, shape##_ARGS, off);                               \
+        return family##_tracked(fd, shape##_ARGS, off, sym);                               \
     }
 
 STEADY_FAMILIES(STEADY)

@@ -35,13 +35,8 @@ struct FileReader: ImageReader, Sendable {
 /// One followed image: its engine behind its own lock, since I/O arrives on QEMU's worker threads.
 final class TrackedImage: Sendable {
     let path: String
+    /// The engine and its one lock (LockedEngine's futex word): every use goes through `withEngine`.
     let engine: LockedEngine
-    /// The engine's lock (blkfault_lock.h): every use goes through `withEngine`.
-    nonisolated(unsafe) let lockWord: UnsafeMutablePointer<UInt32> = {
-        let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
-        word.initialize(to: 0)
-        return word
-    }()
     let reader: FileReader
     let bypassReported = Atomic<Bool>(false)
     /// BLKFAULT_TRACE's fd, or -1: fixed once the configuration is read.

@@ -17,18 +17,17 @@ extension TrackedImage {
     /// clusters the filter learns (after `body`, in the state it left).
     @inline(__always)
     func withEngine<R>(touching op: SteadyRequest? = nil, _ body: (inout ImageEngine) -> R) -> R {
-        blkfault_lock(lockWord)
-        defer { blkfault_unlock(lockWord) }
-        let engine = self.engine.unlockedEngine
-        guard let filter = steady else { return body(&engine.pointee) }
-        // Both kinds closed: readers skip nothing and look at nothing else, whatever
-        // `body` changes; the change begins only if publishing must reopen a kind.
-        let begun = blkfault_steady_closed(filter) == 0
-        if begun { blkfault_steady_begin(filter) }
-        let layout = engine.pointee.steadyLayoutVersion()
-        let result = body(&engine.pointee)
-        publishSteady(filter, &engine.pointee, layoutWas: layout, op, begun: begun)
-        return result
+        engine.withLock { engine in
+            guard let filter = steady else { return body(&engine) }
+            // Both kinds closed: readers skip nothing and look at nothing else, whatever
+            // `body` changes; the change begins only if publishing must reopen a kind.
+            let begun = blkfault_steady_closed(filter) == 0
+            if begun { blkfault_steady_begin(filter) }
+            let layout = engine.steadyLayoutVersion()
+            let result = body(&engine)
+            publishSteady(filter, &engine, layoutWas: layout, op, begun: begun)
+            return result
+        }
     }
 }
 

@@ -34,6 +34,8 @@ struct blkfault_steady *blkfault_steady_new(int counting)
     if (!f) return NULL;
     memset(f, 0, sizeof *f);
     f->v.counting = counting;
+    /* Nothing watched yet (mode 0): every write is clear of the witness. */
+    atomic_store_explicit(&f->v.wfast_hi, UINT64_MAX, memory_order_relaxed);
     atomic_store_explicit(&f->v.bitmap, &no_words, memory_order_relaxed);
     for (int k = 0; k < 2; k++)
         atomic_store_explicit(&f->v.kind[k].npoints, BLKFAULT_STEADY_CLOSED, memory_order_relaxed);
@@ -122,6 +124,22 @@ void blkfault_steady_rule(struct blkfault_steady *f, int32_t i, int64_t sector_b
     f->rules[i].iotypes = iotypes;
 }
 
+/* The window of blkfault_steady_read.h's witness check: only writes its full check
+ * allows. A write [start, end) (end < 2^63) starting at or past a range's end, or ending
+ * at or before its start, is clear of it; a range starting at UINT64_MAX (unused) is clear
+ * of every write. So past the last used range's end and within the size is allowed. */
+static void witness_window(uint32_t mode, uint64_t size, uint64_t lo0, uint64_t hi0, uint64_t lo1, uint64_t hi1,
+                           uint64_t *fast_lo, uint64_t *fast_hi)
+{
+    if (mode == 0) { *fast_lo = 0; *fast_hi = UINT64_MAX; return; }
+    if (mode != 1) { *fast_lo = UINT64_MAX; *fast_hi = 0; return; }
+    uint64_t past = 0;
+    if (lo0 != UINT64_MAX && hi0 > past) past = hi0;
+    if (lo1 != UINT64_MAX && hi1 > past) past = hi1;
+    *fast_lo = past;
+    *fast_hi = size;
+}
+
 void blkfault_steady_witness(struct blkfault_steady *f, uint32_t mode, uint64_t size,
                              uint64_t lo0, uint64_t hi0, uint64_t lo1, uint64_t hi1)
 {
@@ -134,6 +152,10 @@ void blkfault_steady_witness(struct blkfault_steady *f, uint32_t mode, uint64_t 
     atomic_store_explicit(&f->v.whi[0], hi0, memory_order_relaxed);
     atomic_store_explicit(&f->v.wlo[1], lo1, memory_order_relaxed);
     atomic_store_explicit(&f->v.whi[1], hi1, memory_order_relaxed);
+    uint64_t fast_lo, fast_hi;
+    witness_window(mode, size, lo0, hi0, lo1, hi1, &fast_lo, &fast_hi);
+    atomic_store_explicit(&f->v.wfast_lo, fast_lo, memory_order_relaxed);
+    atomic_store_explicit(&f->v.wfast_hi, fast_hi, memory_order_relaxed);
     atomic_store_explicit(&f->v.wseq, s + 2, memory_order_release);
 }
 

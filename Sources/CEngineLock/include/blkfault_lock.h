@@ -1,4 +1,4 @@
-/* The lock around each image's engine (Steady.swift's withEngine): a futex word, taken
+/* The lock around each image's engine (LockedEngine.withLock): a futex word, taken
  * and released inline with one atomic instruction each when nobody waits. A pthread
  * mutex cost ~67 instructions a request (two calls through the PLT, its type and owner
  * bookkeeping): 1.7 M of a 20 GiB qemu-img check's ~40 M (issue 7, callgrind).
