@@ -177,9 +177,20 @@ public func blkfaultEngineExit() {
     reportSteadyStats(list)
     // One file followed under two names (hard links) has two expectations, each missing
     // the other's writes: neither can be checked.
-    let files = list.map { image in image.witness.state.withLock { $0.map { [$0.device, $0.inode] } } }
+    // (known, device, inode) triples: not `[[UInt64]?]`, whose Optional metadata the
+    // runtime would instantiate here (~28 K instructions; issue 7, s8-7a).
+    var files: [UInt64] = []
+    files.reserveCapacity(3 * list.count)
+    for image in list {
+        var (known, device, inode): (UInt64, UInt64, UInt64) = (0, 0, 0)
+        image.witness.state.withLock { if let s = $0 { (known, device, inode) = (1, s.device, s.inode) } }
+        files.append(known)
+        files.append(device)
+        files.append(inode)
+    }
+    func sameFile(_ a: Int, _ b: Int) -> Bool { files[3 * a + 1] == files[3 * b + 1] && files[3 * a + 2] == files[3 * b + 2] }
     for (i, image) in list.enumerated() {
-        if let f = files[i], files.filter({ $0 == f }).count > 1 { continue }
+        if files[3 * i] == 1, list.indices.filter({ files[3 * $0] == 1 && sameFile($0, i) }).count > 1 { continue }
         var found = image.witness.pending.withLock { $0 }
         found += image.witness.differences(reader: image.reader) ?? []
         guard !found.isEmpty, !image.witness.reported.exchange(true, ordering: .relaxed) else { continue }

@@ -39,9 +39,7 @@ import Testing
                 section.put(ConfigEntry(key: key, value: [UInt8(line)], line: line + 2, form: .quoted, isPiece: false))
             }
             // The order as it was computed before (a sort of the enumerated entries).
-            var entries: [ConfigEntry] = []
-            for line in 0..<100 { if let e = section.entryForTests(at: line) { entries.append(e) } else { break } }
-            let reference = entries.enumerated()
+            let reference = section.entries.enumerated()
                 .sorted { a, b in
                     let (bucketA, bucketB) = (qdictBucket(a.element.key), qdictBucket(b.element.key))
                     return bucketA != bucketB ? bucketA < bucketB : a.offset > b.offset

@@ -38,7 +38,12 @@ public struct OffsetMap<Value: Sendable>: Sendable, ExpressibleByDictionaryLiter
         storage.updateValue(value, forKey: HashedOffset(offset: offset))
     }
 
-    public mutating func reserveCapacity(_ n: Int) { storage.reserveCapacity(n) }
+    /// An empty map gets new storage of that capacity: Dictionary's `reserveCapacity` is not
+    /// specialised for the map and made the runtime instantiate Dictionary metadata at the
+    /// engine's start (~30 K instructions; issue 7, s8-7a).
+    public mutating func reserveCapacity(_ n: Int) {
+        if storage.isEmpty { storage = Dictionary(minimumCapacity: n) } else { storage.reserveCapacity(n) }
+    }
 
     public var count: Int { storage.count }
     public var isEmpty: Bool { storage.isEmpty }

@@ -15,7 +15,8 @@ struct ConfigEntry {
 /// hash-bucket order, which decides which of several bad keys it reports.
 struct ConfigSection {
     var headerLine: Int
-    private var entries: [ConfigEntry] = []
+    /// In insertion order (a replaced key keeps its place).
+    private(set) var entries: [ConfigEntry] = []
 
     init(headerLine: Int) { self.headerLine = headerLine }
 
@@ -31,9 +32,6 @@ struct ConfigSection {
             return nil
         }
     }
-
-    /// The entry at a position in insertion order (tests compare `qdictOrder` with a plain sort).
-    func entryForTests(at position: Int) -> ConfigEntry? { position < entries.count ? entries[position] : nil }
 
     subscript(key: String) -> ConfigEntry? {
         entries.first { $0.key.elementsEqual(key.utf8) }

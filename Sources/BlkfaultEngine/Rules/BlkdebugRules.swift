@@ -22,14 +22,17 @@ public struct BlkdebugRules: Sendable {
     private var raises: [UInt64]
     /// blkfault: draws of the rules with a probability, and the raise that activated each rule.
     private var dice: Dice
-    private var choices: [Choice?]
+    /// The raise that activated each inject rule; occurrence 0 (raises count from 1): none.
+    /// Not `[Choice?]`: its Optional metadata cost the engine's start ~28 K instructions
+    /// (the runtime's first Optional; issue 7, s8-7a).
+    private var choices: [Choice]
     private let hasTriggers: Bool
 
     /// `seed`: the run's seed, for rules with a probability and no seed of their own.
     public init(_ rules: RuleSet, seed: UInt64 = 0) {
         raises = Array(repeating: 0, count: BlkdebugEvent.allCases.count)
         dice = Dice(seeds: rules.injectRules.map { $0.trigger?.seed ?? seed }, lines: rules.injectRules.map(\.line))
-        choices = Array(repeating: nil, count: rules.injectRules.count)
+        choices = Array(repeating: Choice(occurrence: 0, seed: nil), count: rules.injectRules.count)
         hasTriggers = rules.injectRules.contains { $0.trigger != nil }
         injectRules = rules.injectRules
         setStateRules = rules.setStateRules
@@ -95,7 +98,7 @@ public struct BlkdebugRules: Sendable {
                 // it to the next raise of its event.
                 let choice = Self.matches(injectRules[i].state, before)
                     ? dice.chooses(trigger, index: i, occurrence: raises[event.rawValue]) : nil
-                choices[i] = choice
+                choices[i] = choice ?? Choice(occurrence: 0, seed: nil)
                 if choice == nil {
                     if !replaced, let position = activeSlots[0..<activeCount].firstIndex(of: index) { removeActive(at: position) }
                     continue
@@ -181,7 +184,8 @@ public struct BlkdebugRules: Sendable {
                 liveCount[rule.event.rawValue] -= 1
             }
             return InjectDecision(errno: rule.errno, line: rule.line, ruleIndex: Int(index), consumed: rule.once,
-                                  immediately: rule.immediately, delayNs: rule.delayNs, choice: choices[Int(index)])
+                                  immediately: rule.immediately, delayNs: rule.delayNs,
+                                  choice: choices[Int(index)].occurrence == 0 ? nil : choices[Int(index)])
         }
         return nil
     }
