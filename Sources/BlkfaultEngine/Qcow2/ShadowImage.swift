@@ -133,7 +133,7 @@ public struct ShadowImage: Sendable {
         else { throw .truncated("L1 table") }
         l1 = Self.entries(b, count)
         l2Tables = [:]
-        var tables = OffsetMap<UInt64>(), owners = [UInt64](repeating: 0, count: (count + 63) / 64)
+        var tables = OffsetMap<UInt64>(), owners = filledArray(UInt64(0), count: (count + 63) / 64)
         tables.reserveCapacity(l1.lazy.filter { $0 & Qcow2Entry.offsetMask != 0 }.count)
         for (i, e) in l1.enumerated() where e & Qcow2Entry.offsetMask != 0 {
             if let previous = tables.updateValue(UInt64(i), forKey: e & Qcow2Entry.offsetMask) { Self.clear(&owners, Int(previous)) }

@@ -30,19 +30,19 @@ public struct BlkdebugRules: Sendable {
 
     /// `seed`: the run's seed, for rules with a probability and no seed of their own.
     public init(_ rules: RuleSet, seed: UInt64 = 0) {
-        raises = Array(repeating: 0, count: BlkdebugEvent.allCases.count)
-        dice = Dice(seeds: rules.injectRules.map { $0.trigger?.seed ?? seed }, lines: rules.injectRules.map(\.line))
-        choices = Array(repeating: Choice(occurrence: 0, seed: nil), count: rules.injectRules.count)
+        raises = filledArray(0, count: BlkdebugEvent.allCases.count)
+        dice = Dice(seeds: mappedArray(rules.injectRules) { $0.trigger?.seed ?? seed }, lines: mappedArray(rules.injectRules) { $0.line })
+        choices = filledArray(Choice(occurrence: 0, seed: nil), count: rules.injectRules.count)
         hasTriggers = rules.injectRules.contains { $0.trigger != nil }
         injectRules = rules.injectRules
         setStateRules = rules.setStateRules
-        let injects = RulesByEvent(rules.injectRules.map(\.event))
-        let setStates = RulesByEvent(rules.setStateRules.map(\.event))
+        let injects = RulesByEvent(mappedArray(rules.injectRules) { $0.event })
+        let setStates = RulesByEvent(mappedArray(rules.setStateRules) { $0.event })
         injectByEvent = injects
         setStateByEvent = setStates
-        consumed = Array(repeating: false, count: rules.injectRules.count)
-        liveCount = BlkdebugEvent.allCases.map { Int32(injects[$0].count + setStates[$0].count) }
-        activeSlots = Array(repeating: 0, count: rules.injectRules.count)
+        consumed = filledArray(false, count: rules.injectRules.count)
+        liveCount = mappedArray(BlkdebugEvent.allCases) { Int32(injects[$0].count + setStates[$0].count) }
+        activeSlots = filledArray(0, count: rules.injectRules.count)
     }
 
     /// blkfault: takes the state another process left (state shared by one `blkfault run`).
@@ -216,12 +216,12 @@ private struct RulesByEvent: Sendable {
     let order: [Int32]
 
     init(_ events: [BlkdebugEvent]) {
-        var counts = Array(repeating: 0, count: BlkdebugEvent.allCases.count + 1)
+        var counts = filledArray(0, count: BlkdebugEvent.allCases.count + 1)
         for event in events { counts[event.rawValue + 1] += 1 }
         for i in 1..<counts.count { counts[i] += counts[i - 1] }
         start = counts
         var next = counts
-        var order = Array(repeating: Int32(0), count: events.count)
+        var order = filledArray(Int32(0), count: events.count)
         for (index, event) in events.enumerated() {
             order[next[event.rawValue]] = Int32(index)
             next[event.rawValue] += 1
