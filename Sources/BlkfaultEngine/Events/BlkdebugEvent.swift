@@ -158,7 +158,7 @@ extension BlkdebugEvent {
         case "l1_shrink_free_l2_clusters": .l1ShrinkFreeL2Clusters
         case "cor_write": .corWrite
         case "cluster_alloc_space": .clusterAllocSpace
-        case "none": .none
+        case "none": BlkdebugEvent.none  // not Optional.none
         default: nil
         }
     }
