@@ -66,7 +66,9 @@ import Testing
 
     @Test func theProgramIsWhatFollowsTheLastSlash() {
         for (argument, program) in [("/usr/bin/qemu-img", "qemu-img"), ("qemu-io", "qemu-io"), ("", ""),
-                                    ("dir/", ""), ("/", ""), ("a//b", "b"), ("./x/y/qemu-img-7", "qemu-img-7")] {
+                                    ("dir/", ""), ("/", ""), ("a//b", "b"), ("./x/y/qemu-img-7", "qemu-img-7"),
+                                    // A "/" with a combining mark is another character: no cut there.
+                                    ("a/\u{301}b", "a/\u{301}b"), ("x/a/\u{301}b", "a/\u{301}b")] {
             #expect(ProgramCommand(arguments: [argument, "check"]).program == program, "\(argument)")
             let split = String(argument.split(separator: "/", omittingEmptySubsequences: false).last ?? "")
             #expect(split == program)

@@ -14,9 +14,10 @@ public struct ProgramCommand: Sendable, Equatable {
 
     public init(arguments: [String]) {
         self.arguments = arguments
-        // What follows the last "/" (no array of substrings: issue 7, s8-7a).
+        // What follows the last "/" character, as `split(separator: "/")` cuts (no array of
+        // substrings: issue 7, s8-7a).
         program = arguments.first.map { first in
-            first.utf8.lastIndex(of: UInt8(ascii: "/")).map { String(first[first.index(after: $0)...]) } ?? first
+            first.lastIndex(of: "/").map { String(first[first.index(after: $0)...]) } ?? first
         } ?? ""
         var i = 1
         subcommand = nil
