@@ -20,11 +20,21 @@ let staticCxx: [String] = ((try? FileManager.default.contentsOfDirectory(atPath:
 // instructions as RELA, a few thousand as RELR (issue 7, callgrind). lld ships with Swift's
 // Linux toolchains (next to swiftc, where clang's -fuse-ld=lld finds it); without it, the
 // default linker and plain RELA.
+// No implicit `import _StringProcessing` in the engine's two modules: a module that imports
+// it autolinks libswift_StringProcessing.a and libswift_RegexParser.a, whose retained
+// conformance records kept ~3,100 relative relocations (~26 K instructions at the dlopen)
+// in the engine for code it never runs (issue 7, s8-7a).
+// -disable-type-layout: copies and destroys of the engine's aggregates (a RuleSet's arrays,
+// an optional section) are lowered field by field, not through the value witnesses of
+// their type's metadata, which the runtime had to instantiate first (Optional<T> and
+// Array<T> metadata: ~50 K instructions at the first attach; issue 7, s8-7a).
 let packedRelocs: [String] = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
     .contains { FileManager.default.isExecutableFile(atPath: "\($0)/ld.lld") && FileManager.default.fileExists(atPath: "\($0)/swiftc") }
     ? ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"] : []
 
-let directMetadata: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"])]
+let directMetadata: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors",
+                                                              "-Xfrontend", "-disable-implicit-string-processing-module-import",
+                                                              "-Xfrontend", "-disable-type-layout"])]
 
 let package = Package(
     name: "blkfault",

@@ -48,8 +48,11 @@ final class Witness: Sendable {
         guard let steady else { return }
         guard let s else { return blkfault_steady_witness(steady, 0, 0, .max, .max, .max, .max) }
         guard s.regions.count <= 2 else { return blkfault_steady_witness(steady, 2, 0, .max, .max, .max, .max) }
-        let r = s.regions.map { ($0.offset, $0.end) } + [(UInt64.max, UInt64.max), (UInt64.max, UInt64.max)]
-        blkfault_steady_witness(steady, 1, s.size, r[0].0, r[0].1, r[1].0, r[1].1)
+        // The two regions, or .max for one not there (no array of pairs: its tuple metadata
+        // cost the engine's start ~9 K instructions; issue 7, s8-7a).
+        let (a, b) = s.regions.count > 0 ? (s.regions[0].offset, s.regions[0].end) : (.max, .max)
+        let (c, d) = s.regions.count > 1 ? (s.regions[1].offset, s.regions[1].end) : (.max, .max)
+        blkfault_steady_witness(steady, 1, s.size, a, b, c, d)
     }
     /// Differences found before exit (at a later open of the same path), reported at exit.
     let pending = Mutex<[String]>([])
@@ -177,9 +180,20 @@ public func blkfaultEngineExit() {
     reportSteadyStats(list)
     // One file followed under two names (hard links) has two expectations, each missing
     // the other's writes: neither can be checked.
-    let files = list.map { image in image.witness.state.withLock { $0.map { [$0.device, $0.inode] } } }
+    // (known, device, inode) triples: not `[[UInt64]?]`, whose Optional metadata the
+    // runtime would instantiate here (~28 K instructions; issue 7, s8-7a).
+    var files: [UInt64] = []
+    files.reserveCapacity(3 * list.count)
+    for image in list {
+        var (known, device, inode): (UInt64, UInt64, UInt64) = (0, 0, 0)
+        image.witness.state.withLock { if let s = $0 { (known, device, inode) = (1, s.device, s.inode) } }
+        files.append(known)
+        files.append(device)
+        files.append(inode)
+    }
+    func sameFile(_ a: Int, _ b: Int) -> Bool { files[3 * a + 1] == files[3 * b + 1] && files[3 * a + 2] == files[3 * b + 2] }
     for (i, image) in list.enumerated() {
-        if let f = files[i], files.filter({ $0 == f }).count > 1 { continue }
+        if files[3 * i] == 1, list.indices.filter({ files[3 * $0] == 1 && sameFile($0, i) }).count > 1 { continue }
         var found = image.witness.pending.withLock { $0 }
         found += image.witness.differences(reader: image.reader) ?? []
         guard !found.isEmpty, !image.witness.reported.exchange(true, ordering: .relaxed) else { continue }

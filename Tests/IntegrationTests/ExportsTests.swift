@@ -67,6 +67,20 @@ import Testing
         #expect(grabber.isEmpty, "libblkfault-engine.so links the runtime's CommandLine.cpp: \(grabber.prefix(3))")
     }
 
+    /// Sources/CPreloadSupport/backtrace_settings.c stands in for the Swift runtime's
+    /// Backtrace.cpp, whose static initializer looks for swift-backtrace at every load
+    /// (and would install crash handlers in the program where it found one).
+    @Test func theEngineLinksNoBacktracer() throws {
+        let out = try run("/usr/bin/nm", [Built.engine])
+        #expect(out.status == 0, "\(out)")
+        let symbols = out.stdout.split(separator: "\n")
+        #expect(symbols.contains { $0.hasSuffix(" _swift_backtraceSettings") }, "the runtime's backtracer settings are missing")
+        let backtracer = symbols.filter {
+            $0.contains("_GLOBAL__sub_I_Backtrace") || $0.contains("swift_copyAuxiliaryExecutablePath") || $0.contains("_swift_installCrashHandler")
+        }
+        #expect(backtracer.isEmpty, "libblkfault-engine.so links the runtime's Backtrace.cpp: \(backtracer.prefix(3))")
+    }
+
     @Test func theEngineNeedsNoLibstdcxx() throws {
         let libs = try needed(Built.engine)
         #expect(libs.contains("libc.so.6"), "\(libs)")

@@ -15,7 +15,7 @@ public struct BackingFileName: Sendable, Equatable {
               let raw = file.read(offset: header.backingFileOffset, count: Int(header.backingFileSize)),
               raw.count == Int(header.backingFileSize) else { return nil }
         name = String(decoding: raw, as: UTF8.self)
-        if name.hasPrefix("json:") || name.contains("://") { return nil }
+        if name.hasPrefix("json:") || raw.containsBytes(of: "://") { return nil }
         format = nil
         if let ext = header.extensions.first(where: { $0.type == Qcow2HeaderExtension.backingFormat }),
            let bytes = file.read(offset: ext.dataOffset, count: Int(ext.length)) {

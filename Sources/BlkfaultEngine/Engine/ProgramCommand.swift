@@ -14,7 +14,11 @@ public struct ProgramCommand: Sendable, Equatable {
 
     public init(arguments: [String]) {
         self.arguments = arguments
-        program = arguments.first.map { String($0.split(separator: "/", omittingEmptySubsequences: false).last ?? "") } ?? ""
+        // What follows the last "/" character, as `split(separator: "/")` cuts (no array of
+        // substrings: issue 7, s8-7a).
+        program = arguments.first.map { first in
+            first.lastIndex(of: "/").map { String(first[first.index(after: $0)...]) } ?? first
+        } ?? ""
         var i = 1
         subcommand = nil
         while i < arguments.count {
@@ -24,6 +28,20 @@ public struct ProgramCommand: Sendable, Equatable {
             subcommand = a.isEmpty ? nil : a
             break
         }
+    }
+
+    /// From /proc/self/cmdline's bytes: the arguments are what NUL bytes separate
+    /// (`split(separator: 0, omittingEmptySubsequences: false)`: no bytes give one empty
+    /// argument, a trailing NUL an empty last one), cut straight from the buffer.
+    public init(commandLine bytes: UnsafeBufferPointer<UInt8>) {
+        var args: [String] = []
+        var start = 0
+        for i in 0..<bytes.count where bytes[i] == 0 {
+            args.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self))
+            start = i + 1
+        }
+        args.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<bytes.count]), as: UTF8.self))
+        self.init(arguments: args)
     }
 
     public var isQemuImgRebase: Bool { program.hasPrefix("qemu-img") && subcommand == "rebase" }

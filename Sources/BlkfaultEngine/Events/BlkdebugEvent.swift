@@ -103,7 +103,63 @@ extension BlkdebugEvent {
 
     /// The event a rule file names, spelled exactly as QEMU spells it (case-sensitive).
     public init?(name: String) {
-        guard let row = Self.table.first(where: { $0.name == name }) else { return nil }
-        self = row.event
+        guard let event = Self.spelled(name) else { return nil }
+        self = event
+    }
+
+    /// `table`'s names, without building `table`: its rows' strings cost the engine's start
+    /// ~55 K instructions (issue 7, s8-7a). `EventNameTests` checks every row against it.
+    private static func spelled(_ name: String) -> BlkdebugEvent? {
+        switch name {
+        case "l1_update": .l1Update
+        case "l1_grow_alloc_table": .l1GrowAllocTable
+        case "l1_grow_write_table": .l1GrowWriteTable
+        case "l1_grow_activate_table": .l1GrowActivateTable
+        case "l2_load": .l2Load
+        case "l2_update": .l2Update
+        case "l2_update_compressed": .l2UpdateCompressed
+        case "l2_alloc_cow_read": .l2AllocCowRead
+        case "l2_alloc_write": .l2AllocWrite
+        case "read_aio": .readAio
+        case "read_backing_aio": .readBackingAio
+        case "read_compressed": .readCompressed
+        case "write_aio": .writeAio
+        case "write_compressed": .writeCompressed
+        case "vmstate_load": .vmstateLoad
+        case "vmstate_save": .vmstateSave
+        case "cow_read": .cowRead
+        case "cow_write": .cowWrite
+        case "reftable_load": .reftableLoad
+        case "reftable_grow": .reftableGrow
+        case "reftable_update": .reftableUpdate
+        case "refblock_load": .refblockLoad
+        case "refblock_update": .refblockUpdate
+        case "refblock_update_part": .refblockUpdatePart
+        case "refblock_alloc": .refblockAlloc
+        case "refblock_alloc_hookup": .refblockAllocHookup
+        case "refblock_alloc_write": .refblockAllocWrite
+        case "refblock_alloc_write_blocks": .refblockAllocWriteBlocks
+        case "refblock_alloc_write_table": .refblockAllocWriteTable
+        case "refblock_alloc_switch_table": .refblockAllocSwitchTable
+        case "cluster_alloc": .clusterAlloc
+        case "cluster_alloc_bytes": .clusterAllocBytes
+        case "cluster_free": .clusterFree
+        case "flush_to_os": .flushToOS
+        case "flush_to_disk": .flushToDisk
+        case "pwritev_rmw_head": .pwritevRmwHead
+        case "pwritev_rmw_after_head": .pwritevRmwAfterHead
+        case "pwritev_rmw_tail": .pwritevRmwTail
+        case "pwritev_rmw_after_tail": .pwritevRmwAfterTail
+        case "pwritev": .pwritev
+        case "pwritev_zero": .pwritevZero
+        case "pwritev_done": .pwritevDone
+        case "empty_image_prepare": .emptyImagePrepare
+        case "l1_shrink_write_table": .l1ShrinkWriteTable
+        case "l1_shrink_free_l2_clusters": .l1ShrinkFreeL2Clusters
+        case "cor_write": .corWrite
+        case "cluster_alloc_space": .clusterAllocSpace
+        case "none": BlkdebugEvent.none  // not Optional.none
+        default: nil
+        }
     }
 }

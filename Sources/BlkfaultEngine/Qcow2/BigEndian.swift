@@ -23,3 +23,21 @@ extension UnsafeRawBufferPointer {
         return UInt64(bigEndian: loadUnaligned(fromByteOffset: i, as: UInt64.self))
     }
 }
+
+extension Array where Element == UInt8 {
+    /// Whether `needle`'s UTF-8 bytes occur in these bytes. (String's `contains(_:)` for a
+    /// string lives in _StringProcessing, which the engine does not link: issue 7.)
+    func containsBytes(of needle: StaticString) -> Bool {
+        let n = needle.utf8CodeUnitCount
+        guard n > 0, count >= n else { return n == 0 }
+        return needle.withUTF8Buffer { pattern in
+            withUnsafeBufferPointer { bytes in
+                search: for start in 0...(bytes.count - n) {
+                    for k in 0..<n where bytes[start + k] != pattern[k] { continue search }
+                    return true
+                }
+                return false
+            }
+        }
+    }
+}

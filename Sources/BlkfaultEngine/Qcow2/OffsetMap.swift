@@ -38,7 +38,14 @@ public struct OffsetMap<Value: Sendable>: Sendable, ExpressibleByDictionaryLiter
         storage.updateValue(value, forKey: HashedOffset(offset: offset))
     }
 
-    public mutating func reserveCapacity(_ n: Int) { storage.reserveCapacity(n) }
+    /// Dictionary's `reserveCapacity` and `init(minimumCapacity:)` are not inlinable: called
+    /// unspecialised, they made the runtime instantiate Dictionary metadata at the engine's
+    /// start (~30 K instructions; issue 7, s8-7a). A few entries are left to grow the map
+    /// on insertion (specialised); an empty map gets new storage of that capacity.
+    public mutating func reserveCapacity(_ n: Int) {
+        guard n > 32 else { return }
+        if storage.isEmpty { storage = Dictionary(minimumCapacity: n) } else { storage.reserveCapacity(n) }
+    }
 
     public var count: Int { storage.count }
     public var isEmpty: Bool { storage.isEmpty }

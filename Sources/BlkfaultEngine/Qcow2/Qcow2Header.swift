@@ -92,7 +92,7 @@ public struct Qcow2Header: Sendable, Equatable {
 
     /// A version 2 header with 64 KiB clusters and no tables (a placeholder, never an image's).
     static let placeholder: Qcow2Header = {
-        var b = [UInt8](repeating: 0, count: 72)
+        var b = filledArray(UInt8(0), count: 72)
         for (i, v) in [0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 2].enumerated() { b[i] = UInt8(v) }
         b[23] = 16
         return try! Qcow2Header(bytes: b)

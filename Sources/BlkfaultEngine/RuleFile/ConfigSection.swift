@@ -15,7 +15,8 @@ struct ConfigEntry {
 /// hash-bucket order, which decides which of several bad keys it reports.
 struct ConfigSection {
     var headerLine: Int
-    private var entries: [ConfigEntry] = []
+    /// In insertion order (a replaced key keeps its place).
+    private(set) var entries: [ConfigEntry] = []
 
     init(headerLine: Int) { self.headerLine = headerLine }
 
@@ -37,13 +38,25 @@ struct ConfigSection {
     }
 
     /// QDict iteration order: buckets ascending; inside a bucket, newest key first (head insertion).
+    /// An insertion sort of positions (a section holds a few keys): sorting `enumerated()`
+    /// pairs made the runtime build tuple and array metadata at the engine's start
+    /// (~18 K instructions; issue 7, s8-7a). The order is total, so any sort gives this one.
     var qdictOrder: [ConfigEntry] {
-        entries.enumerated()
-            .sorted { a, b in
-                let (bucketA, bucketB) = (qdictBucket(a.element.key), qdictBucket(b.element.key))
-                return bucketA != bucketB ? bucketA < bucketB : a.offset > b.offset
-            }
-            .map(\.element)
+        func precedes(_ a: Int, _ b: Int) -> Bool {
+            let (bucketA, bucketB) = (qdictBucket(entries[a].key), qdictBucket(entries[b].key))
+            return bucketA != bucketB ? bucketA < bucketB : a > b
+        }
+        var order: [Int] = []
+        order.reserveCapacity(entries.count)
+        for i in entries.indices {
+            var at = order.count
+            while at > 0, precedes(i, order[at - 1]) { at -= 1 }
+            order.insert(i, at: at)
+        }
+        var sorted: [ConfigEntry] = []
+        sorted.reserveCapacity(entries.count)
+        for i in order { sorted.append(entries[i]) }
+        return sorted
     }
 }
 

@@ -62,8 +62,58 @@ enum RuleSection: String, CaseIterable {
         }
     }
 
+    /// The kind of `key` in this section, nil when the section has no such key: what
+    /// `parameters` says, without building it (its rows' strings, for every key of every
+    /// section, cost the engine's start ~23 K instructions; issue 7, s8-7a).
+    /// `RuleKeyKindTests` checks it against `parameters`.
     func kind(of key: [UInt8]) -> Kind? {
-        parameters.first { $0.name.utf8.elementsEqual(key) }?.kind
+        // Invalid UTF-8 decodes with U+FFFD, which no key has: no false match.
+        let name = String(decoding: key, as: UTF8.self)
+        switch self {
+        case .setState:
+            switch name {
+            case "event": return .string
+            case "state", "new_state": return .number
+            default: return nil
+            }
+        case .injectError:
+            switch name {
+            case "errno", "delay-ns": return .number
+            case "immediately": return .bool
+            default: return Self.targetingKind(name)
+            }
+        case .crash:
+            switch name {
+            case "when": return .string
+            case "lose-unsynced": return .bool
+            default: return Self.targetingKind(name)
+            }
+        case .tornWrite:
+            switch name {
+            case "keep", "keep-sectors": return .number
+            case "then": return .string
+            case "lose-unsynced": return .bool
+            default: return Self.targetingKind(name)
+            }
+        case .corrupt:
+            switch name {
+            case "byte", "xor", "entry", "set": return .number
+            case "field": return .string
+            default: return Self.targetingKind(name)
+            }
+        case .breakpoint:
+            return name == "tag" ? .string : Self.targetingKind(name)
+        }
+    }
+
+    /// `RuleKey.targeting`'s kinds.
+    private static func targetingKind(_ name: String) -> Kind? {
+        switch name {
+        case "event", "iotype", "probability": .string
+        case "state", "sector", "occurrence", "seed": .number
+        case "once": .bool
+        default: nil
+        }
     }
 }
 

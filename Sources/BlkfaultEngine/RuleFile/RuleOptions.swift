@@ -8,8 +8,8 @@ struct RuleOptions {
     var headerLine: Int
     var id: [UInt8]?
     var entries: ConfigSection
-    var numbers: [String: UInt64] = [:]
-    var bools: [String: Bool] = [:]
+    var numbers = KeyedValues<UInt64>()
+    var bools = KeyedValues<Bool>()
 }
 
 extension ConfigReader {
@@ -77,5 +77,29 @@ extension ConfigReader {
             return "'\(key)' belongs in [\(other.rawValue)], not in [\(section.rawValue)]"
         }
         return didYouMean(key, among: section.parameters.map(\.name))
+    }
+}
+
+/// A section's values of one type by key, as `[String: Value]` reads and writes them: a
+/// section has a few keys, so a scan. Not a Dictionary, whose storage metadata and first
+/// growth cost the engine's start ~18 K instructions (issue 7, s8-7a).
+struct KeyedValues<Value> {
+    private var keys: [String] = []
+    private var values: [Value] = []
+
+    subscript(key: String) -> Value? {
+        get {
+            for i in keys.indices where keys[i] == key { return values[i] }
+            return nil
+        }
+        set {
+            let at = keys.firstIndex(of: key)
+            switch (at, newValue) {
+            case (let i?, let v?): values[i] = v
+            case (let i?, nil): keys.remove(at: i); values.remove(at: i)
+            case (nil, let v?): keys.append(key); values.append(v)
+            case (nil, nil): break
+            }
+        }
     }
 }

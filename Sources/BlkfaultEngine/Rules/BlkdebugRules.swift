@@ -22,24 +22,27 @@ public struct BlkdebugRules: Sendable {
     private var raises: [UInt64]
     /// blkfault: draws of the rules with a probability, and the raise that activated each rule.
     private var dice: Dice
-    private var choices: [Choice?]
+    /// The raise that activated each inject rule; occurrence 0 (raises count from 1): none.
+    /// Not `[Choice?]`: its Optional metadata cost the engine's start ~28 K instructions
+    /// (the runtime's first Optional; issue 7, s8-7a).
+    private var choices: [Choice]
     private let hasTriggers: Bool
 
     /// `seed`: the run's seed, for rules with a probability and no seed of their own.
     public init(_ rules: RuleSet, seed: UInt64 = 0) {
-        raises = Array(repeating: 0, count: BlkdebugEvent.allCases.count)
-        dice = Dice(seeds: rules.injectRules.map { $0.trigger?.seed ?? seed }, lines: rules.injectRules.map(\.line))
-        choices = Array(repeating: nil, count: rules.injectRules.count)
+        raises = filledArray(0, count: BlkdebugEvent.allCases.count)
+        dice = Dice(seeds: mappedArray(rules.injectRules) { $0.trigger?.seed ?? seed }, lines: mappedArray(rules.injectRules) { $0.line })
+        choices = filledArray(Choice(occurrence: 0, seed: nil), count: rules.injectRules.count)
         hasTriggers = rules.injectRules.contains { $0.trigger != nil }
         injectRules = rules.injectRules
         setStateRules = rules.setStateRules
-        let injects = RulesByEvent(rules.injectRules.map(\.event))
-        let setStates = RulesByEvent(rules.setStateRules.map(\.event))
+        let injects = RulesByEvent(mappedArray(rules.injectRules) { $0.event })
+        let setStates = RulesByEvent(mappedArray(rules.setStateRules) { $0.event })
         injectByEvent = injects
         setStateByEvent = setStates
-        consumed = Array(repeating: false, count: rules.injectRules.count)
-        liveCount = BlkdebugEvent.allCases.map { Int32(injects[$0].count + setStates[$0].count) }
-        activeSlots = Array(repeating: 0, count: rules.injectRules.count)
+        consumed = filledArray(false, count: rules.injectRules.count)
+        liveCount = mappedArray(BlkdebugEvent.allCases) { Int32(injects[$0].count + setStates[$0].count) }
+        activeSlots = filledArray(0, count: rules.injectRules.count)
     }
 
     /// blkfault: takes the state another process left (state shared by one `blkfault run`).
@@ -95,7 +98,7 @@ public struct BlkdebugRules: Sendable {
                 // it to the next raise of its event.
                 let choice = Self.matches(injectRules[i].state, before)
                     ? dice.chooses(trigger, index: i, occurrence: raises[event.rawValue]) : nil
-                choices[i] = choice
+                choices[i] = choice ?? Choice(occurrence: 0, seed: nil)
                 if choice == nil {
                     if !replaced, let position = activeSlots[0..<activeCount].firstIndex(of: index) { removeActive(at: position) }
                     continue
@@ -181,7 +184,8 @@ public struct BlkdebugRules: Sendable {
                 liveCount[rule.event.rawValue] -= 1
             }
             return InjectDecision(errno: rule.errno, line: rule.line, ruleIndex: Int(index), consumed: rule.once,
-                                  immediately: rule.immediately, delayNs: rule.delayNs, choice: choices[Int(index)])
+                                  immediately: rule.immediately, delayNs: rule.delayNs,
+                                  choice: choices[Int(index)].occurrence == 0 ? nil : choices[Int(index)])
         }
         return nil
     }
@@ -212,12 +216,12 @@ private struct RulesByEvent: Sendable {
     let order: [Int32]
 
     init(_ events: [BlkdebugEvent]) {
-        var counts = Array(repeating: 0, count: BlkdebugEvent.allCases.count + 1)
+        var counts = filledArray(0, count: BlkdebugEvent.allCases.count + 1)
         for event in events { counts[event.rawValue + 1] += 1 }
         for i in 1..<counts.count { counts[i] += counts[i - 1] }
         start = counts
         var next = counts
-        var order = Array(repeating: Int32(0), count: events.count)
+        var order = filledArray(Int32(0), count: events.count)
         for (index, event) in events.enumerated() {
             order[next[event.rawValue]] = Int32(index)
             next[event.rawValue] += 1
