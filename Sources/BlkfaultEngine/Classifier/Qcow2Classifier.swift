@@ -84,6 +84,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var pendingTables: Set<UInt64> = []
     /// Host clusters (indices) the program wrote while no table pointed to them.
     private var writtenClusters: Set<UInt64> = []
+    /// Chunked allocation order (ChunkAllocationOrder.swift).
+    private var chunkOrder = ChunkAllocationOrder()
     private var flush = FullFlush()
     /// The request in progress allocated clusters (its refcounts and L2 entries are dirty).
     private var requestAllocated = false {
@@ -399,7 +401,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
             case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
-            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
+            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
+            default: break
+            }
+            switch (op.kind, region) {
+            case (.write, .l1Table), (.write, .refcountBlock), (.write, .refcountTable), (.write, .data): break
+            case (.write, _), (.writeZeroes, _), (.discard, _): chunkOrder.allocationSeen()
             default: break
             }
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
@@ -903,6 +910,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
+            chunkOrder.tableLinked()
             return [.l1Update]
         case .refcountTable:
             if makeEmpty == .headerSwitched && op.length == 8 {
@@ -985,19 +993,31 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             afterTableFree = false
             let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
+            // A retried data allocation's first write-back before its data: the next
+            // allocation's flush (chunk k+1's l2_allocate), whose events follow the retry's.
+            let retryThenNext = chunkOrder.retryWrittenBack(retry: retry, allocated: allocated)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
                 flush.allocationWrite()
+                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
-                if retry == nil {
+                if retry == nil, chunkOrder.dataAhead(allocated: allocated, reachesEnd: newly.last == last,
+                                                      nextCovered: nextCovered) {
+                    // The chunk before's data allocation, its data not written yet: its
+                    // events come first (a read raised its cluster_alloc already, if any).
+                    if !clusterAllocRaised { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                    clusterAllocRaised = false
+                }
+                if retry == nil || retryThenNext {
                     if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                     events += [.refblockAlloc, .refblockLoad]
                 }
                 // (A retry's events already count its update of this block: qemu-img
                 // convert's next table, placed in the block just hooked up.)
-                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 // One new cluster, the block's last: an L2 table (l2_allocate's own flush,
                 // which ends there), unless a data allocation follows the table whose L1
                 // entry just went out: that one runs on into the next block (it is flushed
@@ -1006,7 +1026,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 tablesBackToBack = l2AllocateJustEnded
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
-                    nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
+                    nextCovered: nextCovered,
                     completedRequests: flush.completedRequests) {
                 case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
@@ -1027,6 +1047,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if let retry {
                 // The retried allocation's write-back (after a hookup), not a full flush's.
                 flush.allocationWrite()
+                if retryThenNext {
+                    let next: [BlkdebugEvent] = clusterAllocRaised || contiguousAllocation ? [] : [.clusterAlloc]
+                    clusterAllocRaised = false
+                    return retry + next + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+                }
                 return retry + [.refblockUpdatePart]
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
@@ -1153,7 +1178,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             compressedCowFree = .dataWritten
             return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
         }
-        let fresh = touched.filter { !zeroedClusters.contains($0) }
+        // (Clusters whose allocation a write-back raised ahead are no longer new: ChunkAllocationOrder.)
+        let bits = UInt64(shadow.header.clusterBits)
+        let fresh = touched.filter { !zeroedClusters.contains($0) && !chunkOrder.raisedAhead($0 >> bits) }
+        if touched.contains(where: { chunkOrder.raisedAhead($0 >> bits) }) {
+            requestAllocated = true
+            chunkOrder.dataWritten(touched.map { $0 >> bits }, fresh: fresh.count)
+        }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty, refblockAlloc.retryPending,
            let retry = refblockAlloc.retryEvents(reftableIndex: shadow.reftableIndex(clusterOffset: first)) {
