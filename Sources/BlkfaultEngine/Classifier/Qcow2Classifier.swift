@@ -404,14 +404,19 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
             default: break
             }
-            switch (op.kind, region) {
-            case (.write, .l1Table), (.write, .refcountBlock), (.write, .refcountTable), (.write, .data): break
-            case (.write, _), (.writeZeroes, _), (.discard, _): chunkOrder.allocationSeen()
-            default: break
-            }
+            let isOtherWrite: Bool = {
+                switch (op.kind, region) {
+                case (.write, .l1Table), (.write, .refcountBlock), (.write, .refcountTable), (.write, .data): return false
+                case (.write, _), (.writeZeroes, _), (.discard, _): return true
+                default: return false
+                }
+            }()
+            let aheadWrite = chunkOrder.opEnded(otherWrite: isOtherWrite)
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
-            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
+            // (Data whose allocation a write-back raised ahead counts too: ChunkAllocationOrder.)
+            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio)
+                && (events.contains(.refblockAlloc) || aheadWrite)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
@@ -937,6 +942,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if !pendingTables.isEmpty || l2AllocateFlush { flush.allocationWrite(); return [.l2Update] }
             if resizeCacheFlush { return [.l2Update] }
+            if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) && chunkOrder.crossesAtStart() {
+                // The same after the data of the chunk before, whose allocation was raised
+                // ahead: the pending chunk's data allocation starts right at the new block
+                // (its cluster_alloc is raised here; it is retried after the hookup).
+                flush.allocationWrite()
+                refblockAlloc.announce()
+                return (clusterAllocRaised ? [] : [.clusterAlloc]) + [.refblockAlloc, .l2Update]
+            }
             if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) {
                 // Right after a chunk's data write, the next chunk's allocation needs a new
                 // refcount block: alloc_refcount_block flushes the L2 cache first (refgrow;
@@ -1004,8 +1017,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
-                if retry == nil, chunkOrder.dataAhead(allocated: allocated, reachesEnd: newly.last == last,
-                                                      nextCovered: nextCovered) {
+                let dataAhead = retry == nil && chunkOrder.dataAhead(
+                    allocated: allocated, reachesEnd: newly.last == last, nextCovered: nextCovered,
+                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize))
+                if dataAhead {
                     // The chunk before's data allocation, its data not written yet: its
                     // events come first (a read raised its cluster_alloc already, if any).
                     if !clusterAllocRaised { events.append(.clusterAlloc) }
@@ -1022,7 +1037,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // which ends there), unless a data allocation follows the table whose L1
                 // entry just went out: that one runs on into the next block (it is flushed
                 // before its data only because it crosses). Tables back to back: a table.
-                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack)
+                // (The same for a table right after a chunk's data raised ahead.)
+                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead
                 tablesBackToBack = l2AllocateJustEnded
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
@@ -1120,6 +1136,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         let touched = clusters(of: op)
         defer { writtenClusters.formUnion(touched.map { $0 >> UInt64(shadow.header.clusterBits) }) }
+        // Clusters whose refcounts a write-back already set: data of an allocation before it.
+        let refcountsWritten = pendingTables.count >= touched.count
+            && touched.allSatisfy { pendingTables.contains($0 >> UInt64(shadow.header.clusterBits)) }
         if pendingTables.contains(first >> UInt64(shadow.header.clusterBits)) {
             // A table whose refcount reached the disk before it: L1 growth or a new L2 table.
             for c in touched { pendingTables.remove(c >> UInt64(shadow.header.clusterBits)) }
@@ -1184,6 +1203,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         if touched.contains(where: { chunkOrder.raisedAhead($0 >> bits) }) {
             requestAllocated = true
             chunkOrder.dataWritten(touched.map { $0 >> bits }, fresh: fresh.count)
+        } else if refcountsWritten {
+            chunkOrder.lateDataWritten()
         }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty, refblockAlloc.retryPending,
