@@ -1433,3 +1433,31 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
 
 def chain_cases() -> list[Case]:
     return _chain_cases_before_s8both() + s8_both_chain_cases()
+
+
+# ==========================================================================
+# Session 8 (s8-3c): counting chains over `write 0 1M` (leak's first write, 1 KiB
+# clusters: 8 chunks of 128 KiB). blkdebug raises chunk k's data allocation events
+# with chunk k+1's table allocation, before the refcount write-back that starts its
+# l2_allocate; counting them to the Nth occurrence tells where each lands (odd N:
+# a data allocation's, even N: a table's; README "The `write 0 1M` event order").
+# ==========================================================================
+
+def counting_chain(event: str, n: int) -> list[str]:
+    """set-state EVENT k->k+1 for k < n, inject EVENT in state n once: the nth EVENT fails."""
+    return ([inject_rule(event, 5, "on", state=n)]
+            + [set_state_rule(event, k, k + 1) for k in range(1, n)])
+
+
+def s8_count_chain_cases() -> list[Case]:
+    return [chain_case(f"leak-{ev}-counts-to-{n}", "leak", counting_chain(ev, n),
+                       f"set-state {ev} 1->...->{n}, inject {ev} in state {n} once=on: "
+                       f"the {n}th {ev} of write 0 1M (chunk order)")
+            for ev in ("cluster_alloc", "refblock_alloc") for n in (3, 4, 5)]
+
+
+_chain_cases_before_s8count = chain_cases
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_s8count() + s8_count_chain_cases()

@@ -84,6 +84,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var pendingTables: Set<UInt64> = []
     /// Host clusters (indices) the program wrote while no table pointed to them.
     private var writtenClusters: Set<UInt64> = []
+    /// Chunked allocation order (ChunkAllocationOrder.swift).
+    private var chunkOrder = ChunkAllocationOrder()
     private var flush = FullFlush()
     /// The request in progress allocated clusters (its refcounts and L2 entries are dirty).
     private var requestAllocated = false {
@@ -399,12 +401,22 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
             case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
-            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite()
+            case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
             default: break
             }
+            let isOtherWrite: Bool = {
+                switch (op.kind, region) {
+                case (.write, .l1Table), (.write, .refcountBlock), (.write, .refcountTable), (.write, .data): return false
+                case (.write, _), (.writeZeroes, _), (.discard, _): return true
+                default: return false
+                }
+            }()
+            let aheadWrite = chunkOrder.opEnded(otherWrite: isOtherWrite)
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
             if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
-            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio) && events.contains(.refblockAlloc)
+            // (Data whose allocation a write-back raised ahead counts too: ChunkAllocationOrder.)
+            previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio)
+                && (events.contains(.refblockAlloc) || aheadWrite)
             previousWasL2Load = op.kind == .read && { if case .l2Table = region { return true } else { return false } }()
             if previousWasL2Load { lastL2Load = (op.offset, op.length) }
             previousWasHeaderRewrite = op.kind == .write && op.offset == 0 && op.length == shadow.clusterSize
@@ -903,6 +915,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
+            chunkOrder.tableLinked()
             return [.l1Update]
         case .refcountTable:
             if makeEmpty == .headerSwitched && op.length == 8 {
@@ -929,6 +942,14 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if !pendingTables.isEmpty || l2AllocateFlush { flush.allocationWrite(); return [.l2Update] }
             if resizeCacheFlush { return [.l2Update] }
+            if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) && chunkOrder.crossesAtStart() {
+                // The same after the data of the chunk before, whose allocation was raised
+                // ahead: the pending chunk's data allocation starts right at the new block
+                // (its cluster_alloc is raised here; it is retried after the hookup).
+                flush.allocationWrite()
+                refblockAlloc.announce()
+                return (clusterAllocRaised ? [] : [.clusterAlloc]) + [.refblockAlloc, .l2Update]
+            }
             if previousWasAllocatingWrite && !isCovered(fileEnd: file.size) {
                 // Right after a chunk's data write, the next chunk's allocation needs a new
                 // refcount block: alloc_refcount_block flushes the L2 cache first (refgrow;
@@ -985,28 +1006,43 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             afterTableFree = false
             let retry = refblockAlloc.retryEvents(reftableIndex: reftableIndex)
+            // A retried data allocation's first write-back before its data: the next
+            // allocation's flush (chunk k+1's l2_allocate), whose events follow the retry's.
+            let retryThenNext = chunkOrder.retryWrittenBack(retry: retry, allocated: allocated)
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
                 flush.allocationWrite()
+                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
+                let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
-                if retry == nil {
+                let dataAhead = retry == nil && chunkOrder.dataAhead(
+                    allocated: allocated, reachesEnd: newly.last == last, nextCovered: nextCovered,
+                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize))
+                if dataAhead {
+                    // The chunk before's data allocation, its data not written yet: its
+                    // events come first (a read raised its cluster_alloc already, if any).
+                    if !clusterAllocRaised { events.append(.clusterAlloc) }
+                    events += [.refblockAlloc, .refblockLoad]
+                    clusterAllocRaised = false
+                }
+                if retry == nil || retryThenNext {
                     if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
                     events += [.refblockAlloc, .refblockLoad]
                 }
                 // (A retry's events already count its update of this block: qemu-img
                 // convert's next table, placed in the block just hooked up.)
-                let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 // One new cluster, the block's last: an L2 table (l2_allocate's own flush,
                 // which ends there), unless a data allocation follows the table whose L1
                 // entry just went out: that one runs on into the next block (it is flushed
                 // before its data only because it crosses). Tables back to back: a table.
-                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack)
+                // (The same for a table right after a chunk's data raised ahead.)
+                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead
                 tablesBackToBack = l2AllocateJustEnded
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
-                    nextCovered: shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits)),
+                    nextCovered: nextCovered,
                     completedRequests: flush.completedRequests) {
                 case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
@@ -1027,6 +1063,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             if let retry {
                 // The retried allocation's write-back (after a hookup), not a full flush's.
                 flush.allocationWrite()
+                if retryThenNext {
+                    let next: [BlkdebugEvent] = clusterAllocRaised || contiguousAllocation ? [] : [.clusterAlloc]
+                    clusterAllocRaised = false
+                    return retry + next + [.refblockAlloc, .refblockLoad, .refblockUpdatePart]
+                }
                 return retry + [.refblockUpdatePart]
             }
             if resizeCacheFlush { return [.refblockUpdatePart] }
@@ -1095,6 +1136,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         let touched = clusters(of: op)
         defer { writtenClusters.formUnion(touched.map { $0 >> UInt64(shadow.header.clusterBits) }) }
+        // Clusters whose refcounts a write-back already set: data of an allocation before it.
+        let refcountsWritten = pendingTables.count >= touched.count
+            && touched.allSatisfy { pendingTables.contains($0 >> UInt64(shadow.header.clusterBits)) }
         if pendingTables.contains(first >> UInt64(shadow.header.clusterBits)) {
             // A table whose refcount reached the disk before it: L1 growth or a new L2 table.
             for c in touched { pendingTables.remove(c >> UInt64(shadow.header.clusterBits)) }
@@ -1153,7 +1197,15 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             compressedCowFree = .dataWritten
             return allocationEvents(newClusters: touched.filter { !zeroedClusters.contains($0) }) + [.writeAio, .cowWrite]
         }
-        let fresh = touched.filter { !zeroedClusters.contains($0) }
+        // (Clusters whose allocation a write-back raised ahead are no longer new: ChunkAllocationOrder.)
+        let bits = UInt64(shadow.header.clusterBits)
+        let fresh = touched.filter { !zeroedClusters.contains($0) && !chunkOrder.raisedAhead($0 >> bits) }
+        if touched.contains(where: { chunkOrder.raisedAhead($0 >> bits) }) {
+            requestAllocated = true
+            chunkOrder.dataWritten(touched.map { $0 >> bits }, fresh: fresh.count)
+        } else if refcountsWritten {
+            chunkOrder.lateDataWritten()
+        }
         var events: [BlkdebugEvent] = []
         if !fresh.isEmpty, refblockAlloc.retryPending,
            let retry = refblockAlloc.retryEvents(reftableIndex: shadow.reftableIndex(clusterOffset: first)) {

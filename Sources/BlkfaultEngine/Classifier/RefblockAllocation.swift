@@ -24,6 +24,10 @@ struct RefblockAllocation: Sendable {
     private(set) var writeRaised = false
     /// The refcount table index just hooked up while the caller's retry runs.
     private var hookedIndex: UInt64?
+    /// The block whose write-back started alloc_refcount_block for the one hooked up: the
+    /// retried allocation starts there (its first write-back may be of either block, in
+    /// refcount cache order).
+    private var retryFirstIndex: UInt64?
     private var retryRaised = false
     /// The refcount table index an allocation's run reached with no block there yet.
     private var awaitedIndex: UInt64?
@@ -98,6 +102,7 @@ struct RefblockAllocation: Sendable {
 
     /// The refcount table entry of a new block was written (refblock_alloc_hookup).
     mutating func hookedUp(reftableIndex: UInt64) {
+        retryFirstIndex = awaitedIndex == reftableIndex && reftableIndex > 0 ? reftableIndex - 1 : nil
         if awaitedIndex == reftableIndex { awaitedIndex = nil }
         hookedIndex = reftableIndex
         retryRaised = false
@@ -115,7 +120,8 @@ struct RefblockAllocation: Sendable {
         guard let hooked = hookedIndex else { return nil }
         if retryRaised { return [] }
         retryRaised = true
-        let spanned = hooked > reftableIndex ? Int(min(hooked - reftableIndex, 64)) : 0
+        let first = min(reftableIndex, retryFirstIndex ?? reftableIndex)
+        let spanned = hooked > first ? Int(min(hooked - first, 64)) : 0
         var events: [BlkdebugEvent] = []
         for _ in 0..<(2 * spanned + 1) { events += [.refblockAlloc, .refblockLoad] }
         return events
