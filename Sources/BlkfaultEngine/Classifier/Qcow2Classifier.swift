@@ -413,6 +413,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 switch region { case .data, .l2Table: return true; default: return false }
             }())
             previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
+            // Only a late data write comes between an allocation's refcount flush and its table.
+            if op.kind != .flush && !events.contains(.writeAio) { flush.tableWaitEnded() }
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -980,7 +982,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     contiguousAllocation = false
                 }
                 pendingTables.formUnion(allocated)
-                flush.allocationWrite()
+                flush.allocationWrite(tableFollows: true)
                 return events + [.refblockUpdatePart]
             }
             afterTableFree = false
@@ -989,7 +991,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
-                flush.allocationWrite()
+                flush.allocationWrite(tableFollows: true)
                 var events: [BlkdebugEvent] = retry ?? []
                 if retry == nil {
                     if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
