@@ -913,6 +913,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             guard let index = refcountTableHookupIndex(op) else { return [] }
             refblockAlloc.hookedUp(reftableIndex: index)
+            flush.allocationWrite()  // bdrv_pwrite_sync: its own fdatasync follows
             return [.refblockAllocHookup]
         case .l2Table:
             // alloc_refcount_block's L2 cache flush: the allocation's clusters whose
@@ -1071,7 +1072,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         if !shadow.isCovered(clusterOffset: first) {
             // Self-describing refcount structures: a new refblock, or the blocks
-            // and table of a grown refcount table.
+            // and table of a grown refcount table. Each is synced at once (a refcount
+            // cache flush, bdrv_pwrite_sync): a data write finishing before that sync
+            // (its worker thread late) does not end the request.
+            flush.allocationWrite()
             if looksLikeTableCopy(head, of: shadow.reftable, allowZero: false) { return [.refblockAllocWriteTable] }
             let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
             switch growth {
@@ -1109,6 +1113,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                let b = op.bytes?(0, Int(op.length)), b.count == Int(op.length), b.allSatisfy({ $0 == 0 }) {
                 // A new refcount block placed in a block that exists (RefblockAllocation).
                 refblockAlloc.awaitedBlockWritten()
+                flush.allocationWrite()
                 return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {

@@ -21,7 +21,7 @@ import BlkfaultEngine
 /// qcow2 node), no request's end: l2_allocate has not written its table yet.
 /// Here the same order at the image's start: chunk 0's table at cluster 517, its data at
 /// 518...581, chunk 1's table at 582.
-@Suite struct LateDataDependencySyncTests {
+@Suite struct LateDataSyncTests {
     let alloc = RefblockAllocationTests()
 
     /// Chunk 0 allocated and its data task submitted, then chunk 1's l2_allocate writes
@@ -89,5 +89,23 @@ import BlkfaultEngine
 
     func inject(_ event: String) -> String {
         "[inject-error]\nevent = \"\(event)\"\nerrno = \"5\"\nonce = \"on\"\nimmediately = \"on\"\n"
+    }
+
+    /// The other syncs an allocation takes at once, each right after its write: the new
+    /// refcount block's (its refcount cache flush) and the hookup's (bdrv_pwrite_sync).
+    /// Replayed on `leak` (1 KiB clusters, RefblockAllocationTests): a data write of clusters
+    /// whose refcounts went out already finishes between each write and its sync.
+    @Test func aLateDataWriteBeforeANewBlocksOrAHookupsSyncIsNoRequestEnd() throws {
+        var r = try Replay(freshQcow2(size: 64 << 20), rules: inject("flush_to_os"))
+        _ = alloc.fillBlockZero(&r, withGuestWrite: true)
+        #expect(r.flush().decision == .perform)
+        #expect(r.write(535552, alloc.refblock(1024, [11])).events.contains(.refblockAllocWrite))
+        #expect(r.write(140288, [UInt8](repeating: 0xce, count: 131072)).decision == .perform)
+        let blockSync = r.flush()
+        #expect(blockSync.events == [] && blockSync.decision == .perform)
+        #expect(r.write(1032, be64(535552)).events == [.refblockAllocHookup, .pwritev])
+        #expect(r.write(271360, [UInt8](repeating: 0xcf, count: 131072)).decision == .perform)
+        let hookupSync = r.flush()
+        #expect(hookupSync.events == [] && hookupSync.decision == .perform)
     }
 }
