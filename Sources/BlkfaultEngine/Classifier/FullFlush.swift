@@ -56,7 +56,7 @@ struct FullFlush: Sendable {
         if compressed && !vmstateOnly { compressedSinceFlush = true }
         lastRequestCompressed = compressed
         if case .writingBack = phase { return }
-        if !vmstateOnly { phase = .requestDone }
+        if !vmstateOnly && !awaitingTable { phase = .requestDone }
         dirtyL2 = dirtyL2 || dirtiedL2
         dirtyRefcounts = dirtyRefcounts || (dirtiedRefcounts && !refcountsDeferred)
         // With lazy refcounts QEMU sets no dependency (qcow2_need_accurate_refcounts).
@@ -90,16 +90,31 @@ struct FullFlush: Sendable {
     /// entry): the next fdatasync is that sync. A data write of an earlier chunk that
     /// reached the file after the allocation's write (its worker thread ran late) may
     /// have finished in between: it did not end the request, a later chunk is allocating.
-    mutating func allocationWrite() {
+    /// `tableFollows`: an allocation's refcount cache flush, for a table it writes next
+    /// (l2_allocate's new L2 table): see `awaitingTable`.
+    mutating func allocationWrite(tableFollows: Bool = false) {
         requestContinues()
         syncOwed = true
+        tableOwed = tableOwed || tableFollows
+        awaitingTable = false
     }
     private var syncOwed = false
+    private var tableOwed = false
+    /// An allocation's refcount cache flush and its sync went out; the table it allocated
+    /// is written next (the L2 cache flush of l2_allocate). Until then the request is still
+    /// allocating: an earlier chunk's data write finishing now (its worker thread ran late)
+    /// ends nothing, and an fdatasync is the L2 cache flush's dependency flush (a guest
+    /// write's link made the L2 cache depend on the refcount cache; bdrv_flush of the file
+    /// syncs only because that data write came since the last sync): no event. Ended by
+    /// any I/O but a data write (`tableWaitEnded`).
+    private(set) var awaitingTable = false
+    mutating func tableWaitEnded() { awaitingTable = false }
     /// The last fdatasync was an allocation's own (allocationWrite).
     private(set) var lastSyncWasOwed = false
 
     /// A cache write-back outside an allocation: the first one starts the flush.
     mutating func writeBack(l2: Bool) -> [BlkdebugEvent] {
+        awaitingTable = false
         var events: [BlkdebugEvent] = []
         if case .writingBack = phase {} else {
             phase = .writingBack
@@ -119,9 +134,12 @@ struct FullFlush: Sendable {
     mutating func sync() -> [BlkdebugEvent] {
         if internalFlush, case .writingBack = phase { return [] }
         lastSyncWasOwed = false
+        if awaitingTable { return [] }
         if syncOwed {
             syncOwed = false
-            if case .writingBack = phase {} else { phase = .idle; lastSyncWasOwed = true; return [] }
+            let table = tableOwed
+            tableOwed = false
+            if case .writingBack = phase {} else { phase = .idle; lastSyncWasOwed = true; awaitingTable = table; return [] }
         }
         switch phase {
         case .idle:

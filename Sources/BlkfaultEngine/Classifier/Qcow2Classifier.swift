@@ -425,6 +425,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 switch region { case .data, .l2Table: return true; default: return false }
             }())
             previousWasOwedSync = op.kind == .flush && (previousWasOwedSync || flush.lastSyncWasOwed)
+            // Only a late data write comes between an allocation's refcount flush and its table.
+            if op.kind != .flush && !events.contains(.writeAio) { flush.tableWaitEnded() }
             previousWasRefblockRead = op.kind == .read && { if case .refcountBlock = region { return true } else { return false } }()
             previousWasCompressedRead = op.kind == .read && region == .unreferenced && shadow.holdsCompressedData(op.offset)
         }
@@ -924,6 +926,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             guard let index = refcountTableHookupIndex(op) else { return [] }
             refblockAlloc.hookedUp(reftableIndex: index)
+            flush.allocationWrite()  // bdrv_pwrite_sync: its own fdatasync follows
             return [.refblockAllocHookup]
         case .l2Table:
             // alloc_refcount_block's L2 cache flush: the allocation's clusters whose
@@ -1001,7 +1004,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                     contiguousAllocation = false
                 }
                 pendingTables.formUnion(allocated)
-                flush.allocationWrite()
+                flush.allocationWrite(tableFollows: true)
                 return events + [.refblockUpdatePart]
             }
             afterTableFree = false
@@ -1013,7 +1016,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
                 pendingTables.formUnion(allocated)
-                flush.allocationWrite()
+                flush.allocationWrite(tableFollows: true)
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
@@ -1110,7 +1113,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
         }
         if !shadow.isCovered(clusterOffset: first) {
             // Self-describing refcount structures: a new refblock, or the blocks
-            // and table of a grown refcount table.
+            // and table of a grown refcount table. Each is synced at once (a refcount
+            // cache flush, bdrv_pwrite_sync): a data write finishing before that sync
+            // (its worker thread late) does not end the request.
+            flush.allocationWrite()
             if looksLikeTableCopy(head, of: shadow.reftable, allowZero: false) { return [.refblockAllocWriteTable] }
             let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
             switch growth {
@@ -1151,6 +1157,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                let b = op.bytes?(0, Int(op.length)), b.count == Int(op.length), b.allSatisfy({ $0 == 0 }) {
                 // A new refcount block placed in a block that exists (RefblockAllocation).
                 refblockAlloc.awaitedBlockWritten()
+                flush.allocationWrite()
                 return [.refblockAllocWrite, .refblockUpdatePart]
             }
             if op.length == shadow.l2SliceSize, newL2Tables.insert(first).inserted {
