@@ -37,12 +37,25 @@ public struct EventInfo: Sendable {
     public let event: BlkdebugEvent
     public let name: String
     public let recognition: Recognition
+    let recognisedBy: String
+    /// Armed mid-write by a refcount-block allocation, its once=off result is timing.
+    let chunkRace: Bool
+
+    init(event: BlkdebugEvent, name: String, recognition: Recognition, howRecognised: String, chunkRace: Bool = false) {
+        self.event = event
+        self.name = name
+        self.recognition = recognition
+        self.recognisedBy = howRecognised
+        self.chunkRace = chunkRace
+    }
+
     /// What blkfault watches for, in a user's words.
-    public let howRecognised: String
+    public var howRecognised: String { chunkRace ? recognisedBy + BlkdebugEvent.chunkRace : recognisedBy }
 }
 
 extension BlkdebugEvent {
     /// The event table: one row per event, in QEMU's enum order.
+    ///
     /// Rules armed while a write QEMU splits into chunks allocates a refcount block
     /// (Tests/parity/scenarios.py, UNDECIDABLE_ONCE_OFF).
     static let chunkRace = "; with once=off during a write QEMU splits into allocating chunks, real blkdebug's own result depends on which earlier chunks' data writes have completed (timing: undecidable)"
@@ -67,17 +80,17 @@ extension BlkdebugEvent {
         .init(event: .cowRead, name: "cow_read", recognition: .inferred, howRecognised: "before the write of a copy-on-write from the backing file (a backing read, then one write of whole new clusters in several buffers: head, data, tail), and before the read of a data cluster right after the l1_update of an l2_allocate that copied a table shared with a snapshot; a COW from a compressed cluster reads like a guest read and is not recognised"),
         .init(event: .cowWrite, name: "cow_write", recognition: .inferred, howRecognised: "write of a new cluster right after a read of compressed data (COW over a compressed cluster) or after a cow_read from a cluster shared with a snapshot, or a multi-buffer write of whole new clusters after a backing-file read (COW from the backing file)"),
         .init(event: .reftableLoad, name: "reftable_load", recognition: .exact, howRecognised: "read of the whole refcount table at open"),
-        .init(event: .reftableGrow, name: "reftable_grow", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area are written\(chunkRace)"),
+        .init(event: .reftableGrow, name: "reftable_grow", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area are written", chunkRace: true),
         .init(event: .reftableUpdate, name: "reftable_update", recognition: .exact, howRecognised: "20-byte header write at offset 40 (L1 and refcount table offsets) when qemu-img commit empties the image"),
         .init(event: .refblockLoad, name: "refblock_load", recognition: .inferred, howRecognised: "each refcount update QEMU makes, cached or not"),
         .init(event: .refblockUpdate, name: "refblock_update", recognition: .neverRaised, howRecognised: "accepted for compatibility; never fires"),
         .init(event: .refblockUpdatePart, name: "refblock_update_part", recognition: .exact, howRecognised: "write of a refcount block (refcount cache write-back)"),
         .init(event: .refblockAlloc, name: "refblock_alloc", recognition: .inferred, howRecognised: "each refcount update QEMU makes, before refblock_load (qemu-img snapshot's refcount walks replayed from the tables); the 8-byte refcount table entry write when qemu-img commit empties the image"),
-        .init(event: .refblockAllocHookup, name: "refblock_alloc_hookup", recognition: .exact, howRecognised: "8-byte write into the refcount table (under O_DIRECT, padded by file-posix: a sector-aligned write changing exactly one entry)\(chunkRace)"),
-        .init(event: .refblockAllocWrite, name: "refblock_alloc_write", recognition: .inferred, howRecognised: "before the first write of the refcount cache flush that writes a new refcount block: an older block's write-back when the allocation's new refcounts reach that block's end, no block covers the next cluster and no L2 entry is dirty (an L1 growth), else the new block's own write (all zeros when it lies in the range of a block that exists)\(chunkRace)"),
-        .init(event: .refblockAllocWriteBlocks, name: "refblock_alloc_write_blocks", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area (refcount table growth)\(chunkRace)"),
-        .init(event: .refblockAllocWriteTable, name: "refblock_alloc_write_table", recognition: .exact, howRecognised: "write of a whole new refcount table\(chunkRace)"),
-        .init(event: .refblockAllocSwitchTable, name: "refblock_alloc_switch_table", recognition: .exact, howRecognised: "12-byte header write at offset 48 (refcount_table_offset, clusters)\(chunkRace)"),
+        .init(event: .refblockAllocHookup, name: "refblock_alloc_hookup", recognition: .exact, howRecognised: "8-byte write into the refcount table (under O_DIRECT, padded by file-posix: a sector-aligned write changing exactly one entry)", chunkRace: true),
+        .init(event: .refblockAllocWrite, name: "refblock_alloc_write", recognition: .inferred, howRecognised: "before the first write of the refcount cache flush that writes a new refcount block: an older block's write-back when the allocation's new refcounts reach that block's end, no block covers the next cluster and no L2 entry is dirty (an L1 growth), else the new block's own write (all zeros when it lies in the range of a block that exists)", chunkRace: true),
+        .init(event: .refblockAllocWriteBlocks, name: "refblock_alloc_write_blocks", recognition: .inferred, howRecognised: "before the refblocks of a new refcount area (refcount table growth)", chunkRace: true),
+        .init(event: .refblockAllocWriteTable, name: "refblock_alloc_write_table", recognition: .exact, howRecognised: "write of a whole new refcount table", chunkRace: true),
+        .init(event: .refblockAllocSwitchTable, name: "refblock_alloc_switch_table", recognition: .exact, howRecognised: "12-byte header write at offset 48 (refcount_table_offset, clusters)", chunkRace: true),
         .init(event: .clusterAlloc, name: "cluster_alloc", recognition: .inferred, howRecognised: "start of a cluster allocation (QEMU 7.2's allocator modelled); refcount-block reads right after an fstat of the image are qcow2's metadata-preallocation check (over file-posix only; QEMU skips it over blkdebug) and raise nothing"),
         .init(event: .clusterAllocBytes, name: "cluster_alloc_bytes", recognition: .inferred, howRecognised: "before a compressed data write (in a new process its refblock read is taken for a plain allocation's)"),
         .init(event: .clusterFree, name: "cluster_free", recognition: .inferred, howRecognised: "before the discard of freed data clusters (one per cluster); qemu-img snapshot's frees of the old snapshot table and of a deleted snapshot's L1 table; other frees are not modelled yet"),
@@ -103,63 +116,9 @@ extension BlkdebugEvent {
 
     /// The event a rule file names, spelled exactly as QEMU spells it (case-sensitive).
     public init?(name: String) {
-        guard let event = Self.spelled(name) else { return nil }
-        self = event
-    }
-
-    /// `table`'s names, without building `table`: its rows' strings cost the engine's start
-    /// ~55 K instructions (issue 7, s8-7a). `EventNameTests` checks every row against it.
-    private static func spelled(_ name: String) -> BlkdebugEvent? {
-        switch name {
-        case "l1_update": .l1Update
-        case "l1_grow_alloc_table": .l1GrowAllocTable
-        case "l1_grow_write_table": .l1GrowWriteTable
-        case "l1_grow_activate_table": .l1GrowActivateTable
-        case "l2_load": .l2Load
-        case "l2_update": .l2Update
-        case "l2_update_compressed": .l2UpdateCompressed
-        case "l2_alloc_cow_read": .l2AllocCowRead
-        case "l2_alloc_write": .l2AllocWrite
-        case "read_aio": .readAio
-        case "read_backing_aio": .readBackingAio
-        case "read_compressed": .readCompressed
-        case "write_aio": .writeAio
-        case "write_compressed": .writeCompressed
-        case "vmstate_load": .vmstateLoad
-        case "vmstate_save": .vmstateSave
-        case "cow_read": .cowRead
-        case "cow_write": .cowWrite
-        case "reftable_load": .reftableLoad
-        case "reftable_grow": .reftableGrow
-        case "reftable_update": .reftableUpdate
-        case "refblock_load": .refblockLoad
-        case "refblock_update": .refblockUpdate
-        case "refblock_update_part": .refblockUpdatePart
-        case "refblock_alloc": .refblockAlloc
-        case "refblock_alloc_hookup": .refblockAllocHookup
-        case "refblock_alloc_write": .refblockAllocWrite
-        case "refblock_alloc_write_blocks": .refblockAllocWriteBlocks
-        case "refblock_alloc_write_table": .refblockAllocWriteTable
-        case "refblock_alloc_switch_table": .refblockAllocSwitchTable
-        case "cluster_alloc": .clusterAlloc
-        case "cluster_alloc_bytes": .clusterAllocBytes
-        case "cluster_free": .clusterFree
-        case "flush_to_os": .flushToOS
-        case "flush_to_disk": .flushToDisk
-        case "pwritev_rmw_head": .pwritevRmwHead
-        case "pwritev_rmw_after_head": .pwritevRmwAfterHead
-        case "pwritev_rmw_tail": .pwritevRmwTail
-        case "pwritev_rmw_after_tail": .pwritevRmwAfterTail
-        case "pwritev": .pwritev
-        case "pwritev_zero": .pwritevZero
-        case "pwritev_done": .pwritevDone
-        case "empty_image_prepare": .emptyImagePrepare
-        case "l1_shrink_write_table": .l1ShrinkWriteTable
-        case "l1_shrink_free_l2_clusters": .l1ShrinkFreeL2Clusters
-        case "cor_write": .corWrite
-        case "cluster_alloc_space": .clusterAllocSpace
-        case "none": BlkdebugEvent.none  // not Optional.none
-        default: nil
-        }
+        // The table holds only literals, so building it at the engine's start is cheap
+        // (text that was interpolated into rows cost ~55 K instructions: issue 7).
+        guard let row = Self.table.first(where: { $0.name == name }) else { return nil }
+        self = row.event
     }
 }
