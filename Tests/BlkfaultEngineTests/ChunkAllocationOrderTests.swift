@@ -15,18 +15,24 @@ import BlkfaultEngine
         try Replay(freshQcow2(size: 64 << 20, clusterBits: 10), rules: rules)
     }
 
-    /// Chunk 1's table (cluster 7, at 7168), and the write-back of chunk 2's l2_allocate:
-    /// chunk 1's data (clusters 8...135) and chunk 2's table (136, at 139264).
-    func firstTwoTables(_ r: inout Replay) -> [[BlkdebugEvent]] {
-        var steps: [[BlkdebugEvent]] = []
+    /// Chunk 1's l2_allocate: its refcount block read and write-back, its table (cluster 7,
+    /// at 7168) and its L1 entry, each followed by its sync. Returns the first two's events.
+    @discardableResult
+    func firstTable(_ r: inout Replay) -> [[BlkdebugEvent]] {
         r.open()
-        steps.append(r.read(2048, 1024).events)
-        steps.append(r.write(2048, r.refblock(2048, settingClusters: [7])).events)
+        let steps = [r.read(2048, 1024).events, r.write(2048, r.refblock(2048, settingClusters: [7])).events]
         r.flush()
         r.write(7168, [UInt8](repeating: 0, count: 1024))
         r.flush()
         r.write(3072, be64(cfg | 7168))
         r.flush()
+        return steps
+    }
+
+    /// Chunk 1's table, and the write-back of chunk 2's l2_allocate: chunk 1's data
+    /// (clusters 8...135) and chunk 2's table (136, at 139264).
+    func firstTwoTables(_ r: inout Replay) -> [[BlkdebugEvent]] {
+        var steps = firstTable(&r)
         steps.append(r.write(2048, r.refblock(2048, settingClusters: Array(8...136))).events)
         r.flush()
         r.write(139264, [UInt8](repeating: 0, count: 1024))
@@ -55,14 +61,7 @@ import BlkfaultEngine
     /// it carries its allocation, and the write-back only the table's.
     @Test func theDataWriteBeforeTheWriteBack() throws {
         var r = try image()
-        r.open()
-        r.read(2048, 1024)
-        r.write(2048, r.refblock(2048, settingClusters: [7]))
-        r.flush()
-        r.write(7168, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64(cfg | 7168))
-        r.flush()
+        firstTable(&r)
         #expect(r.write(8192, [UInt8](repeating: 0xcd, count: 131072)).events
                 == [.clusterAlloc, .refblockAlloc, .refblockLoad, .writeAio, .pwritev])
         #expect(r.write(2048, r.refblock(2048, settingClusters: Array(8...136))).events
@@ -77,14 +76,7 @@ import BlkfaultEngine
         var rules = "[inject-error]\nevent = \"cluster_alloc\"\nerrno = \"5\"\nonce = \"on\"\nstate = \"3\"\n"
         for k in 1..<3 { rules += "[set-state]\nevent = \"cluster_alloc\"\nstate = \"\(k)\"\nnew_state = \"\(k + 1)\"\n" }
         var r = try image(rules: rules)
-        r.open()
-        r.read(2048, 1024)
-        r.write(2048, r.refblock(2048, settingClusters: [7]))
-        r.flush()
-        r.write(7168, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64(cfg | 7168))
-        r.flush()
+        firstTable(&r)
         #expect(r.write(2048, r.refblock(2048, settingClusters: Array(8...136))).decision == .fail(errno: 5))
     }
 }
