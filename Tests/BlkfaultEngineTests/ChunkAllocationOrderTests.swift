@@ -21,12 +21,18 @@ import BlkfaultEngine
     func firstTable(_ r: inout Replay) -> [[BlkdebugEvent]] {
         r.open()
         let steps = [r.read(2048, 1024).events, r.write(2048, r.refblock(2048, settingClusters: [7])).events]
-        r.flush()
-        r.write(7168, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3072, be64(cfg | 7168))
-        r.flush()
+        tableAndEntry(&r, table: 7168, entry: 3072)
         return steps
+    }
+
+    /// The rest of an l2_allocate after its refcount write-back: sync, the zeroed table,
+    /// sync, its L1 entry, sync.
+    func tableAndEntry(_ r: inout Replay, table: UInt64, entry: UInt64) {
+        r.flush()
+        r.write(table, [UInt8](repeating: 0, count: 1024))
+        r.flush()
+        r.write(entry, be64(cfg | table))
+        r.flush()
     }
 
     /// Chunk 1's table, and the write-back of chunk 2's l2_allocate: chunk 1's data
@@ -34,11 +40,7 @@ import BlkfaultEngine
     func firstTwoTables(_ r: inout Replay) -> [[BlkdebugEvent]] {
         var steps = firstTable(&r)
         steps.append(r.write(2048, r.refblock(2048, settingClusters: Array(8...136))).events)
-        r.flush()
-        r.write(139264, [UInt8](repeating: 0, count: 1024))
-        r.flush()
-        r.write(3080, be64(cfg | 139264))
-        r.flush()
+        tableAndEntry(&r, table: 139264, entry: 3080)
         return steps
     }
 
