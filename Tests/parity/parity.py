@@ -874,6 +874,9 @@ class Harness:
             if case.params.get("once") == "off":
                 reason = reason or scenarios.UNDECIDABLE_ONCE_OFF.get(
                     (case.event, case.workload.key))
+            if case.params.get("once") == "on":
+                reason = reason or scenarios.UNDECIDABLE_ONCE_ON.get(
+                    (case.event, case.workload.key))
             if cr.kind == "inject" and reason:
                 cr.tags.append("undecidable")
                 cr.undecidable = reason

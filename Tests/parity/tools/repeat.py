@@ -7,11 +7,13 @@ and/or the subject (the preload) N times, each on a fresh image, and groups the 
 outcome (qemu-io output, qemu-img check, image bytes: the harness's three keys).
 --slow stacks tools/slowio.c (built into the work directory) on every qemu process:
 writes of 32 KiB and more sleep 2-20 ms (SLOWIO_* in the environment change that).
---hogs N runs N busy loops for the duration. Distinct outcomes of the reference alone
+--hogs N runs N busy loops for the duration. --hold stacks tools/holdfail.c in front
+of the preload (subject side): a failed read/write of a worker thread returns only once
+QEMU's main thread next waits (ppoll/poll). Distinct outcomes of the reference alone
 mean blkdebug's own result varies: the case is undecidable by timing.
 
 usage: repeat.py [--so SO] [--runs N] [--side reference|subject|both] [--slow]
-                 [--hogs N] [--full] [--out DIR] CASE_ID...
+                 [--hold] [--hogs N] [--full] [--out DIR] CASE_ID...
 e.g.   repeat.py --runs 20 --side reference --slow flush_to_os-e5-once_off-imm_on-leak"""
 import argparse, collections, multiprocessing, os, shutil, subprocess, sys, tempfile
 
@@ -20,24 +22,27 @@ sys.path.insert(0, os.path.dirname(HERE))
 import parity  # noqa: E402
 
 
-def build_slowio(work: str) -> str:
-    so = os.path.join(work, "slowio.so")
+def build_slowio(work: str, name: str = "slowio") -> str:
+    so = os.path.join(work, f"{name}.so")
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", so,
-                    os.path.join(HERE, "slowio.c"), "-ldl"], check=True)
+                    os.path.join(HERE, f"{name}.c"), "-ldl"], check=True)
     return so
 
 
 class SlowRunner(parity.Runner):
     """A Runner that stacks another preload under every qemu process it starts."""
 
-    def __init__(self, *a, extra_preload=None, **kw):
+    def __init__(self, *a, extra_preload=None, front_preload=None, **kw):
         super().__init__(*a, **kw)
         self.extra = extra_preload
+        self.front = front_preload  # only in front of an existing LD_PRELOAD (the subject)
 
     def _run(self, argv, env, merge=False):
         if self.extra:
             pre = env.get("LD_PRELOAD")
             env = dict(env, LD_PRELOAD=f"{pre}:{self.extra}" if pre else self.extra)
+        if self.front and env.get("LD_PRELOAD"):
+            env = dict(env, LD_PRELOAD=f"{self.front}:{env['LD_PRELOAD']}")
         return super()._run(argv, env, merge)
 
 
@@ -57,6 +62,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--side", choices=("reference", "subject", "both"), default="both")
     ap.add_argument("--slow", action="store_true")
+    ap.add_argument("--hold", action="store_true",
+                    help="stack tools/holdfail.c in front of the preload")
     ap.add_argument("--hogs", type=int, default=0)
     ap.add_argument("--gaps", action="store_true", help="look the case up in --gaps too")
     ap.add_argument("--full", action="store_true", help="look the case up in --full too")
@@ -72,7 +79,8 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="blkfault-repeat-", dir="/tmp")
     extra = build_slowio(work) if args.slow else None
     so = parity.find_so(args.so) if args.side != "reference" else None
-    runner = SlowRunner("preload", so, 600, extra_preload=extra)
+    front = build_slowio(work, "holdfail") if args.hold else None
+    runner = SlowRunner("preload", so, 600, extra_preload=extra, front_preload=front)
     hogs = [multiprocessing.Process(target=hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
@@ -101,7 +109,8 @@ def main() -> int:
                     shutil.rmtree(d, ignore_errors=True)
             names = {}
             print(f"{cid}: {args.runs} runs per side"
-                  + (" (slowio)" if extra else "") + (f" ({args.hogs} hogs)" if hogs else ""))
+                  + (" (slowio)" if extra else "") + (" (holdfail)" if front else "")
+                  + (f" ({args.hogs} hogs)" if hogs else ""))
             for s in sides:
                 for k, runs in groups[s].items():
                     name = names.setdefault(k, f"outcome {chr(ord('A') + len(names))}")
