@@ -1503,7 +1503,8 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
     seen = {c.id for c in cases}
     every = list(product(ERRNOS, ONCE, IMMEDIATELY))
     for wk, evs in S9_TWO_COPY_EVENTS.items():
-        for ev in MATRIX_EVENTS if full else evs:
+        # commit3 shows only where the third copy stands: its own events with --full too.
+        for ev in MATRIX_EVENTS if full and wk != "commit3" else evs:
             add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
     return cases
 
