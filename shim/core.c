@@ -336,6 +336,7 @@ int shim_opened(int fd, int dirfd, const char *path, int flags)
     if (is_target(fd, dirfd, path, flags, real)) {
         shim_engine_load(real); /* the first image maps the engine; exit(1) if it cannot */
         image = ENGINE(attach)(real, fd); /* may exit(1) on a bad config */
+        shim_target_attached(image);
     } else if (atomic_load_explicit(&shim_fd_count, memory_order_relaxed) > 0 && !(flags & O_PATH)) {
         /* Not a target: perhaps the backing file of a followed overlay (only a
          * followed image can name one, so nothing is asked before the first, and

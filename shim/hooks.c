@@ -451,12 +451,16 @@ static int64_t do_fstat(const struct shim_req *r)
     return REAL_AS(fam_fstat, r->sym)(r->fd, r->arg_ptr);
 }
 
-/* STAT: offset and length 0; the engine never fails it. */
+/* STAT: offset and length 0; the engine never fails it. A target's allocated size is
+ * reported as at least its length (allocation.c). */
 static int fstat_hook(enum shim_sym sym, int fd, struct stat64 *st)
 {
-    return (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_STAT,
-                                           .off = 0, .len = 0, .arg_ptr = st},
-                        do_fstat);
+    int rc = (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_STAT,
+                                             .off = 0, .len = 0, .arg_ptr = st},
+                          do_fstat);
+    if (rc == 0 && st != NULL && !SHIM_UNTRACKED(fd))
+        shim_stat_seen(fd, st);
+    return rc;
 }
 
 /* ---- bypasses ----

@@ -660,6 +660,10 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
                 f.seek(int(cmds[1], 0))
                 f.write(bytes.fromhex(cmds[2]))
             p = Proc(list(cmds), 0, "", "")
+        elif cmds[0] == "!sparse":  # the image as `cp --sparse=always` leaves a copy: holes for zeros
+            subprocess.run(["cp", "--sparse=always", img, img + ".sparse"], check=True)
+            os.replace(img + ".sparse", img)
+            p = Proc(list(cmds), 0, "", "")
         elif cmds[0] == "qemu-img":
             p = runner.qemu_img("plain", cmds, img, None, run_dir)
         elif cmds[0].startswith("@"):  # qemu-io on another file of the run directory
@@ -1014,6 +1018,9 @@ def repro_script(case: Case, runner: Runner) -> str:
             L.append("    python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); "
                      "f.seek(int(sys.argv[2], 0)); f.write(bytes.fromhex(sys.argv[3]))' "
                      f'"$IMG" {cmds[1]} {cmds[2]}   # crafted bytes')
+            continue
+        if cmds[0] == "!sparse":
+            L.append('    cp --sparse=always "$IMG" "$IMG.sparse" && mv "$IMG.sparse" "$IMG"   # holes for zeros')
             continue
         if cmds[0] == "qemu-img":
             L.append("    " + img_cmd(cmds, '"$IMG"') + " >/dev/null   # pre-step, no injection")

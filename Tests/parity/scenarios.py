@@ -1541,3 +1541,54 @@ UNDECIDABLE_ONCE_OFF[("cluster_alloc", "commitboth2")] = (
     "cluster's allocation, after which the rule fails every write of the base, depends "
     "on which read finished first in QEMU's worker threads, so blkdebug's own result "
     "varies with timing")
+
+
+# ==========================================================================
+# Session 9 (s9-3b): image files with holes in their data clusters (copied by `cp`,
+# or preallocation=metadata). Over file-posix qcow2's metadata-preallocation check
+# compares the allocated size (st_blocks) with the clusters in use and takes such a
+# file for a metadata-preallocated one: block status then reports its holes as zeros
+# (commit's copy writes zeroes there; map prints them). Over blkdebug QEMU cannot learn
+# the allocated size and never does. The preload now reports a target's st_blocks as
+# at least its length (shim/allocation.c). `!sparse`: the image rewritten by
+# `cp --sparse=always` (parity.py).
+# ==========================================================================
+
+S9_SPARSE_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
+    _replace(WORKLOADS["commitboth"], key="cpcommit",
+             pre=WORKLOADS["commitboth"].pre + (("!sparse",),),
+             desc="commitboth with the overlay copied by cp --sparse=always (its second data "
+                  "cluster's zeros are a hole)"),
+    _w("cpmap", 65536, "1G", [["write -P 2 64k 68k"], ("!sparse",)],
+       [img("map", "-f", "qcow2", "--output=json", "IMG")],
+       "qemu-img map of an image copied by cp --sparse=always (a data cluster half hole)"),
+    _w("pmetamap", 65536, "16M", [["write 0 128k", "write 8M 4k"]],
+       [img("map", "-f", "qcow2", "--output=json", "IMG")],
+       "qemu-img map of a preallocation=metadata image (its unwritten clusters are holes)",
+       opts="preallocation=metadata"),
+]}
+WORKLOADS.update(S9_SPARSE_WORKLOADS)
+S9_SPARSE_EVENTS: dict[str, list[str]] = {
+    "cpcommit": ["pwritev", "write_aio", "none"],
+    # write_aio: map writes nothing, so the map completes and its output is compared
+    "cpmap": ["write_aio", "l2_load"],
+    "pmetamap": ["write_aio", "l2_load"],
+}
+for (_ev, _wk) in list(UNDECIDABLE_IMMEDIATELY):
+    if _wk == "commitboth":
+        UNDECIDABLE_IMMEDIATELY[(_ev, "cpcommit")] = UNDECIDABLE_IMMEDIATELY[(_ev, _wk)]
+UNDECIDABLE[("pwritev_done", "cpcommit")] = UNDECIDABLE[("pwritev_done", "commitboth")]
+
+_matrix_cases_before_s9sparse = matrix_cases
+
+
+def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
+    cases = _matrix_cases_before_s9sparse(full, gaps)
+    seen = {c.id for c in cases}
+    if gaps and not full:
+        return cases
+    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
+    for wk, evs in S9_SPARSE_EVENTS.items():
+        for ev in MATRIX_EVENTS if full else evs:
+            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
+    return cases
