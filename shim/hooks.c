@@ -452,7 +452,7 @@ static int64_t do_fstat(const struct shim_req *r)
 }
 
 /* STAT: offset and length 0; the engine never fails it. A target's allocated size is
- * reported as at least its length (allocation.c). */
+ * reported as at least its length with BLKFAULT_ALLOCATED_SIZE=length (allocation.c). */
 static int fstat_hook(enum shim_sym sym, int fd, struct stat64 *st)
 {
     int rc = (int)shim_io(&(struct shim_req){.sym = sym, .fd = fd, .op = BLKFAULT_OP_STAT,

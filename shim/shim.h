@@ -161,8 +161,9 @@ SHIM_HIDDEN void shim_bypass_all(const char *what);
 SHIM_HIDDEN int shim_opened(int fd, int dirfd, const char *path, int flags);
 /* allocation.c: attach returned `image` for a target (not a followed backing file). */
 SHIM_HIDDEN void shim_target_attached(int32_t image);
-/* allocation.c: after a successful fstat of tracked fd: a target's st_blocks is raised
- * to its length, as QEMU over blkdebug cannot learn it (metadata-preallocation check). */
+/* allocation.c: after a successful fstat of tracked fd: with BLKFAULT_ALLOCATED_SIZE=length
+ * a target's st_blocks is raised to its length, as QEMU over blkdebug cannot learn it
+ * (metadata-preallocation check). */
 SHIM_HIDDEN void shim_stat_seen(int fd, struct stat64 *st);
 /* Before close(fd): detach it if tracked. */
 SHIM_HIDDEN void shim_closing(int fd);

@@ -12,8 +12,9 @@ struct Blkfault: AsyncParsableCommand {
             blkfault's [crash], [torn-write], [corrupt] and [break] (see `blkfault validate --syntax`). \
             libblkfault.so reads BLKFAULT_CONFIG (the rule file), BLKFAULT_IMAGE (':'-separated globs \
             of image paths; unset: every qcow2 file), BLKFAULT_TRACE (a trace file, JSON lines), \
-            BLKFAULT_MODEL (qemu-7.2, the default, or raw) and BLKFAULT_AIO (report: only warn about \
-            linux-aio requests on images instead of performing them). At the first image a program \
+            BLKFAULT_MODEL (qemu-7.2, the default, or raw), BLKFAULT_AIO (report: only warn about \
+            linux-aio requests on images instead of performing them) and BLKFAULT_ALLOCATED_SIZE \
+            (length: a target's st_blocks at least its length, as QEMU sees it over blkdebug). At the first image a program \
             opens, libblkfault.so loads its engine, libblkfault-engine.so, from its own directory \
             (BLKFAULT_ENGINE: another path).
             """,

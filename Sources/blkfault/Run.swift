@@ -44,6 +44,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("The libblkfault.so to preload.", valueName: "PATH"))
     var library: String?
 
+    @Flag(help: ArgumentHelp("Report a target's allocated size (fstat's st_blocks) as at least its length, as QEMU sees it over blkdebug, which cannot learn it: qcow2 then never takes a file with holes for a metadata-preallocated image (sets BLKFAULT_ALLOCATED_SIZE=length). Off, the program sees the file as it is."))
+    var allocatedSizeAsLength = false
+
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The command and its arguments (after --).", valueName: "CMD"))
     var command: [String] = []
 
@@ -66,6 +69,7 @@ struct Run: ParsableCommand {
         if let trace { setenv("BLKFAULT_TRACE", Paths.absolute(trace), 1) }
         if let seed { setenv("BLKFAULT_SEED", String(seed), 1) }
         if let control { setenv("BLKFAULT_CONTROL", Paths.absolute(control), 1) }
+        if allocatedSizeAsLength { setenv("BLKFAULT_ALLOCATED_SIZE", "length", 1) }
         if let sharedState {
             let path = Paths.absolute(sharedState)
             guard FileManager.default.createFile(atPath: path, contents: Data()) else {

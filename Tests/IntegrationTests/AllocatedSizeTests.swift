@@ -5,10 +5,12 @@ import Testing
 /// over file-posix qcow2's metadata-preallocation check compares the allocated size
 /// (fstat's st_blocks) with the clusters in use and takes such a file for a
 /// metadata-preallocated image, so block status then reports the holes as zeros; over
-/// blkdebug QEMU cannot learn the allocated size and never does. The preload reports a
-/// target's st_blocks as at least its length (shim/allocation.c), so `qemu-img map` (and
-/// commit's copy, which follows block status) match blkdebug's. Fails without it: the
-/// map then has an extra `"zero": true, "data": true` extent.
+/// blkdebug QEMU cannot learn the allocated size and never does. With
+/// BLKFAULT_ALLOCATED_SIZE=length the preload reports a target's st_blocks as at least its
+/// length (shim/allocation.c), so `qemu-img map` (and commit's copy, which follows block
+/// status) match blkdebug's; without it the program sees the holes as it does without
+/// blkfault. Fails without the switch: the map then has an extra
+/// `"zero": true, "data": true` extent.
 @Suite(.serialized) struct AllocatedSizeTests {
     /// An image whose second cluster holds 4 KiB of data and a hole after it, copied with
     /// holes into `dir/t.qcow2` (64 KiB clusters). A backing file `base.qcow2` too if asked.
@@ -35,9 +37,9 @@ import Testing
         return img
     }
 
-    func mapUnderBlkfault(_ img: String, model: String? = nil) throws -> Outcome {
+    func mapUnderBlkfault(_ img: String, allocatedSize: String? = "length") throws -> Outcome {
         var env = ["LD_PRELOAD": Built.library, "BLKFAULT_IMAGE": img, "BLKFAULT_TRACE": "/dev/null"]
-        env["BLKFAULT_MODEL"] = model
+        env["BLKFAULT_ALLOCATED_SIZE"] = allocatedSize
         return try run(qemuImg, ["map", "-f", "qcow2", "--output=json", img], env: env)
     }
 
@@ -59,14 +61,17 @@ import Testing
         #expect(plain.stdout.contains("\"zero\": true, \"data\": true"), "the copy has no holes QEMU sees: \(plain)")
     }
 
-    /// BLKFAULT_MODEL=raw models no QEMU: the program sees the file as it is.
-    @Test func rawModelLeavesTheAllocatedSize() throws {
+    /// Without the switch (and with any other value) the program sees the file as it is:
+    /// where no rule fires, what it prints is what it prints without blkfault.
+    @Test func byDefaultTheAllocatedSizeIsTheFiles() throws {
         try requireTools()
         let s = try Scratch()
         let img = try holeyImage(in: s)
-        let subject = try mapUnderBlkfault(img, model: "raw")
         let plain = try run(qemuImg, ["map", "-f", "qcow2", "--output=json", img])
-        #expect(subject == plain)
+        for value in [nil, "real"] {
+            let subject = try mapUnderBlkfault(img, allocatedSize: value)
+            #expect(subject == plain, "BLKFAULT_ALLOCATED_SIZE=\(value ?? "unset")")
+        }
     }
 
     /// Only a target's size is raised: a followed backing file has no blkdebug node over

@@ -130,7 +130,7 @@ class Runner:
         return self._run([QEMU_IMG, "create", "-f", "qcow2", "-o", o, *b, img, size], self.env)
 
     def qemu_img(self, variant: str, args, img: str, cfg: str | None, run_dir: str,
-                 strace_to: str | None = None) -> Proc:
+                 strace_to: str | None = None, preload_env: dict[str, str] | None = None) -> Proc:
         """A qemu-img command of a workload (args[0] == "qemu-img"): IMG is the image,
         through blkdebug for the reference; TEST_DIR/ is the run directory.
         strace_to: as qemu_io's (qemu-img takes -T before its command)."""
@@ -162,7 +162,7 @@ class Runner:
         env = self.env
         if how == "preload":
             env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
-                       BLKFAULT_IMAGE=":".join([img] + also))
+                       BLKFAULT_IMAGE=":".join([img] + also), **(preload_env or {}))
         if strace_to:
             argv[1:1] = [a for ev in QEMU_TRACE_EVENTS for a in ("-T", ev)]
             argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "160", "-qq",
@@ -175,7 +175,8 @@ class Runner:
         return self._run([QEMU_IMG, "check", "-f", "qcow2", img], self.env, merge=True)
 
     def qemu_io(self, variant: str, cmds, img: str, cfg: str | None,
-                strace_to: str | None = None, fmt: str | None = None) -> Proc:
+                strace_to: str | None = None, fmt: str | None = None,
+                preload_env: dict[str, str] | None = None) -> Proc:
         """variant: 'reference' (blkdebug), 'subject', 'plain' (no injection).
         strace_to: run under strace and write the image-file syscalls there."""
         how = variant
@@ -190,7 +191,7 @@ class Runner:
             argv.append(f"blkdebug:{cfg}:{img}")
         elif how == "preload":
             env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
-                       BLKFAULT_IMAGE=img)
+                       BLKFAULT_IMAGE=img, **(preload_env or {}))
             argv.append(img)
         else:
             argv.append(img)
@@ -680,12 +681,14 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
         if cmds[0] == "qemu-img":
             # traced too: a flush blkdebug fails at a close and qcow2 retries shows
             # only in where the qcow2_cache_flush lines fall (check -r, --full 38/40)
-            p = runner.qemu_img(qvar, cmds, img, cfg, run_dir, strace_to=tr)
+            p = runner.qemu_img(qvar, cmds, img, cfg, run_dir, strace_to=tr,
+                                preload_env=dict(wl.preload_env))
         else:
             if tr and snap_dir and i > 0:
                 shutil.copytree(run_dir, os.path.join(snap_dir, str(i)),
                                 ignore=shutil.ignore_patterns("strace.*"))
-            p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr)
+            p = runner.qemu_io(qvar, cmds, img, cfg, strace_to=tr,
+                               preload_env=dict(wl.preload_env))
         if tr:
             res.trace += parse_trace(tr, img, i, wl.cluster_size)
             p.stderr = "".join(ln for ln in p.stderr.splitlines(True)
@@ -1009,6 +1012,8 @@ def repro_script(case: Case, runner: Runner) -> str:
                 "TEST_DIR/", '"$W/$1"/').replace("@FILE@", _FILE_NODE_SH[ref])
         return " ".join(arg(a) for a in cmds)
 
+    penv = "".join(f"{k}={q(v)} " for k, v in wl.preload_env)  # the preload's switches
+
     def img_env(cmds):  # BLKFAULT_IMAGE: the image, MATCH: images, IMG+BASE's backing file
         extra = [q(a[6:]).replace("TEST_DIR/", '"$W/$1"/') for a in cmds if a.startswith("MATCH:")]
         extra += ['"$W/$1"/' + BOTH_BASE] * (BOTH_TOKEN in cmds)
@@ -1036,7 +1041,7 @@ def repro_script(case: Case, runner: Runner) -> str:
             L += ['    if [ "$1" = reference ]; then',
                   "        " + img_cmd(cmds, '"blkdebug:$RULES:$IMG"'),
                   "    else",
-                  '        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE=' + img_env(cmds)
+                  '        ' + penv + 'LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE=' + img_env(cmds)
                   + " " + img_cmd(cmds, '"$IMG"'),
                   "    fi",
                   '    echo "qemu-img rc=$?"']
@@ -1045,7 +1050,7 @@ def repro_script(case: Case, runner: Runner) -> str:
         L += ['    if [ "$1" = reference ]; then',
               f'        qemu-io -f qcow2 {cs} "blkdebug:$RULES:$IMG"',
               "    else",
-              f'        LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE="$IMG" '
+              f'        {penv}LD_PRELOAD="$SO" BLKFAULT_CONFIG="$RULES" BLKFAULT_IMAGE="$IMG" '
               f'qemu-io -f qcow2 {cs} "$IMG"',
               "    fi",
               '    echo "qemu-io rc=$?"']

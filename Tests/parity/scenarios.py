@@ -49,6 +49,9 @@ class Workload:
     # Further (offset, length) ranges zeroed when hashing: the dates of a snapshot table
     # that a failed command leaves leaked in the file (the header no longer names it).
     mask_ranges: tuple[tuple[int, int], ...] = ()
+    # Further environment for the preload's runs (not the reference's): a switch that
+    # gives blkdebug's side effects, e.g. BLKFAULT_ALLOCATED_SIZE=length.
+    preload_env: tuple[tuple[str, str], ...] = ()
 
     def create_opts(self) -> str:
         return f"cluster_size={self.cluster_size}" + (f",{self.opts}" if self.opts else "")
@@ -1549,9 +1552,9 @@ UNDECIDABLE_ONCE_OFF[("cluster_alloc", "commitboth2")] = (
 # compares the allocated size (st_blocks) with the clusters in use and takes such a
 # file for a metadata-preallocated one: block status then reports its holes as zeros
 # (commit's copy writes zeroes there; map prints them). Over blkdebug QEMU cannot learn
-# the allocated size and never does. The preload now reports a target's st_blocks as
-# at least its length (shim/allocation.c). `!sparse`: the image rewritten by
-# `cp --sparse=always` (parity.py).
+# the allocated size and never does. With BLKFAULT_ALLOCATED_SIZE=length the preload
+# reports a target's st_blocks as at least its length (shim/allocation.c). `!sparse`:
+# the image rewritten by `cp --sparse=always` (parity.py).
 # ==========================================================================
 
 S9_SPARSE_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
@@ -1567,6 +1570,11 @@ S9_SPARSE_WORKLOADS: dict[str, Workload] = {w.key: w for w in [
        "qemu-img map of a preallocation=metadata image (its unwritten clusters are holes)",
        opts="preallocation=metadata"),
 ]}
+# The preload runs them with BLKFAULT_ALLOCATED_SIZE=length, the switch that gives
+# blkdebug's side effect (off by default: where no rule fires, a program under blkfault
+# sees what it sees without it, holes included).
+S9_SPARSE_WORKLOADS = {k: _replace(w, preload_env=(("BLKFAULT_ALLOCATED_SIZE", "length"),))
+                       for k, w in S9_SPARSE_WORKLOADS.items()}
 WORKLOADS.update(S9_SPARSE_WORKLOADS)
 S9_SPARSE_EVENTS: dict[str, list[str]] = {
     "cpcommit": ["pwritev", "write_aio", "none"],
