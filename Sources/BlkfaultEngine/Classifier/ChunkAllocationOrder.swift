@@ -72,6 +72,10 @@ struct ChunkAllocationOrder: Sendable {
     /// which leaves the pending allocation alone (its events are raised here, late).
     mutating func lateDataWritten() { aheadWrite = true }
 
+    /// The request being classified is data of a chunk before (`dataWritten` with no fresh
+    /// cluster, `lateDataWritten`): its task ran late, beside the allocations that follow.
+    var writingAheadData: Bool { aheadWrite }
+
     /// The end of a request's classification; `otherWrite`: a write other than a refcount
     /// or L1 write-back or a rewrite of data, which shows the pending data allocation (or
     /// that there is none), unless it is data raised ahead. Returns whether it was that.

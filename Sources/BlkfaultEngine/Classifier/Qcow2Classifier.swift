@@ -401,6 +401,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
             case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
+            // (A chunk before's data, its task running late, goes on beside them.)
+            case (.write, _) where chunkOrder.writingAheadData: break
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
             default: break
             }
@@ -413,7 +415,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }()
             let aheadWrite = chunkOrder.opEnded(otherWrite: isOtherWrite)
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
-            if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
+            // (A chunk before's data whose allocation a write-back raised ahead does not end
+            // it: the chunk whose L1 entry went out allocates its data next all the same.)
+            if op.kind != .flush && !aheadWrite { l2AllocateJustEnded = previousWasL1Update }
             // (Data whose allocation a write-back raised ahead counts too: ChunkAllocationOrder.)
             previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio)
                 && (events.contains(.refblockAlloc) || aheadWrite)
@@ -1042,7 +1046,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // before its data only because it crosses). Tables back to back: a table.
                 // (The same for a table right after a chunk's data raised ahead.)
                 let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead
-                tablesBackToBack = l2AllocateJustEnded
+                // (A write-back that raised a chunk's data ahead is not a table's alone.)
+                tablesBackToBack = l2AllocateJustEnded && !dataAhead
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
                     nextCovered: nextCovered,
