@@ -921,7 +921,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
-            chunkOrder.tableLinked()
+            let entry = op.length == 8 ? op.bytes?(0, 8) : nil
+            chunkOrder.tableLinked(table: entry.flatMap { $0.count == 8 ? ($0.be64(at: 0) & Qcow2Entry.offsetMask) >> UInt64(shadow.header.clusterBits) : nil })
             return [.l1Update]
         case .refcountTable:
             if makeEmpty == .headerSwitched && op.length == 8 {
@@ -1016,6 +1017,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // A retried data allocation's first write-back before its data: the next
             // allocation's flush (chunk k+1's l2_allocate), whose events follow the retry's.
             let retryThenNext = chunkOrder.retryWrittenBack(retry: retry, allocated: allocated)
+            if retry == nil, chunkOrder.allRaisedAhead(allocated) {
+                // The earlier block of a data run raised ahead at the later block's write-back
+                // (the run crossed into a block that exists): the same flush.
+                pendingTables.formUnion(allocated)
+                flush.allocationWrite(tableFollows: true)
+                return [.refblockUpdatePart]
+            }
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
@@ -1024,19 +1032,24 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
-                let dataAhead = retry == nil && chunkOrder.dataAhead(
+                let ahead = retry == nil ? chunkOrder.dataAhead(
                     allocated: allocated, reachesEnd: newly.last == last, nextCovered: nextCovered,
-                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize))
-                if dataAhead {
+                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize),
+                    blockFirst: reftableIndex * entries, entries: entries) : nil
+                let dataAhead = ahead != nil
+                let tableCrosses = ahead?.nextCrosses ?? false
+                if let ahead {
                     // The chunk before's data allocation, its data not written yet: its
                     // events come first (a read raised its cluster_alloc already, if any).
                     if !clusterAllocRaised { events.append(.clusterAlloc) }
-                    events += [.refblockAlloc, .refblockLoad]
+                    for _ in 0..<ahead.blocks { events += [.refblockAlloc, .refblockLoad] }
                     clusterAllocRaised = false
                 }
                 if retry == nil || retryThenNext {
                     if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                    events += [.refblockAlloc, .refblockLoad]
+                    // (A table crossing to a block not there yet: alloc_refcount_block's
+                    // refblock_alloc below, and its retry, stand for its update.)
+                    if !tableCrosses { events += [.refblockAlloc, .refblockLoad] }
                 }
                 // (A retry's events already count its update of this block: qemu-img
                 // convert's next table, placed in the block just hooked up.)
@@ -1045,13 +1058,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // entry just went out: that one runs on into the next block (it is flushed
                 // before its data only because it crosses). Tables back to back: a table.
                 // (The same for a table right after a chunk's data raised ahead.)
-                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead
+                let endsThere = !tableCrosses && (newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead)
                 // (A write-back that raised a chunk's data ahead is not a table's alone.)
                 tablesBackToBack = l2AllocateJustEnded && !dataAhead
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
                     nextCovered: nextCovered,
-                    completedRequests: flush.completedRequests) {
+                    completedRequests: flush.completedRequests, startsInNext: tableCrosses) {
                 case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
                     events += [.refblockAlloc, .refblockAllocWrite]

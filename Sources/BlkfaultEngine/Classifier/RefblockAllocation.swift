@@ -31,6 +31,8 @@ struct RefblockAllocation: Sendable {
     private var retryRaised = false
     /// The refcount table index an allocation's run reached with no block there yet.
     private var awaitedIndex: UInt64?
+    /// That allocation starts in the awaited block (none of it in the block before).
+    private var awaitedFromItsStart = false
     /// The full-flush count when a guest request last dirtied L2 entries.
     private var l2DirtyMark: Int?
     /// fdatasyncs left of the L2 cache flush an allocation's write-back started as its
@@ -67,10 +69,13 @@ struct RefblockAllocation: Sendable {
     /// dependency. (`reachesEnd` is false for an allocation the classifier takes to
     /// end exactly at the block's end: an L2 table in its last cluster.) In a retry the new block may land in a block
     /// an earlier round hooked up, and then the flush is the else branch's, with no event.
+    /// `startsInNext`: the allocation that needs the block starts in it (a table after a
+    /// run that ended at this block's end): its retry undoes nothing.
     mutating func startsNewBlockFlush(reftableIndex: UInt64, reachesEnd: Bool, nextCovered: Bool,
-                                      completedRequests: Int) -> NewBlockFlush {
+                                      completedRequests: Int, startsInNext: Bool = false) -> NewBlockFlush {
         guard reachesEnd, !nextCovered else { return .none }
         awaitedIndex = reftableIndex + 1
+        awaitedFromItsStart = startsInNext
         guard !writeRaised, hookedIndex == nil else { return .none }
         announced = true
         if let mark = l2DirtyMark, completedRequests <= mark {
@@ -102,7 +107,8 @@ struct RefblockAllocation: Sendable {
 
     /// The refcount table entry of a new block was written (refblock_alloc_hookup).
     mutating func hookedUp(reftableIndex: UInt64) {
-        retryFirstIndex = awaitedIndex == reftableIndex && reftableIndex > 0 ? reftableIndex - 1 : nil
+        retryFirstIndex = awaitedIndex == reftableIndex && reftableIndex > 0 && !awaitedFromItsStart
+            ? reftableIndex - 1 : nil
         if awaitedIndex == reftableIndex { awaitedIndex = nil }
         hookedIndex = reftableIndex
         retryRaised = false
