@@ -388,6 +388,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
             oldTableBlocks = []
         }
+        if refblockAlloc.growthUndoPending, op.kind != .flush, !oldTableFreePending, oldTableBlocks.isEmpty {
+            // The free done: the growth's -EAGAIN (RefblockAllocation.tableSwitched).
+            events += refblockAlloc.growthUndoEvents()
+        }
         let freeEvictionSync = afterTableFree && op.kind == .flush && !tableFreeWrittenBack
         if afterTableFree && isWriteBack { tableFreeWrittenBack = true }
         if afterTableFree, !(op.kind == .read || isWriteBack || freeEvictionSync) { afterTableFree = false }
@@ -403,6 +407,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
             // (A chunk before's data, its task running late, goes on beside them.)
             case (.write, _) where chunkOrder.writingAheadData: break
+            // (A refcount table growth's table and switch: the allocation goes on.)
+            case (.write, _) where events.contains(.refblockAllocWriteTable): refblockAlloc.otherWrite()
+            case (.write, _) where events.contains(.refblockAllocSwitchTable):
+                if !refblockAlloc.retryPending { refblockAlloc.otherWrite() }
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
             default: break
             }
@@ -827,6 +835,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.clusterAlloc]
             }
             if writable { flush.requestContinues() }
+            // The free-space search of a retry after a refcount table growth.
+            if refblockAlloc.inGrowthRetry { return [] }
             // A metadata walk (qemu-img check) reads refblocks without allocating.
             if writable && !clusterAllocRaised && l1TableReads <= 1 {
                 clusterAllocRaised = true
@@ -902,6 +912,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
+                refblockAlloc.tableSwitched()
                 oldTableFreePending = true
                 noteOldTable(offset: shadow.header.refcountTableOffset,
                              bytes: UInt64(shadow.header.refcountTableClusters) * shadow.clusterSize)
@@ -996,6 +1007,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
             let allocated = newly.filter { !writtenClusters.contains($0) }
+            if refblockAlloc.inGrowthRetry && allocated.isEmpty {
+                // The retry's free-space search evicting a dirty block (the undo's, the free's).
+                flush.requestContinues()
+                return [.refblockUpdatePart]
+            }
             if allocationRefcountFlush || (afterTableFree && allocated.isEmpty) {
                 // The allocation after an old table's free: its refcount cache flush writes
                 // the blocks the free dirtied too, whichever comes first (no full flush).
@@ -1139,7 +1155,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
             switch growth {
             case .none:
-                if tableFull { growth = .blockWritten }
+                if tableFull { growth = .blockWritten; refblockAlloc.tableGrowthStarted() }
                 let written = refblockAlloc.newBlockWritten()
                 guard written.raisesWrite else { return [.refblockUpdatePart] }
                 var events: [BlkdebugEvent] = []
