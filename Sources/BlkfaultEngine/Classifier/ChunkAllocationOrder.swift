@@ -79,6 +79,24 @@ struct ChunkAllocationOrder: Sendable {
         return run
     }
 
+    /// The new refcount block (at reftable index `block`) is the first I/O of
+    /// alloc_refcount_block (the L2 cache was clean: the chunk before's data still in
+    /// flight), the pending data allocation's: nil if none is pending. Else the blocks
+    /// before it that its run's update visited (its clusters there count as raised ahead:
+    /// their block goes out in the same flush), and whether the run ended at the block
+    /// before's end (a whole run: the next allocation, a table, needs the new block).
+    mutating func newBlockFirst(block: UInt64, entries: UInt64, maxDataClusters: Int) -> (blocks: Int, tableCrosses: Bool)? {
+        guard dataPending, let table = linkedTable, entries > 0 else { return nil }
+        let start = table + 1, blockFirst = block * entries
+        guard start <= blockFirst, blockFirst - start <= UInt64(maxDataClusters) else { return nil }
+        dataPending = false
+        ahead.formUnion(start..<blockFirst)
+        let blocks = start < blockFirst ? Int(block - start / entries) : 0
+        if blockFirst - start == UInt64(maxDataClusters) { return (blocks, true) }
+        retriedIsData = true
+        return (blocks, false)
+    }
+
     /// A write-back whose new clusters are all a data run's raised ahead at another block's
     /// write-back: the rest of that flush.
     func allRaisedAhead(_ clusters: [UInt64]) -> Bool {

@@ -1162,9 +1162,27 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 if written.unannounced {
                     // Nothing was dirty (an allocation right after an L2 table that ended
                     // exactly at the block's end): this write is the allocation's first I/O.
-                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                    events.append(.refblockAlloc)
-                    clusterAllocRaised = true
+                    // With a chunk's data allocation pending (the L2 cache clean, the chunk
+                    // before's data in flight), that one, after its update of the blocks
+                    // before (ChunkAllocationOrder.newBlockFirst).
+                    let index = shadow.reftableIndex(clusterOffset: first)
+                    if let run = chunkOrder.newBlockFirst(block: index, entries: shadow.header.refblockEntries,
+                                                          maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize)) {
+                        if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                        for _ in 0..<run.blocks { events += [.refblockAlloc, .refblockLoad] }
+                        clusterAllocRaised = false
+                        contiguousAllocation = false
+                        refblockAlloc.awaitsNewBlock(reftableIndex: index, startsInNext: run.blocks == 0 || run.tableCrosses)
+                        // (The next table's cluster_alloc: it is the one that crosses.)
+                        if run.tableCrosses { events.append(.clusterAlloc) }
+                        events.append(.refblockAlloc)
+                        // (The allocation after the retry raises its own cluster_alloc.)
+                        clusterAllocRaised = run.tableCrosses
+                    } else {
+                        if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                        events.append(.refblockAlloc)
+                        clusterAllocRaised = true
+                    }
                 }
                 return events + [.refblockAllocWrite, .refblockUpdatePart]
             case .blockWritten:

@@ -86,6 +86,13 @@ struct RefblockAllocation: Sendable {
         return .refcountCache
     }
 
+    /// The new block at `reftableIndex` went out first (`newBlockWritten`'s unannounced):
+    /// the allocation awaits it; `startsInNext`: none of it lies in the block before.
+    mutating func awaitsNewBlock(reftableIndex: UInt64, startsInNext: Bool) {
+        awaitedIndex = reftableIndex
+        awaitedFromItsStart = startsInNext
+    }
+
     /// An allocation's run waits for a block: a whole-cluster write of zeros to a cluster
     /// whose refcount went out before it is then the else branch's new block (not a table).
     var awaitsBlock: Bool { awaitedIndex != nil }
