@@ -42,8 +42,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
-    /// The last I/O other than fdatasyncs was an l1_update: l2_allocate just ended
-    /// (in writethrough mode its own sync follows the L1 entry).
+    /// The last I/O other than fdatasyncs (and data of a chunk before whose allocation was
+    /// raised ahead) was an l1_update: l2_allocate just ended (in writethrough mode its
+    /// own sync follows the L1 entry).
     private var l2AllocateJustEnded = false
     /// The table allocation whose L1 entry went out last began right after another
     /// l2_allocate ended: tables allocated back to back with no data between (a zero
