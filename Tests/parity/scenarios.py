@@ -1600,3 +1600,35 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
         for ev in MATRIX_EVENTS if full else evs:
             add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
     return cases
+
+
+# ==========================================================================
+# Session 9 (s9-3c): counting chains on `refgrow` (`write 0 64M`, 512-byte clusters)
+# right after the refcount table's first growth (README "Session 9 (s9-3c)"): the old
+# table's free, the new block's load and the allocation's undo come before the search's
+# first refblock read, the redo and the next table's allocation before the retry's
+# write-back. set-state reftable_grow 1->2, then EVENT k->k+1 from state 2, inject
+# EVENT in state n+1 once=on: the nth EVENT after the growth fails.
+# ==========================================================================
+
+def after_growth_chain(event: str, n: int) -> list[str]:
+    return ([inject_rule(event, 5, "on", state=n + 1), set_state_rule("reftable_grow", 1, 2)]
+            + [set_state_rule(event, k, k + 1) for k in range(2, n + 1)])
+
+
+S9_GROWTH_CHAINS = (("cluster_alloc", 1), ("cluster_alloc", 2), ("refblock_alloc", 2),
+                    ("refblock_alloc", 3), ("refblock_load", 2), ("refblock_load", 3))
+
+
+def s9_growth_chain_cases() -> list[Case]:
+    return [chain_case(f"refgrow-{ev}-after-reftable_grow-{n}", "refgrow", after_growth_chain(ev, n),
+                       f"set-state reftable_grow 1->2, count {ev} from state 2, inject in state {n + 1} "
+                       f"once=on: the {n}th {ev} after the refcount table's first growth")
+            for ev, n in S9_GROWTH_CHAINS]
+
+
+_chain_cases_before_s9grow = chain_cases
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_s9grow() + s9_growth_chain_cases()

@@ -22,8 +22,21 @@ struct ChunkAllocationOrder: Sendable {
     /// previousWasAllocatingWrite says the previous request was a data write).
     private var previousWasAheadWrite = false
 
-    /// An l2_allocate wrote its L1 entry.
-    mutating func tableLinked() { dataPending = true }
+    /// The cluster of the table whose L1 entry went out last, when the write showed it:
+    /// the pending data run starts right after it (the free-cluster search goes on there).
+    private var linkedTable: UInt64?
+
+    /// An l2_allocate wrote its L1 entry (`table`: the new table's cluster index, if known).
+    mutating func tableLinked(table: UInt64? = nil) { dataPending = true; linkedTable = table }
+
+    /// A pending data allocation whose events a write-back raises ahead.
+    struct AheadRun: Equatable {
+        /// Refcount blocks its update_refcount visits (one refblock_alloc refblock_load each).
+        var blocks = 1
+        /// The run ends at the block's end and the next allocation (a table) starts in the
+        /// block after, which is not there yet: the flush is alloc_refcount_block's for it.
+        var nextCrosses = false
+    }
 
     /// An allocation's write-back (not a retry's) of a refcount block in which `allocated`
     /// clusters, unwritten, got their first refcount: whether it holds the pending data
@@ -33,20 +46,61 @@ struct ChunkAllocationOrder: Sendable {
     /// allocation itself started the flush (alloc_refcount_block), unless there are more of
     /// them than one data allocation takes (`maxDataClusters`, an L2 slice's entries): the
     /// table then ends at the block's end.
+    /// `blockFirst`, `entries`: the block's first cluster and its refcount entries; when the
+    /// data in it starts there and its run began after the linked table in an earlier
+    /// block (one that exists: its refcounts go out later in the same flush), the run spans
+    /// those blocks, and its clusters there count as raised ahead too.
     mutating func dataAhead(allocated: [UInt64], reachesEnd: Bool, nextCovered: Bool,
-                            maxDataClusters: Int) -> Bool {
-        guard dataPending else { return false }
+                            maxDataClusters: Int, blockFirst: UInt64 = 0, entries: UInt64 = 1) -> AheadRun? {
+        guard dataPending else { return nil }
         dataPending = false
         if reachesEnd && allocated.count <= maxDataClusters {
+            if !nextCovered && allocated.count == maxDataClusters {
+                // A whole run (an L2 slice of data) ending at the block's end: the next
+                // allocation, a table, is the one that needs the new block.
+                ahead.formUnion(allocated)
+                return AheadRun(nextCrosses: true)
+            }
             // alloc_refcount_block's flush for the next block: the data allocation's own
             // events are raised here as the allocation's (the caller's), its retry follows.
             if !nextCovered { ahead.formUnion(allocated); retriedIsData = true }
-            return false
+            return nil
         }
         // (More than a data allocation and a table: something else.)
-        guard allocated.count >= 2, allocated.count <= maxDataClusters + 1 else { return false }
-        ahead.formUnion(allocated.dropLast())
-        return true
+        guard allocated.count >= 2, allocated.count <= maxDataClusters + 1 else { return nil }
+        let data = allocated.dropLast()
+        ahead.formUnion(data)
+        var run = AheadRun()
+        if let table = linkedTable, let first = data.first, first == blockFirst, table + 1 < first,
+           Int(first - table - 1) + data.count <= maxDataClusters, entries > 0 {
+            ahead.formUnion((table + 1)..<first)
+            run.blocks += Int(first / entries - (table + 1) / entries)
+        }
+        return run
+    }
+
+    /// The new refcount block (at reftable index `block`) is the first I/O of
+    /// alloc_refcount_block (the L2 cache was clean: the chunk before's data still in
+    /// flight), the pending data allocation's: nil if none is pending. Else the blocks
+    /// before it that its run's update visited (its clusters there count as raised ahead:
+    /// their block goes out in the same flush), and whether the run ended at the block
+    /// before's end (a whole run: the next allocation, a table, needs the new block).
+    mutating func newBlockFirst(block: UInt64, entries: UInt64, maxDataClusters: Int) -> (blocks: Int, tableCrosses: Bool)? {
+        guard dataPending, let table = linkedTable, entries > 0 else { return nil }
+        let start = table + 1, blockFirst = block * entries
+        guard start <= blockFirst, blockFirst - start <= UInt64(maxDataClusters) else { return nil }
+        dataPending = false
+        ahead.formUnion(start..<blockFirst)
+        let blocks = start < blockFirst ? Int(block - start / entries) : 0
+        if blockFirst - start == UInt64(maxDataClusters) { return (blocks, true) }
+        retriedIsData = true
+        return (blocks, false)
+    }
+
+    /// A write-back whose new clusters are all a data run's raised ahead at another block's
+    /// write-back: the rest of that flush.
+    func allRaisedAhead(_ clusters: [UInt64]) -> Bool {
+        !clusters.isEmpty && !ahead.isEmpty && clusters.allSatisfy { ahead.contains($0) }
     }
 
     /// A write-back during a retry after a hookup (`retry`: RefblockAllocation.retryEvents):
@@ -71,6 +125,10 @@ struct ChunkAllocationOrder: Sendable {
     /// events not raised there (the order was missed): a chunk before's data all the same,
     /// which leaves the pending allocation alone (its events are raised here, late).
     mutating func lateDataWritten() { aheadWrite = true }
+
+    /// The request being classified is data of a chunk before (`dataWritten` with no fresh
+    /// cluster, `lateDataWritten`): its task ran late, beside the allocations that follow.
+    var writingAheadData: Bool { aheadWrite }
 
     /// The end of a request's classification; `otherWrite`: a write other than a refcount
     /// or L1 write-back or a rewrite of data, which shows the pending data allocation (or

@@ -42,8 +42,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
     private var previousWasRefblockRead = false
     /// The previous I/O was an l1_update (the end of an l2_allocate).
     private var previousWasL1Update = false
-    /// The last I/O other than fdatasyncs was an l1_update: l2_allocate just ended
-    /// (in writethrough mode its own sync follows the L1 entry).
+    /// The last I/O other than fdatasyncs (and data of a chunk before whose allocation was
+    /// raised ahead) was an l1_update: l2_allocate just ended (in writethrough mode its
+    /// own sync follows the L1 entry).
     private var l2AllocateJustEnded = false
     /// The table allocation whose L1 entry went out last began right after another
     /// l2_allocate ended: tables allocated back to back with no data between (a zero
@@ -388,6 +389,10 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             for _ in oldTableBlocks { events += [.refblockAlloc, .refblockLoad] }
             oldTableBlocks = []
         }
+        if refblockAlloc.growthUndoPending, op.kind != .flush, !oldTableFreePending, oldTableBlocks.isEmpty {
+            // The free done: the growth's -EAGAIN (RefblockAllocation.tableSwitched).
+            events += refblockAlloc.growthUndoEvents()
+        }
         let freeEvictionSync = afterTableFree && op.kind == .flush && !tableFreeWrittenBack
         if afterTableFree && isWriteBack { tableFreeWrittenBack = true }
         if afterTableFree, !(op.kind == .read || isWriteBack || freeEvictionSync) { afterTableFree = false }
@@ -401,6 +406,12 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             case (.write, .refcountBlock), (.write, .refcountTable): break
             case (.write, _) where events.contains(.refblockUpdatePart): break  // a new refblock
             case (.write, .l2Table) where refblockAlloc.inL2CacheFlush: break
+            // (A chunk before's data, its task running late, goes on beside them.)
+            case (.write, _) where chunkOrder.writingAheadData: break
+            // (A refcount table growth's table and switch: the allocation goes on.)
+            case (.write, _) where events.contains(.refblockAllocWriteTable): refblockAlloc.otherWrite()
+            case (.write, _) where events.contains(.refblockAllocSwitchTable):
+                if !refblockAlloc.retryPending { refblockAlloc.otherWrite() }
             case (.write, _), (.writeZeroes, _), (.discard, _): refblockAlloc.otherWrite(); chunkOrder.otherWrite()
             default: break
             }
@@ -413,7 +424,9 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }()
             let aheadWrite = chunkOrder.opEnded(otherWrite: isOtherWrite)
             previousWasL1Update = op.kind == .write && op.length <= 512 && { if case .l1Table = region { return true } else { return false } }()
-            if op.kind != .flush { l2AllocateJustEnded = previousWasL1Update }
+            // (A chunk before's data whose allocation a write-back raised ahead does not end
+            // it: the chunk whose L1 entry went out allocates its data next all the same.)
+            if op.kind != .flush && !aheadWrite { l2AllocateJustEnded = previousWasL1Update }
             // (Data whose allocation a write-back raised ahead counts too: ChunkAllocationOrder.)
             previousWasAllocatingWrite = op.kind == .write && events.contains(.writeAio)
                 && (events.contains(.refblockAlloc) || aheadWrite)
@@ -823,6 +836,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 return [.clusterAlloc]
             }
             if writable { flush.requestContinues() }
+            // The free-space search of a retry after a refcount table growth.
+            if refblockAlloc.inGrowthRetry { return [] }
             // A metadata walk (qemu-img check) reads refblocks without allocating.
             if writable && !clusterAllocRaised && l1TableReads <= 1 {
                 clusterAllocRaised = true
@@ -898,6 +913,7 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             if op.offset == 48 && op.length == 12 {
                 growth = .none
+                refblockAlloc.tableSwitched()
                 oldTableFreePending = true
                 noteOldTable(offset: shadow.header.refcountTableOffset,
                              bytes: UInt64(shadow.header.refcountTableClusters) * shadow.clusterSize)
@@ -917,7 +933,8 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             flush.allocationWrite()
             l2AllocateFlush = false
             if sharedCow == .tableCopied { sharedCow = .oldTableFreePending }
-            chunkOrder.tableLinked()
+            let entry = op.length == 8 ? op.bytes?(0, 8) : nil
+            chunkOrder.tableLinked(table: entry.flatMap { $0.count == 8 ? ($0.be64(at: 0) & Qcow2Entry.offsetMask) >> UInt64(shadow.header.clusterBits) : nil })
             return [.l1Update]
         case .refcountTable:
             if makeEmpty == .headerSwitched && op.length == 8 {
@@ -991,6 +1008,11 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             }
             let newly = shadow.newlyReferencedClusters(block: block, newContent: op.bytes?(0, Int(op.length)) ?? [], file: file)
             let allocated = newly.filter { !writtenClusters.contains($0) }
+            if refblockAlloc.inGrowthRetry && allocated.isEmpty {
+                // The retry's free-space search evicting a dirty block (the undo's, the free's).
+                flush.requestContinues()
+                return [.refblockUpdatePart]
+            }
             if allocationRefcountFlush || (afterTableFree && allocated.isEmpty) {
                 // The allocation after an old table's free: its refcount cache flush writes
                 // the blocks the free dirtied too, whichever comes first (no full flush).
@@ -1012,6 +1034,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             // A retried data allocation's first write-back before its data: the next
             // allocation's flush (chunk k+1's l2_allocate), whose events follow the retry's.
             let retryThenNext = chunkOrder.retryWrittenBack(retry: retry, allocated: allocated)
+            if retry == nil, chunkOrder.allRaisedAhead(allocated) {
+                // The earlier block of a data run raised ahead at the later block's write-back
+                // (the run crossed into a block that exists): the same flush.
+                pendingTables.formUnion(allocated)
+                flush.allocationWrite(tableFollows: true)
+                return [.refblockUpdatePart]
+            }
             if !allocated.isEmpty {
                 // The refcount cache flush of an allocation (l2_allocate, L1 growth):
                 // it sets refcounts of clusters nothing has written yet, the new table.
@@ -1020,19 +1049,24 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 let entries = shadow.header.refblockEntries, last = (reftableIndex + 1) * entries - 1
                 let nextCovered = shadow.isCovered(clusterOffset: (last + 1) << UInt64(shadow.header.clusterBits))
                 var events: [BlkdebugEvent] = retry ?? []
-                let dataAhead = retry == nil && chunkOrder.dataAhead(
+                let ahead = retry == nil ? chunkOrder.dataAhead(
                     allocated: allocated, reachesEnd: newly.last == last, nextCovered: nextCovered,
-                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize))
-                if dataAhead {
+                    maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize),
+                    blockFirst: reftableIndex * entries, entries: entries) : nil
+                let dataAhead = ahead != nil
+                let tableCrosses = ahead?.nextCrosses ?? false
+                if let ahead {
                     // The chunk before's data allocation, its data not written yet: its
                     // events come first (a read raised its cluster_alloc already, if any).
                     if !clusterAllocRaised { events.append(.clusterAlloc) }
-                    events += [.refblockAlloc, .refblockLoad]
+                    for _ in 0..<ahead.blocks { events += [.refblockAlloc, .refblockLoad] }
                     clusterAllocRaised = false
                 }
                 if retry == nil || retryThenNext {
                     if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                    events += [.refblockAlloc, .refblockLoad]
+                    // (A table crossing to a block not there yet: alloc_refcount_block's
+                    // refblock_alloc below, and its retry, stand for its update.)
+                    if !tableCrosses { events += [.refblockAlloc, .refblockLoad] }
                 }
                 // (A retry's events already count its update of this block: qemu-img
                 // convert's next table, placed in the block just hooked up.)
@@ -1041,12 +1075,13 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
                 // entry just went out: that one runs on into the next block (it is flushed
                 // before its data only because it crosses). Tables back to back: a table.
                 // (The same for a table right after a chunk's data raised ahead.)
-                let endsThere = newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead
-                tablesBackToBack = l2AllocateJustEnded
+                let endsThere = !tableCrosses && (newly.count == 1 && (!l2AllocateJustEnded || tablesBackToBack) || dataAhead)
+                // (A write-back that raised a chunk's data ahead is not a table's alone.)
+                tablesBackToBack = l2AllocateJustEnded && !dataAhead
                 switch refblockAlloc.startsNewBlockFlush(
                     reftableIndex: reftableIndex, reachesEnd: newly.last == last && !endsThere,
                     nextCovered: nextCovered,
-                    completedRequests: flush.completedRequests) {
+                    completedRequests: flush.completedRequests, startsInNext: tableCrosses) {
                 case .refcountCache:
                     // alloc_refcount_block for the next block: its flush writes this one first.
                     events += [.refblockAlloc, .refblockAllocWrite]
@@ -1121,16 +1156,34 @@ public struct Qcow2Classifier: EventClassifier, Sendable {
             let tableFull = shadow.reftableIndex(clusterOffset: first) >= UInt64(shadow.reftable.count)
             switch growth {
             case .none:
-                if tableFull { growth = .blockWritten }
+                if tableFull { growth = .blockWritten; refblockAlloc.tableGrowthStarted() }
                 let written = refblockAlloc.newBlockWritten()
                 guard written.raisesWrite else { return [.refblockUpdatePart] }
                 var events: [BlkdebugEvent] = []
                 if written.unannounced {
                     // Nothing was dirty (an allocation right after an L2 table that ended
                     // exactly at the block's end): this write is the allocation's first I/O.
-                    if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
-                    events.append(.refblockAlloc)
-                    clusterAllocRaised = true
+                    // With a chunk's data allocation pending (the L2 cache clean, the chunk
+                    // before's data in flight), that one, after its update of the blocks
+                    // before (ChunkAllocationOrder.newBlockFirst).
+                    let index = shadow.reftableIndex(clusterOffset: first)
+                    if let run = chunkOrder.newBlockFirst(block: index, entries: shadow.header.refblockEntries,
+                                                          maxDataClusters: Int(shadow.l2SliceSize / shadow.header.l2EntrySize)) {
+                        if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                        for _ in 0..<run.blocks { events += [.refblockAlloc, .refblockLoad] }
+                        clusterAllocRaised = false
+                        contiguousAllocation = false
+                        refblockAlloc.awaitsNewBlock(reftableIndex: index, startsInNext: run.blocks == 0 || run.tableCrosses)
+                        // (The next table's cluster_alloc: it is the one that crosses.)
+                        if run.tableCrosses { events.append(.clusterAlloc) }
+                        events.append(.refblockAlloc)
+                        // (The allocation after the retry raises its own cluster_alloc.)
+                        clusterAllocRaised = run.tableCrosses
+                    } else {
+                        if !clusterAllocRaised && !contiguousAllocation { events.append(.clusterAlloc) }
+                        events.append(.refblockAlloc)
+                        clusterAllocRaised = true
+                    }
                 }
                 return events + [.refblockAllocWrite, .refblockUpdatePart]
             case .blockWritten:

@@ -31,6 +31,8 @@ struct RefblockAllocation: Sendable {
     private var retryRaised = false
     /// The refcount table index an allocation's run reached with no block there yet.
     private var awaitedIndex: UInt64?
+    /// That allocation starts in the awaited block (none of it in the block before).
+    private var awaitedFromItsStart = false
     /// The full-flush count when a guest request last dirtied L2 entries.
     private var l2DirtyMark: Int?
     /// fdatasyncs left of the L2 cache flush an allocation's write-back started as its
@@ -67,10 +69,13 @@ struct RefblockAllocation: Sendable {
     /// dependency. (`reachesEnd` is false for an allocation the classifier takes to
     /// end exactly at the block's end: an L2 table in its last cluster.) In a retry the new block may land in a block
     /// an earlier round hooked up, and then the flush is the else branch's, with no event.
+    /// `startsInNext`: the allocation that needs the block starts in it (a table after a
+    /// run that ended at this block's end): its retry undoes nothing.
     mutating func startsNewBlockFlush(reftableIndex: UInt64, reachesEnd: Bool, nextCovered: Bool,
-                                      completedRequests: Int) -> NewBlockFlush {
+                                      completedRequests: Int, startsInNext: Bool = false) -> NewBlockFlush {
         guard reachesEnd, !nextCovered else { return .none }
         awaitedIndex = reftableIndex + 1
+        awaitedFromItsStart = startsInNext
         guard !writeRaised, hookedIndex == nil else { return .none }
         announced = true
         if let mark = l2DirtyMark, completedRequests <= mark {
@@ -79,6 +84,13 @@ struct RefblockAllocation: Sendable {
         }
         writeRaised = true
         return .refcountCache
+    }
+
+    /// The new block at `reftableIndex` went out first (`newBlockWritten`'s unannounced):
+    /// the allocation awaits it; `startsInNext`: none of it lies in the block before.
+    mutating func awaitsNewBlock(reftableIndex: UInt64, startsInNext: Bool) {
+        awaitedIndex = reftableIndex
+        awaitedFromItsStart = startsInNext
     }
 
     /// An allocation's run waits for a block: a whole-cluster write of zeros to a cluster
@@ -102,7 +114,8 @@ struct RefblockAllocation: Sendable {
 
     /// The refcount table entry of a new block was written (refblock_alloc_hookup).
     mutating func hookedUp(reftableIndex: UInt64) {
-        retryFirstIndex = awaitedIndex == reftableIndex && reftableIndex > 0 ? reftableIndex - 1 : nil
+        retryFirstIndex = awaitedIndex == reftableIndex && reftableIndex > 0 && !awaitedFromItsStart
+            ? reftableIndex - 1 : nil
         if awaitedIndex == reftableIndex { awaitedIndex = nil }
         hookedIndex = reftableIndex
         retryRaised = false
@@ -111,6 +124,54 @@ struct RefblockAllocation: Sendable {
 
     /// A retry after a hookup whose events are not raised yet.
     var retryPending: Bool { hookedIndex != nil && !retryRaised }
+
+    // Refcount table growth (alloc_refcount_block's else branch) for an allocation whose
+    // write-back reached a block not there yet: after qcow2_refcount_area switches the
+    // table and frees the old one, QEMU loads the new block (refblock_load) and returns
+    // -EAGAIN; the caller undoes its update (one refblock_alloc refblock_load per block
+    // before the new one) and searches again from the freed cluster, reading the refcount
+    // blocks after it (cache misses, no event; dirty ones are evicted: written back), then
+    // redoes its update (one pair per block) before its next write-back.
+
+    /// The block awaited and where the allocation's run started, when the growth began.
+    private var growthAwaited: UInt64?
+    private var growthFirst: UInt64?
+    /// The table was switched: the undo's events are not raised yet.
+    private(set) var growthUndoPending = false
+    /// The retry after a growth (not a hookup): its undo was raised before the search.
+    private var growthRetry = false
+
+    /// The new block's write began a refcount table growth.
+    mutating func tableGrowthStarted() {
+        growthAwaited = awaitedIndex
+        growthFirst = awaitedIndex.flatMap { awaitedFromItsStart || $0 == 0 ? nil : $0 - 1 }
+    }
+
+    /// The grown table was switched in (refblock_alloc_switch_table): the retry starts.
+    mutating func tableSwitched() {
+        guard let awaited = growthAwaited else { return }
+        growthAwaited = nil
+        hookedIndex = awaited
+        retryFirstIndex = growthFirst
+        retryRaised = false
+        announced = false
+        growthUndoPending = true
+        growthRetry = true
+    }
+
+    /// The retry after a growth is searching: its write-backs of blocks with no new
+    /// refcount are the search's evictions, and its refblock reads its cache misses.
+    var inGrowthRetry: Bool { growthRetry && retryPending }
+
+    /// After the old table's free: the new block's load and the undo.
+    mutating func growthUndoEvents() -> [BlkdebugEvent] {
+        growthUndoPending = false
+        guard let hooked = hookedIndex else { return [] }
+        var events: [BlkdebugEvent] = [.refblockLoad]
+        let first = min(hooked, retryFirstIndex ?? hooked)
+        for _ in 0..<Int(min(hooked - first, 64)) { events += [.refblockAlloc, .refblockLoad] }
+        return events
+    }
 
     /// A refcount write-back: nil outside a retry; else the retry's events before it
     /// (empty after the first write-back), and the write-back is not a full flush's.
@@ -123,12 +184,17 @@ struct RefblockAllocation: Sendable {
         let first = min(reftableIndex, retryFirstIndex ?? reftableIndex)
         let spanned = hooked > first ? Int(min(hooked - first, 64)) : 0
         var events: [BlkdebugEvent] = []
-        for _ in 0..<(2 * spanned + 1) { events += [.refblockAlloc, .refblockLoad] }
+        // (After a growth the undo went out before the search.)
+        for _ in 0..<((growthRetry ? 1 : 2) * spanned + 1) { events += [.refblockAlloc, .refblockLoad] }
+        growthRetry = false
         return events
     }
 
     /// Another write (data, a table, a header field): the retried allocation went on.
-    mutating func otherWrite() { hookedIndex = nil; awaitedIndex = nil; l2FlushSyncsLeft = 0 }
+    mutating func otherWrite() {
+        hookedIndex = nil; awaitedIndex = nil; l2FlushSyncsLeft = 0
+        growthRetry = false; growthUndoPending = false
+    }
 
     /// An fdatasync ends a cache flush: a new block raised early has been written.
     mutating func synced() {

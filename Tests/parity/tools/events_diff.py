@@ -7,9 +7,13 @@ diff of `events | I/O` lines (pwritev/pwritev_zero/pwritev_done left out). In CM
 BDIMG is the image (blkdebug::IMAGE for the reference), IMG the bare image. A
 base.qcow2 or src.qcow2 next to SRCIMG is copied along. A developer's tool: needs gdb.
 
-usage: SO=.build/debug/libblkfault.so events_diff.py SRCIMG [--raw] -- CMD...
+--windows prints instead, for long runs whose data writes fall with timing, each
+event's totals and the windows between l1_update events whose counts of cluster_alloc,
+refblock_alloc, refblock_load, l2_alloc_write differ (write_aio left out).
+
+usage: SO=.build/debug/libblkfault.so events_diff.py SRCIMG [--raw|--windows] -- CMD...
 e.g.   events_diff.py t.qcow2 -- qemu-img snapshot -d s1 BDIMG"""
-import json, os, re, shutil, subprocess, sys, difflib, tempfile
+import collections, json, os, re, shutil, subprocess, sys, difflib, tempfile
 SO = os.path.abspath(os.environ.get("SO", ".build/debug/libblkfault.so"))
 TRACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blkdebug_events.py")
 i = sys.argv.index("--"); src = sys.argv[1]; cmd = sys.argv[i+1:]
@@ -76,6 +80,28 @@ for l in open(tr):
     elif kind in ("write-zeroes", "writeZeroes", "write_zeroes"): desc = f"falloc16 {j['length']} @{j['offset']}"
     else: desc = f"{kind} {j['length']} @{j['offset']}"
     sublines.append(f"{squash(evs):60s} | {desc}")
+def expand(evs):
+    out = []
+    for grp, n, one in re.findall(r"\(([^)]*)\)x(\d+)|(\S+)", evs):
+        out += [one] if one else grp.split() * int(n)
+    return out
+def windows(lines):
+    ws = [collections.Counter()]
+    for l in lines:
+        evs = [e for e in expand(l.split("|")[0]) if e != "write_aio"]
+        ws[-1].update(evs)
+        if "l1_update" in evs: ws.append(collections.Counter())
+    return ws
+if "--windows" in opts:
+    tr, ts = sum(windows(reflines), collections.Counter()), sum(windows(sublines), collections.Counter())
+    for e in sorted(set(tr) | set(ts)):
+        print(f"{e:28s} blkdebug {tr[e]:6d}  blkfault {ts[e]:6d}{'' if tr[e] == ts[e] else '  DIFFERS'}")
+    K = ("cluster_alloc", "refblock_alloc", "refblock_load", "l2_alloc_write")
+    wr, ws = windows(reflines), windows(sublines)
+    bad = [i for i, (a, b) in enumerate(zip(wr, ws)) if any(a[k] != b[k] for k in K)]
+    for i in bad[:20]: print(f"window {i}:", {k: ws[i][k] - wr[i][k] for k in K if ws[i][k] != wr[i][k]})
+    print(f"windows: {len(wr)} blkdebug, {len(ws)} blkfault, {len(bad)} differ in {', '.join(K)}")
+    shutil.rmtree(W); sys.exit(0)
 if "--raw" in opts:
     print("\n".join(reflines)); print("=====");  print("\n".join(sublines))
 d = list(difflib.unified_diff(reflines, sublines, "blkdebug", "blkfault", n=2, lineterm=""))
