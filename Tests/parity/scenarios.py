@@ -1524,3 +1524,25 @@ def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
 # run cached (QEMU's metadata-preallocation check over file-posix): the same extra
 # "Failed to flush the L2 table cache / refcount block cache".
 UNDECIDABLE_ONCE_OFF[("cluster_alloc", "rebasenewboth")] = UNDECIDABLE[("cluster_alloc", "rebase")]
+
+
+def s9_new_chain_cases() -> list[Case]:
+    # Per-node state on rebasenewboth: only the new backing file's data is read (the
+    # overlay is only looked up), only the overlay is written.
+    return [
+        chain_case("rebasenewboth-state-per-node", "rebasenewboth",
+                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("read_aio", 1, 2)],
+                   "set-state read_aio 1->2 (the new backing file's reads), inject write_aio in "
+                   "state 2 (the overlay's writes): per-node state, no injection"),
+        chain_case("rebasenewboth-new-l2_load-sets-2", "rebasenewboth",
+                   [inject_rule("read_aio", 5, "off", state=2), set_state_rule("l2_load", 1, 2)],
+                   "set-state l2_load 1->2, inject read_aio in state 2: the new backing file "
+                   "loads its own L2 table before its data reads"),
+    ]
+
+
+_chain_cases_before_s9new = chain_cases
+
+
+def chain_cases() -> list[Case]:
+    return _chain_cases_before_s9new() + s9_new_chain_cases()
