@@ -270,7 +270,7 @@ def header_backing_name(img: str) -> str | None:
 
 def matched_others(cmds) -> list[str]:
     """The run-directory names of the images a workload process matches besides
-    t.qcow2 (MATCH:TEST_DIR/NAME, IMG+BASE's base.qcow2): each has a blkdebug node of
+    t.qcow2 (MATCH:TEST_DIR/NAME, IMG+BASE's base.qcow2, NEW:NAME, REL:NAME): each has a blkdebug node of
     its own in the reference, and its own first injected failure (see run_case)."""
     if not cmds or cmds[0] != "qemu-img":
         return []
