@@ -149,7 +149,13 @@ class Runner:
         # backing one names no image (qcow2 hands it the header's backing file name:
         # bdrv_open_backing_file, README "Coverage of issue 3"). BLKFAULT_IMAGE names both.
         both = both_json(img, cfg) if how == "reference" else img
+        def new_name(a):  # NEW:NAME / REL:NAME (see NEW_PREFIX, REL_PREFIX)
+            name = a.split(":", 1)[1]
+            if a.startswith(NEW_PREFIX) and how == "reference":
+                return new_json(os.path.join(run_dir, name), cfg)
+            return name
         argv = [QEMU_IMG] + [target if a == "IMG" else both if a == BOTH_TOKEN
+                             else new_name(a) if a.startswith((NEW_PREFIX, REL_PREFIX))
                              else a.replace("TEST_DIR/", run_dir + "/")
                              .replace("@FILE@", node) for a in args[1:]]
         # MATCH:PATH: another image the rules apply to (a blkdebug node of its own over
@@ -157,12 +163,15 @@ class Runner:
         also = [a[6:] for a in argv if a.startswith("MATCH:")]
         if BOTH_TOKEN in args:
             also.append(os.path.join(os.path.dirname(img), BOTH_BASE))
+        also += [os.path.join(run_dir, a.split(":", 1)[1]) for a in args[1:]
+                 if a.startswith((NEW_PREFIX, REL_PREFIX))]
         argv = [(f"blkdebug:{cfg}:{a[6:]}" if how == "reference" else a[6:])
                 if a.startswith("MATCH:") else a for a in argv]
         env = self.env
         if how == "preload":
             env = dict(self.env, LD_PRELOAD=self.so, BLKFAULT_CONFIG=cfg,
-                       BLKFAULT_IMAGE=":".join([img] + also), **(preload_env or {}))
+                       BLKFAULT_IMAGE=":".join([img] * image_matched(args) + also),
+                       **(preload_env or {}))
         if strace_to:
             argv[1:1] = [a for ev in QEMU_TRACE_EVENTS for a in ("-T", ev)]
             argv = ["strace", "--seccomp-bpf", "-f", "-y", "-s", "160", "-qq",
@@ -215,6 +224,67 @@ def _io_args(cmds, quote) -> str:
 # file, both matched.
 BOTH_TOKEN = "IMG+BASE"
 BOTH_BASE = "base.qcow2"
+# NEW:NAME: `rebase -b`'s new backing file TEST_DIR/NAME, matched (the overlay need not
+# be). For the reference a json: name with a blkdebug node over it (new_json); every
+# other run gets NAME. The name goes into the overlay's header, so after the command the
+# harness rewrites the header with `qemu-img rebase -u -b NAME` on every side where it
+# names the new file (normalise_new_header): the same final header write everywhere.
+NEW_PREFIX = "NEW:"
+# REL:NAME: a relative backing file name next to a matched overlay (IMG). QEMU resolves
+# it against the overlay's name, blkdebug:RULES:/dir/t.qcow2, keeping the prefix
+# (path_combine): the reference opens it through a blkdebug node of its own with the same
+# rules. NAME on every side; the preload matches TEST_DIR/NAME too.
+REL_PREFIX = "REL:"
+
+
+def image_matched(cmds) -> bool:
+    """Whether a workload process applies the rules to t.qcow2 itself: always, except in
+    a qemu-img command with a NEW: name and no IMG / IMG+BASE (`rebase -b NEW:...
+    TEST_DIR/t.qcow2`: only the new backing file is matched)."""
+    return not (cmds and cmds[0] == "qemu-img"
+                and any(a.startswith(NEW_PREFIX) for a in cmds)
+                and not any(a in ("IMG", BOTH_TOKEN) for a in cmds))
+
+
+def new_json(path: str, cfg: str | None) -> str:
+    """`rebase -b`'s new backing file PATH through a blkdebug node (no config key for
+    the rule-less traced run). QEMU 7.2 takes it: an absolute json: name is not resolved
+    against the overlay (bdrv_get_full_backing_filename_from_filename)."""
+    rules = {"config": cfg} if cfg else {}
+    return "json:" + json.dumps({
+        "driver": "qcow2",
+        "file": {"driver": "blkdebug", **rules, "image": {"driver": "file", "filename": path}}})
+
+
+def header_backing_name(img: str) -> str | None:
+    """The backing file name in a qcow2 header (None: none or unreadable)."""
+    try:
+        with open(img, "rb") as f:
+            h = f.read(20)
+            off, n = int.from_bytes(h[8:16], "big"), int.from_bytes(h[16:20], "big")
+            if not off or not n:
+                return None
+            f.seek(off)
+            return f.read(n).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+
+
+def matched_others(cmds) -> list[str]:
+    """The run-directory names of the images a workload process matches besides
+    t.qcow2 (MATCH:TEST_DIR/NAME, IMG+BASE's base.qcow2, NEW:NAME, REL:NAME): each has a blkdebug node of
+    its own in the reference, and its own first injected failure (see run_case)."""
+    if not cmds or cmds[0] != "qemu-img":
+        return []
+    out = []
+    for a in cmds[1:]:
+        if a.startswith("MATCH:"):
+            out.append(a[6:].replace("TEST_DIR/", ""))
+        elif a == BOTH_TOKEN:
+            out.append(BOTH_BASE)
+        elif a.startswith((NEW_PREFIX, REL_PREFIX)):
+            out.append(a.split(":", 1)[1])
+    return out
 
 
 def both_json(img: str, cfg: str | None) -> str:
@@ -234,6 +304,9 @@ def normalise(text: str, run_dir: str, cfg: str | None) -> str:
     if cfg:  # IMG+BASE's json: filename, where QEMU prints it, is the image's path
         text = text.replace(both_json(os.path.join(run_dir.rstrip("/"), IMG_NAME), cfg),
                             os.path.join(run_dir.rstrip("/"), IMG_NAME))
+        # NEW:NAME's json: name (rebase quotes its -b argument) is NAME, as for the preload
+        pre, post = new_json(os.path.join(run_dir.rstrip("/"), "@NAME@"), cfg).split("@NAME@")
+        text = re.sub(re.escape(pre) + r"([^/\"]+)" + re.escape(post), r"\1", text)
         text = text.replace(f"blkdebug:{cfg}:", "").replace(cfg, "RULES")
     text = text.replace(run_dir.rstrip("/") + "/", "TEST_DIR/")
     text = BENCH_RE.sub("Run completed in X seconds.", text)  # qemu-img bench
@@ -580,6 +653,8 @@ class RunResult:
     size: int = -1
     img: str = ""
     trace: list = field(default_factory=list)
+    # the other matched images' traces (matched_others): run-directory name -> tokens
+    other_traces: dict = field(default_factory=dict)
 
     def output_key(self):
         return [(r["rc"], r["stdout"], r["stderr"]) for r in self.setup[1:] + self.runs]
@@ -607,7 +682,9 @@ def _cmd_str(cmds, what, cfg_shown):
     if cmds[0] == "qemu-img":
         return " ".join(f"{cfg_shown}TEST_DIR/{IMG_NAME}" if a == "IMG"
                         else f"{cfg_shown}TEST_DIR/{IMG_NAME}(+{cfg_shown}TEST_DIR/{BOTH_BASE})"
-                        if a == BOTH_TOKEN else shlex.quote(a) for a in cmds)
+                        if a == BOTH_TOKEN
+                        else f"{a.split(':', 1)[1]}(matched: {cfg_shown}TEST_DIR/{a.split(':', 1)[1]})"
+                        if a.startswith((NEW_PREFIX, REL_PREFIX)) else shlex.quote(a) for a in cmds)
     s = "qemu-io -f qcow2 " + _io_args(cmds, shlex.quote)
     return s + f" {cfg_shown}TEST_DIR/{IMG_NAME}"
 
@@ -691,6 +768,9 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
                                preload_env=dict(wl.preload_env))
         if tr:
             res.trace += parse_trace(tr, img, i, wl.cluster_size)
+            for name in matched_others(cmds):
+                res.other_traces.setdefault(name, []).extend(
+                    parse_trace(tr, os.path.join(run_dir, name), i, wl.cluster_size))
             p.stderr = "".join(ln for ln in p.stderr.splitlines(True)
                                if not QEMU_TRACE_LINE.match(ln))
         shown = {"reference": "blkdebug:RULES:", "preload": "[LD_PRELOAD] ",
@@ -700,6 +780,10 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
                          else "baseline, no rules",
                          "rc": p.rc, "stdout": normalise(p.stdout, run_dir, cfg),
                          "stderr": normalise(p.stderr, run_dir, cfg)})
+        for a in cmds:
+            if a.startswith(NEW_PREFIX):
+                res.runs.append(normalise_new_header(runner, img, a[len(NEW_PREFIX):],
+                                                     p.label, run_dir, cfg))
     p = runner.check(img)
     res.check_rc = p.rc
     res.check_out = normalise(p.stdout, run_dir, None)
@@ -711,6 +795,26 @@ def _run_workload(runner: Runner, wl: Workload, variant: str, run_dir: str,
     except OSError:
         res.size = -1
     return res
+
+
+def normalise_new_header(runner: Runner, img: str, name: str, how: str, run_dir: str,
+                         cfg: str | None) -> dict:
+    """After a command with NEW:NAME: where the overlay's header names the new backing
+    file as this side gave it (the reference's json: name, everyone else's NAME), write
+    NAME with `qemu-img rebase -u` (header only, no injection), so that every side's
+    header went through the same last write. Where it names anything else (the command
+    failed before switching), leave it and say so: that is compared like any output."""
+    given = new_json(os.path.join(run_dir, name), cfg) if how == "reference" else name
+    have = header_backing_name(img)
+    if have != given:
+        return {"cmd": f"(header not normalised: backing file {have!r})",
+                "what": "post-step", "rc": 0, "stdout": "", "stderr": ""}
+    p = runner._run([QEMU_IMG, "rebase", "-u", "-f", "qcow2", "-b", name, "-F", "qcow2", img],
+                    runner.env)
+    return {"cmd": f"qemu-img rebase -u -f qcow2 -b {name} -F qcow2 TEST_DIR/{IMG_NAME}",
+            "what": "post-step: header normalised, no injection", "rc": p.rc,
+            "stdout": normalise(p.stdout, run_dir, None),
+            "stderr": normalise(p.stderr, run_dir, None)}
 
 
 def same3(a: RunResult, b: RunResult) -> tuple[bool, bool, bool]:
@@ -752,6 +856,9 @@ class Harness:
         self.baselines: dict[str, RunResult] = {}
         self.trace_bases: dict[str, list] = {}
         self.trace_unstable: dict[str, int] = {}
+        # the same for the other matched images, keyed (workload, image name)
+        self.other_trace_bases: dict[tuple[str, str], list] = {}
+        self.other_trace_unstable: dict[tuple[str, str], int] = {}
         self.use_strace = HAVE_STRACE and not args.no_strace
         self.lock = threading.Lock()
         self.done = 0
@@ -768,9 +875,15 @@ class Harness:
             # rule-less blkdebug (blkdebug::IMG), traced twice: see run_case.  If the
             # two runs do not agree, first-failure answers on this workload are
             # marked unreliable instead of being trusted.
-            ts = [run_workload(self.runner, wl, "reference",
+            rs = [run_workload(self.runner, wl, "reference",
                                os.path.join(self.work, "tracebase", f"{wl.key}.{i}"), "",
-                               trace=True).trace for i in range(2)]
+                               trace=True) for i in range(2)]
+            ts = [r.trace for r in rs]
+            for name, toks in rs[0].other_traces.items():
+                self.other_trace_bases[(wl.key, name)] = toks
+                odd, idx = first_failure(toks, rs[1].other_traces.get(name, []))
+                if odd:
+                    self.other_trace_unstable[(wl.key, name)] = idx
             # Only the refcount-growth workloads (many concurrent data tasks whose
             # L2 linking also does metadata I/O) have been seen to differ, late in
             # the run (~75% in); answers before that point are still trusted.
@@ -854,6 +967,10 @@ class Harness:
                                   os.path.join(cdir, "traced"), cfg, trace=True,
                                   snap_dir=snaps)
                 first, idx = first_failure(self.trace_bases[case.workload.key], tr.trace)
+                if not any(image_matched(c) for c in case.workload.runs):
+                    # t.qcow2 has no rules (rebasenew): what it misses follows from a
+                    # failure on a matched image; only those are looked at (below)
+                    first, idx = None, None
                 cr.first_failure = describe_tok(first) if first else None
                 if probe and first:
                     cr.kind = "inject"
@@ -872,6 +989,24 @@ class Harness:
                         cr.tags.append("flush-latch")
                         cr.first_failure = (f"{cr.first_failure}; first in process "
                                             f"{flushes[0][0] + 1}: {describe_tok(flushes[0][1])}")
+                # Every other matched image has a blkdebug node (rules, `once`) and a
+                # file-posix node (the latch) of its own: its own first failure counts
+                # like a later process's (convboth's source, commitboth's base).
+                for name, toks in sorted(tr.other_traces.items()):
+                    key = (case.workload.key, name)
+                    ofirst, oidx = first_failure(self.other_trace_bases.get(key, []), toks)
+                    if not ofirst:
+                        continue
+                    if probe and cr.kind == "no-injection":
+                        cr.kind = "inject"
+                        cr.tags.append("invisible-in-reference")
+                    ounstable = self.other_trace_unstable.get(key)
+                    text = f"on {name}: {describe_tok(ofirst)}"
+                    if ounstable is not None and (oidx is None or oidx >= ounstable):
+                        text = f"on {name}: unreliable ({describe_tok(ofirst)})"
+                    elif ofirst[1] == "flush" and "flush-latch" not in cr.tags:
+                        cr.tags.append("flush-latch")
+                    cr.first_failure = f"{cr.first_failure}; {text}" if cr.first_failure else text
                 if not all(same3(ref, tr)):
                     cr.tags.append("unstable-reference")
             reason = scenarios.UNDECIDABLE.get((case.event, case.workload.key))
@@ -1008,6 +1143,12 @@ def repro_script(case: Case, runner: Runner) -> str:
                 return _BOTH_SH if ref else '"$IMG"'
             if a.startswith("MATCH:"):  # another matched image (Runner.qemu_img)
                 a = ('blkdebug:"$RULES":' if ref else "") + q(a[6:])
+            if a.startswith(NEW_PREFIX) and ref:  # new_json, inside single quotes
+                return ("'json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"blkdebug\","
+                        "\"config\":\"'\"$RULES\"'\",\"image\":{\"driver\":\"file\","
+                        "\"filename\":\"'\"$W/$1/" + a[len(NEW_PREFIX):] + "\"'\"}}}'")
+            if a.startswith((NEW_PREFIX, REL_PREFIX)):
+                return q(a.split(":", 1)[1])
             return (q(a) if not a.startswith("blkdebug:") else a).replace(
                 "TEST_DIR/", '"$W/$1"/').replace("@FILE@", _FILE_NODE_SH[ref])
         return " ".join(arg(a) for a in cmds)
@@ -1017,7 +1158,9 @@ def repro_script(case: Case, runner: Runner) -> str:
     def img_env(cmds):  # BLKFAULT_IMAGE: the image, MATCH: images, IMG+BASE's backing file
         extra = [q(a[6:]).replace("TEST_DIR/", '"$W/$1"/') for a in cmds if a.startswith("MATCH:")]
         extra += ['"$W/$1"/' + BOTH_BASE] * (BOTH_TOKEN in cmds)
-        return '"$IMG"' + "".join(":" + e for e in extra)
+        extra += ['"$W/$1"/' + a.split(":", 1)[1] for a in cmds
+                  if a.startswith((NEW_PREFIX, REL_PREFIX))]
+        return ":".join(['"$IMG"'] * image_matched(cmds) + extra)
     for cmds in wl.pre:
         if cmds[0] == "!patch":
             L.append("    python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); "
@@ -1045,6 +1188,11 @@ def repro_script(case: Case, runner: Runner) -> str:
                   + " " + img_cmd(cmds, '"$IMG"'),
                   "    fi",
                   '    echo "qemu-img rc=$?"']
+            for a in cmds:  # normalise_new_header, by hand: only where the rebase switched
+                if a.startswith(NEW_PREFIX):
+                    n = a[len(NEW_PREFIX):]
+                    L += [f'    qemu-img info "$IMG" | grep -q "^backing file: .*{n}" && '
+                          f'qemu-img rebase -u -f qcow2 -b {q(n)} -F qcow2 "$IMG"   # header normalised']
             continue
         cs = _io_args(cmds, q)
         L += ['    if [ "$1" = reference ]; then',
