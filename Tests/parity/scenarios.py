@@ -207,9 +207,11 @@ EXTRA_WORKLOADS.update({w.key: w for w in [
     _w("brebase", 65536, "1G",
        [img("create", "-q", "-f", "qcow2", "TEST_DIR/base2.qcow2", "1G"),
         ["@base2.qcow2", "write -P 3 64k 64k"]],
-       [img("rebase", "-f", "qcow2", "-b", "base2.qcow2", "-F", "qcow2", "IMG")],
+       [img("rebase", "-f", "qcow2", "-b", "REL:base2.qcow2", "-F", "qcow2", "IMG")],
        "qemu-img rebase onto another base: old and new backing files are read apart "
-       "from the overlay's own backing chain", base=_B1),
+       "from the overlay's own backing chain; through blkdebug QEMU opens the new one "
+       "(named relative to the overlay) under a blkdebug node of its own, so the preload "
+       "matches it too (REL:)", base=_B1),
     # A three-file chain: the overlay's backing file mid.qcow2 (no data) has base.qcow2.
     _w("bchain", 65536, "1G", _CHAIN, [["read 0 64k", "write 1M 4k"], ["write 512 512"]],
        "chain base <- mid <- overlay: a read of data only the base has, then a write; "
@@ -442,9 +444,6 @@ for _w_key in ("bcor", "bcorraw"):
 UNDECIDABLE[("read_backing_aio", "bnol2")] = (
     "neither the overlay nor its backing file has an L2 table there: QEMU raises the "
     "event and reads zeros without any I/O, so nothing shows the read")
-UNDECIDABLE[("read_aio", "brebase")] = (
-    "through blkdebug, qemu-img rebase opens the new backing file (named relative to "
-    "the overlay) under blkdebug too, so rules on the overlay also fail its reads")
 
 # Only the immediately=on cases of a pair. blkdebug's `immediately` skips the yield
 # before returning the error: a data task of a many-chunk write then fails while qcow2's
