@@ -1401,36 +1401,45 @@ UNDECIDABLE[("pwritev_done", "commitboth")] = (
     "first one's pwritev_done) or a later request (checked after); blkfault cannot tell")
 
 
+def armed_in_state_2(name: str, workload: str, inject: str, arming: str, desc: str) -> Case:
+    """A chain: set-state ARMING 1->2, inject INJECT (errno 5, once off) in state 2."""
+    return chain_case(name, workload,
+                      [inject_rule(inject, 5, "off", state=2), set_state_rule(arming, 1, 2)], desc)
+
+
 def s8_both_chain_cases() -> list[Case]:
     # Per-node state: commit reads only the overlay and writes only the base, so a state
     # set by the overlay's read_aio never reaches the base's write_aio (no injection),
     # while the base's own l2_load before its write does (injection).
     return [
-        chain_case("commitboth-state-per-node", "commitboth",
-                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("read_aio", 1, 2)],
-                   "set-state read_aio 1->2 (the overlay's reads), inject write_aio in state 2 "
-                   "(the base's writes): per-node state, no injection"),
-        chain_case("commitboth-base-l2_load-sets-2", "commitboth",
-                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("l2_load", 1, 2)],
-                   "set-state l2_load 1->2, inject write_aio in state 2: the base loads its own "
-                   "L2 table before its writes"),
+        armed_in_state_2("commitboth-state-per-node", "commitboth", "write_aio", "read_aio",
+                         "set-state read_aio 1->2 (the overlay's reads), inject write_aio in "
+                         "state 2 (the base's writes): per-node state, no injection"),
+        armed_in_state_2("commitboth-base-l2_load-sets-2", "commitboth", "write_aio", "l2_load",
+                         "set-state l2_load 1->2, inject write_aio in state 2: the base loads "
+                         "its own L2 table before its writes"),
     ]
 
 
-_matrix_cases_before_s8both = matrix_cases
-_chain_cases_before_s8both = chain_cases
-
-
-def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
-    cases = _matrix_cases_before_s8both(full, gaps)
-    seen = {c.id for c in cases}
-    if gaps and not full:
+def with_workload_events(before, events: dict[str, list[str]], own_only: tuple[str, ...] = ()):
+    """matrix_cases extended by EVENTS' workloads: their events with errno 5, once on and
+    off in the default set; with --full every event (a workload in OWN_ONLY: its own
+    events) with every errno, once and immediately."""
+    def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
+        cases = before(full, gaps)
+        if gaps and not full:
+            return cases
+        seen = {c.id for c in cases}
+        every = list(product(ERRNOS, ONCE, IMMEDIATELY))
+        for wk, evs in events.items():
+            for ev in MATRIX_EVENTS if full and wk not in own_only else evs:
+                add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
         return cases
-    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
-    for wk, evs in S8_BOTH_EVENTS.items():
-        for ev in MATRIX_EVENTS if full else evs:
-            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
-    return cases
+    return matrix_cases
+
+
+matrix_cases = with_workload_events(matrix_cases, S8_BOTH_EVENTS)
+_chain_cases_before_s8both = chain_cases
 
 
 def chain_cases() -> list[Case]:
@@ -1495,20 +1504,7 @@ S9_TWO_COPY_EVENTS: dict[str, list[str]] = {
     "commit3": ["read_aio", "none"],
 }
 
-_matrix_cases_before_s9two = matrix_cases
-
-
-def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
-    cases = _matrix_cases_before_s9two(full, gaps)
-    if gaps and not full:
-        return cases
-    seen = {c.id for c in cases}
-    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
-    for wk, evs in S9_TWO_COPY_EVENTS.items():
-        # commit3 shows only where the third copy stands: its own events with --full too.
-        for ev in MATRIX_EVENTS if full and wk != "commit3" else evs:
-            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
-    return cases
+matrix_cases = with_workload_events(matrix_cases, S9_TWO_COPY_EVENTS, own_only=("commit3",))
 
 
 # Only the once=on cases of a pair (parity.py looks this up like the two lists above).
@@ -1586,19 +1582,7 @@ for (_ev, _wk) in list(UNDECIDABLE_IMMEDIATELY):
         UNDECIDABLE_IMMEDIATELY[(_ev, "cpcommit")] = UNDECIDABLE_IMMEDIATELY[(_ev, _wk)]
 UNDECIDABLE[("pwritev_done", "cpcommit")] = UNDECIDABLE[("pwritev_done", "commitboth")]
 
-_matrix_cases_before_s9sparse = matrix_cases
-
-
-def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
-    cases = _matrix_cases_before_s9sparse(full, gaps)
-    seen = {c.id for c in cases}
-    if gaps and not full:
-        return cases
-    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
-    for wk, evs in S9_SPARSE_EVENTS.items():
-        for ev in MATRIX_EVENTS if full else evs:
-            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
-    return cases
+matrix_cases = with_workload_events(matrix_cases, S9_SPARSE_EVENTS)
 
 
 # ==========================================================================
@@ -1675,19 +1659,7 @@ S9_NEW_EVENTS: dict[str, list[str]] = {
                       "cluster_alloc"],
 }
 
-_matrix_cases_before_s9new = matrix_cases
-
-
-def matrix_cases(full: bool, gaps: bool = False) -> list[Case]:
-    cases = _matrix_cases_before_s9new(full, gaps)
-    seen = {c.id for c in cases}
-    if gaps and not full:
-        return cases
-    every = list(product(ERRNOS, ONCE, IMMEDIATELY))
-    for wk, evs in S9_NEW_EVENTS.items():
-        for ev in MATRIX_EVENTS if full else evs:
-            add_matrix_cases(cases, seen, ev, wk, every if full else list(product((5,), ONCE, ("off",))))
-    return cases
+matrix_cases = with_workload_events(matrix_cases, S9_NEW_EVENTS)
 
 
 # The overlay of `rebase`/`rebaseboth` (blkdebug under it, the same safe rebase): with
@@ -1701,14 +1673,12 @@ def s9_new_chain_cases() -> list[Case]:
     # Per-node state on rebasenewboth: only the new backing file's data is read (the
     # overlay is only looked up), only the overlay is written.
     return [
-        chain_case("rebasenewboth-state-per-node", "rebasenewboth",
-                   [inject_rule("write_aio", 5, "off", state=2), set_state_rule("read_aio", 1, 2)],
-                   "set-state read_aio 1->2 (the new backing file's reads), inject write_aio in "
-                   "state 2 (the overlay's writes): per-node state, no injection"),
-        chain_case("rebasenewboth-new-l2_load-sets-2", "rebasenewboth",
-                   [inject_rule("read_aio", 5, "off", state=2), set_state_rule("l2_load", 1, 2)],
-                   "set-state l2_load 1->2, inject read_aio in state 2: the new backing file "
-                   "loads its own L2 table before its data reads"),
+        armed_in_state_2("rebasenewboth-state-per-node", "rebasenewboth", "write_aio", "read_aio",
+                         "set-state read_aio 1->2 (the new backing file's reads), inject "
+                         "write_aio in state 2 (the overlay's writes): per-node state, no injection"),
+        armed_in_state_2("rebasenewboth-new-l2_load-sets-2", "rebasenewboth", "read_aio", "l2_load",
+                         "set-state l2_load 1->2, inject read_aio in state 2: the new backing "
+                         "file loads its own L2 table before its data reads"),
     ]
 
 
