@@ -1407,18 +1407,22 @@ def armed_in_state_2(name: str, workload: str, inject: str, arming: str, desc: s
                       [inject_rule(inject, 5, "off", state=2), set_state_rule(arming, 1, 2)], desc)
 
 
+# Per-node state: commit reads only the overlay and writes only the base, so a state set
+# by the overlay's read_aio never reaches the base's write_aio (no injection), while the
+# base's own l2_load before its write does (injection). (name, workload, inject, arming,
+# desc); later blocks append theirs (rebasenewboth, session 9).
+PER_NODE_CHAINS = [
+    ("commitboth-state-per-node", "commitboth", "write_aio", "read_aio",
+     "set-state read_aio 1->2 (the overlay's reads), inject write_aio in state 2 (the base's "
+     "writes): per-node state, no injection"),
+    ("commitboth-base-l2_load-sets-2", "commitboth", "write_aio", "l2_load",
+     "set-state l2_load 1->2, inject write_aio in state 2: the base loads its own L2 table "
+     "before its writes"),
+]
+
+
 def s8_both_chain_cases() -> list[Case]:
-    # Per-node state: commit reads only the overlay and writes only the base, so a state
-    # set by the overlay's read_aio never reaches the base's write_aio (no injection),
-    # while the base's own l2_load before its write does (injection).
-    return [
-        armed_in_state_2("commitboth-state-per-node", "commitboth", "write_aio", "read_aio",
-                         "set-state read_aio 1->2 (the overlay's reads), inject write_aio in "
-                         "state 2 (the base's writes): per-node state, no injection"),
-        armed_in_state_2("commitboth-base-l2_load-sets-2", "commitboth", "write_aio", "l2_load",
-                         "set-state l2_load 1->2, inject write_aio in state 2: the base loads "
-                         "its own L2 table before its writes"),
-    ]
+    return [armed_in_state_2(*c) for c in PER_NODE_CHAINS]
 
 
 def with_workload_events(before, events: dict[str, list[str]], own_only: tuple[str, ...] = ()):
@@ -1669,21 +1673,13 @@ matrix_cases = with_workload_events(matrix_cases, S9_NEW_EVENTS)
 UNDECIDABLE_ONCE_OFF[("cluster_alloc", "rebasenewboth")] = UNDECIDABLE[("cluster_alloc", "rebase")]
 
 
-def s9_new_chain_cases() -> list[Case]:
-    # Per-node state on rebasenewboth: only the new backing file's data is read (the
-    # overlay is only looked up), only the overlay is written.
-    return [
-        armed_in_state_2("rebasenewboth-state-per-node", "rebasenewboth", "write_aio", "read_aio",
-                         "set-state read_aio 1->2 (the new backing file's reads), inject "
-                         "write_aio in state 2 (the overlay's writes): per-node state, no injection"),
-        armed_in_state_2("rebasenewboth-new-l2_load-sets-2", "rebasenewboth", "read_aio", "l2_load",
-                         "set-state l2_load 1->2, inject read_aio in state 2: the new backing "
-                         "file loads its own L2 table before its data reads"),
-    ]
-
-
-_chain_cases_before_s9new = chain_cases
-
-
-def chain_cases() -> list[Case]:
-    return _chain_cases_before_s9new() + s9_new_chain_cases()
+# Per-node state on rebasenewboth: only the new backing file's data is read (the overlay
+# is only looked up), only the overlay is written.
+PER_NODE_CHAINS += [
+    ("rebasenewboth-state-per-node", "rebasenewboth", "write_aio", "read_aio",
+     "set-state read_aio 1->2 (the new backing file's reads), inject write_aio in state 2 "
+     "(the overlay's writes): per-node state, no injection"),
+    ("rebasenewboth-new-l2_load-sets-2", "rebasenewboth", "read_aio", "l2_load",
+     "set-state l2_load 1->2, inject read_aio in state 2: the new backing file loads its own "
+     "L2 table before its data reads"),
+]
