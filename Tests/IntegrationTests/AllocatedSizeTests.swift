@@ -74,6 +74,23 @@ import Testing
         }
     }
 
+    /// `blkfault run --allocated-size-as-length` sets the switch; without the flag the
+    /// run sees the holes.
+    @Test func blkfaultRunFlagSetsTheSwitch() throws {
+        try requireTools()
+        let s = try Scratch()
+        let img = try holeyImage(in: s)
+        let rules = try s.write("rules.cfg", "")
+        let map = ["qemu-img", "map", "-f", "qcow2", "--output=json", img]
+        let flagged = try run(Built.cli, ["run", "-c", rules, "-i", img, "--allocated-size-as-length", "--"] + map)
+        let plainRun = try run(Built.cli, ["run", "-c", rules, "-i", img, "--"] + map)
+        let reference = try mapUnderBlkdebug(img, rules: rules)
+        let plain = try run(qemuImg, Array(map.dropFirst()))
+        #expect(flagged.status == 0 && flagged.stdout == reference.stdout, "\(flagged)\n\(reference)")
+        #expect(plainRun.status == 0 && plainRun.stdout == plain.stdout, "\(plainRun)\n\(plain)")
+        #expect(reference.stdout != plain.stdout, "the copy has no holes QEMU sees")
+    }
+
     /// Only a target's size is raised: a followed backing file has no blkdebug node over
     /// it in the reference (`blkdebug:RULES:OVERLAY`), so QEMU sees its holes there too.
     @Test func aFollowedBackingFileKeepsItsAllocatedSize() throws {
