@@ -1541,7 +1541,7 @@ UNDECIDABLE_ONCE_ON[("write_aio", "commitboth2")] = (
 # The base's write made of two data tasks (in place and a new cluster), once=on: qcow2
 # issues both at once; blkdebug fails the first issued, blkfault the first whose pwrite
 # reaches libc in QEMU's worker threads, nearly always the same one (end of session 9:
-# write_aio differed in 1 of 5 clean-clone CI runs, base.qcow2's bytes only, then 22 of
+# write_aio differed in 1 of 4 full default runs, base.qcow2's bytes only, then 22 of
 # 22 runs of tools/repeat.py alike; pwritev once in s9-3d's --full run, then 14 of 14).
 _TWO_TASKS_ORDER = (
     "the base's write is two data tasks issued at once (in place and a new cluster): "
